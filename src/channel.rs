@@ -1,0 +1,230 @@
+//! A channel is a provider as a send sees it: its HTTP client, its credentials each with a rate
+//! limiter, its circuit breaker, and the retry policy. [`Channel::send`] makes the attempts for
+//! one message on this provider and says why it gave up if it did; choosing between channels is
+//! [`crate::delivery`]'s job.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::alerts::{self, Alert};
+use crate::config::{BreakerSettings, ProviderSettings};
+use crate::phone::Phone;
+use crate::policy::breaker::{Admission, BreakerState, CallOutcome, CircuitBreaker, Transition};
+use crate::policy::rate_limit::RateLimiter;
+use crate::policy::retry::{RetryAdvice, RetryPolicy, Retryable};
+use crate::policy::routing::TokenWait;
+use crate::provider::{Class, Credential, ProviderClient, ProviderError, ProviderKind, Receipt};
+
+/// Why a channel gave up on a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChannelFailure {
+    /// The provider's answer (or its absence) on the last attempt.
+    #[error("{0}")]
+    Provider(ProviderError),
+    /// The circuit breaker is open: the provider was not called.
+    #[error("circuit open")]
+    CircuitOpen,
+    /// The provider refused msgsend's credentials earlier in this run.
+    #[error("credentials rejected earlier in this run")]
+    Disabled,
+    /// No rate-limit token within the spillover `acquire_timeout`.
+    #[error("no rate-limit token within {}", crate::units::format_duration(*.0))]
+    NoToken(Duration),
+}
+
+impl Retryable for ChannelFailure {
+    fn advice(&self) -> RetryAdvice {
+        match self {
+            ChannelFailure::Provider(error) if error.class.is_transient() => RetryAdvice::Retry {
+                after: error.retry_after,
+            },
+            _ => RetryAdvice::Stop,
+        }
+    }
+}
+
+/// One request made (or refused before it was made) for a message.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Attempt {
+    pub channel: ProviderKind,
+    /// 1 for the first attempt on this channel.
+    pub number: u32,
+    /// `ok`, or the failure's class (`server_error`, `timeout`, ...).
+    pub outcome: &'static str,
+    /// `HTTP 400`, `timeout`, ...; empty on success.
+    pub detail: String,
+    pub latency_ms: u64,
+}
+
+#[derive(Debug)]
+pub struct Channel {
+    kind: ProviderKind,
+    client: ProviderClient,
+    credentials: Vec<Credential>,
+    limiter: RateLimiter,
+    breaker: Mutex<CircuitBreaker>,
+    /// Set once the provider refuses msgsend's credentials: the provider is out for the run.
+    disabled: Mutex<Option<String>>,
+    retry: RetryPolicy,
+}
+
+impl Channel {
+    pub fn new(
+        http: reqwest::Client,
+        settings: &ProviderSettings,
+        breaker: BreakerSettings,
+        retry: RetryPolicy,
+    ) -> Self {
+        Channel {
+            kind: settings.kind,
+            client: ProviderClient::new(http, settings),
+            credentials: settings.credentials.iter().map(Credential::new).collect(),
+            limiter: RateLimiter::new(settings.credentials.iter().map(|c| c.rate_limit)),
+            breaker: Mutex::new(CircuitBreaker::new(
+                breaker.failure_threshold,
+                breaker.open_timeout,
+            )),
+            disabled: Mutex::new(None),
+            retry,
+        }
+    }
+
+    pub fn kind(&self) -> ProviderKind {
+        self.kind
+    }
+
+    pub fn breaker_state(&self) -> BreakerState {
+        self.breaker.lock().expect("breaker lock").state()
+    }
+
+    /// Sends `message` to `phone` through this provider: breaker, rate limit, request, retries.
+    /// Every request made is appended to `log`.
+    pub async fn send(
+        &self,
+        phone: &Phone,
+        message: &str,
+        wait: TokenWait,
+        log: &mut Vec<Attempt>,
+    ) -> Result<Receipt, ChannelFailure> {
+        self.retry
+            .run(async |number| {
+                let started = Instant::now();
+                let result = self.attempt(phone, message, wait).await;
+                let (outcome, detail) = match &result {
+                    Ok(_) => ("ok", String::new()),
+                    Err(ChannelFailure::Provider(error)) => {
+                        (error.class.name(), error.detail.clone())
+                    }
+                    // Nothing was sent: not an attempt.
+                    Err(_) => return result,
+                };
+                log.push(Attempt {
+                    channel: self.kind,
+                    number,
+                    outcome,
+                    detail,
+                    latency_ms: started.elapsed().as_millis() as u64,
+                });
+                result
+            })
+            .await
+    }
+
+    async fn attempt(
+        &self,
+        phone: &Phone,
+        message: &str,
+        wait: TokenWait,
+    ) -> Result<Receipt, ChannelFailure> {
+        if self.disabled.lock().expect("disabled lock").is_some() {
+            return Err(ChannelFailure::Disabled);
+        }
+        let admission = self
+            .breaker
+            .lock()
+            .expect("breaker lock")
+            .admit(Instant::now());
+        if admission == Admission::Refused {
+            return Err(ChannelFailure::CircuitOpen);
+        }
+        let index = match wait {
+            TokenWait::Unbounded => self.limiter.acquire().await,
+            TokenWait::AtMost(limit) => match self.limiter.acquire_within(limit).await {
+                Some(index) => index,
+                None => {
+                    self.record(admission, CallOutcome::Neutral, "");
+                    return Err(ChannelFailure::NoToken(limit));
+                }
+            },
+        };
+        let credential = &self.credentials[index];
+        match self.client.send(credential, phone, message).await {
+            Ok(receipt) => {
+                self.record(admission, CallOutcome::Success, "");
+                Ok(receipt)
+            }
+            Err(error) => {
+                let outcome = if error.class.counts_for_breaker() {
+                    CallOutcome::Failure
+                } else {
+                    CallOutcome::Neutral
+                };
+                self.record(admission, outcome, &error.detail);
+                if error.class == Class::Auth {
+                    self.disable(credential, &error);
+                }
+                tracing::debug!(provider = %self.kind, phone = %phone.masked(), error = %error, "attempt failed");
+                Err(ChannelFailure::Provider(error))
+            }
+        }
+    }
+
+    fn record(&self, admission: Admission, outcome: CallOutcome, reason: &str) {
+        let transition =
+            self.breaker
+                .lock()
+                .expect("breaker lock")
+                .record(Instant::now(), admission, outcome);
+        match transition {
+            Some(Transition::Opened) => alerts::raise(&Alert::ProviderDown {
+                provider: self.kind,
+                reason: reason.to_string(),
+            }),
+            Some(Transition::Closed) => alerts::raise(&Alert::ProviderRecovered {
+                provider: self.kind,
+            }),
+            Some(Transition::Reopened) => {
+                tracing::info!(provider = %self.kind, "half-open probe failed ({reason}); circuit open again")
+            }
+            None => {}
+        }
+    }
+
+    fn disable(&self, credential: &Credential, error: &ProviderError) {
+        let mut disabled = self.disabled.lock().expect("disabled lock");
+        if disabled.is_none() {
+            *disabled = Some(error.detail.clone());
+            alerts::raise(&Alert::CredentialsRejected {
+                provider: self.kind,
+                username: credential.username.clone(),
+                reason: error.detail.clone(),
+            });
+        }
+    }
+
+    /// Probes `GET {base_url}{health_path}` once per credential, each probe through the rate
+    /// limiter like any request. Returns each credential's username and result.
+    pub async fn probe(&self) -> Vec<(String, Result<Duration, ProviderError>)> {
+        let mut results = Vec::with_capacity(self.credentials.len());
+        for (index, credential) in self.credentials.iter().enumerate() {
+            self.limiter.acquire_for(index).await;
+            results.push((
+                credential.username.clone(),
+                self.client.probe(credential).await,
+            ));
+        }
+        results
+    }
+}

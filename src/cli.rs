@@ -1,0 +1,179 @@
+//! The command line (SPEC section 1), as clap derive types only. Turning these into settings is
+//! the commands' job; nothing here does I/O.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+
+use crate::provider::ProviderKind;
+use crate::units::{Rate, parse_duration};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "msgsend",
+    version,
+    about = "Send messages in bulk: KakaoTalk first, SMS as fallback, inside every provider's rate limit"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes, before or after the subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Config file [default: $MSGSEND_CONFIG, else ./msgsend.toml]
+    #[arg(long, global = true, env = "MSGSEND_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// More log detail (-v debug, -vv trace)
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors in the log
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Log line format on stderr
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Never draw a progress bar
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Send one message (primary channel, then the fallback)
+    Send(SendArgs),
+    /// Check every configured provider: reachable, credentials accepted, latency
+    Health(HealthArgs),
+    /// Inspect the configuration
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Serve local simulated KakaoTalk and SMS APIs
+    Sandbox(SandboxArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// The recipient's phone (01012345678, 010-1234-5678, +82 10-1234-5678, ...)
+    #[arg(long, value_name = "PHONE")]
+    pub to: String,
+    /// The recipient's name, for {name} in the message and the header
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The message body ({name} and {phone} are replaced; {{ and }} are braces)
+    #[arg(long, value_name = "TEXT")]
+    pub message: String,
+    /// Start with this channel instead of [routing] primary; the other one is the fallback
+    #[arg(long, value_enum)]
+    pub channel: Option<ProviderKind>,
+    /// Do not fall back to the other channel
+    #[arg(long)]
+    pub no_fallback: bool,
+    /// Print the result as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// Print the result as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Load and validate the config; print it resolved, secrets redacted
+    Check,
+}
+
+#[derive(Debug, Args)]
+pub struct SandboxArgs {
+    /// Address of the simulated KakaoTalk API
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8081")]
+    pub kakaotalk_addr: SocketAddr,
+    /// Address of the simulated SMS API
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8082")]
+    pub sms_addr: SocketAddr,
+    /// KakaoTalk's quota per credential, enforced over a sliding window
+    #[arg(long, value_name = "RATE", default_value = "100/min")]
+    pub kakaotalk_rate: Rate,
+    /// SMS's quota per credential, enforced over a sliding window
+    #[arg(long, value_name = "RATE", default_value = "500/min")]
+    pub sms_rate: Rate,
+    /// A credential KakaoTalk accepts (repeatable) [default: autoever:1234]
+    #[arg(long, value_name = "USER:PASS")]
+    pub kakaotalk_credential: Vec<UserPass>,
+    /// A credential SMS accepts (repeatable) [default: autoever:5678]
+    #[arg(long, value_name = "USER:PASS")]
+    pub sms_credential: Vec<UserPass>,
+    /// A credential both providers accept (repeatable)
+    #[arg(long, value_name = "USER:PASS")]
+    pub credential: Vec<UserPass>,
+    /// Share of message requests answered 500, at random (0..1)
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = parse_probability)]
+    pub fail_rate: f64,
+    /// Delay before every answer
+    #[arg(long, value_name = "DURATION", default_value = "0ms", value_parser = parse_duration)]
+    pub latency: Duration,
+    /// Answer 503 to everything for this long after start
+    #[arg(long, value_name = "DURATION", default_value = "0ms", value_parser = parse_duration)]
+    pub outage_for: Duration,
+    /// Answer 500 to the first N message requests
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub fail_first: u64,
+    /// Which provider the fault options above apply to
+    #[arg(long, value_enum, default_value_t = FaultTarget::Both)]
+    pub faults_on: FaultTarget,
+    /// A phone KakaoTalk answers 400 (repeatable)
+    #[arg(long, value_name = "PHONE")]
+    pub reject_phone: Vec<String>,
+    /// Append every accepted message to FILE as a JSON line
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FaultTarget {
+    Both,
+    Kakaotalk,
+    Sms,
+}
+
+/// `user:pass` on the command line.
+#[derive(Debug, Clone)]
+pub struct UserPass {
+    pub user: String,
+    pub password: String,
+}
+
+impl FromStr for UserPass {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.split_once(':') {
+            Some((user, password)) if !user.is_empty() => Ok(UserPass {
+                user: user.to_string(),
+                password: password.to_string(),
+            }),
+            _ => Err("expected USER:PASS".to_string()),
+        }
+    }
+}
+
+fn parse_probability(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        _ => Err("expected a number from 0 to 1".to_string()),
+    }
+}

@@ -1,0 +1,15 @@
+//! One module per subcommand. Each turns its arguments and the config into a result printed on
+//! stdout and an [`ExitStatus`](crate::error::ExitStatus).
+
+pub mod config;
+pub mod health;
+pub mod sandbox;
+pub mod send;
+
+use crate::cli::GlobalArgs;
+use crate::config::{self as settings, ConfigError, Settings};
+
+/// Loads the config the global options name.
+pub fn load_settings(global: &GlobalArgs) -> Result<Settings, ConfigError> {
+    settings::load(&settings::config_path(global.config.as_deref()))
+}

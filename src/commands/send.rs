@@ -1,0 +1,125 @@
+//! `msgsend send`: one message through the routing of SPEC section 3, with the result on stdout
+//! (channel, the provider's message id, every attempt). Exit 0 when delivered, fallback
+//! included; 3 when not.
+
+use std::io::Write;
+
+use anyhow::Context as _;
+
+use crate::cli::{GlobalArgs, SendArgs};
+use crate::delivery::{Delivery, DeliveryOutcome, Router};
+use crate::error::{ExitStatus, UsageError};
+use crate::phone::Phone;
+use crate::provider::http_client;
+use crate::template::{MessageTemplate, Template};
+
+pub async fn run(global: &GlobalArgs, args: SendArgs) -> anyhow::Result<ExitStatus> {
+    let settings = super::load_settings(global)?;
+    let phone = Phone::parse(&args.to).map_err(|error| UsageError(format!("--to: {error}")))?;
+    let template = MessageTemplate {
+        header: settings.header.clone(),
+        body: Template::parse(&args.message)
+            .map_err(|error| UsageError(format!("--message: {error}")))?,
+    };
+    template
+        .check_fields(&["name", "phone"])
+        .map_err(|error| UsageError(format!("the message or [message] header: {error}")))?;
+    let uses_name = template
+        .header
+        .iter()
+        .chain([&template.body])
+        .any(|t| t.fields().any(|f| f == "name"));
+    if uses_name && args.name.as_deref().is_none_or(str::is_empty) {
+        return Err(UsageError(
+            "the message or [message] header uses {name}: give --name".to_string(),
+        )
+        .into());
+    }
+    let name = args.name.unwrap_or_default();
+    let text = template.render(|field| match field {
+        "name" => Some(name.as_str()),
+        "phone" => Some(phone.as_str()),
+        _ => None,
+    });
+
+    let router = Router::new(&settings, http_client(), args.channel, args.no_fallback)
+        .map_err(UsageError)?;
+    let delivery = router.deliver(&phone, &text).await;
+    if delivery.delivered() {
+        tracing::info!(phone = %phone.masked(), channel = ?delivery.channel, "delivered");
+    } else {
+        tracing::warn!(phone = %phone.masked(), reason = %delivery.reason(), "not delivered");
+    }
+
+    let mut stdout = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut stdout, &json_result(&phone, &delivery))?;
+        writeln!(stdout)?;
+    } else {
+        write_text(&mut stdout, &phone, &delivery)?;
+    }
+    stdout.flush().context("writing the result")?;
+    Ok(if delivery.delivered() {
+        ExitStatus::Success
+    } else {
+        ExitStatus::NotDelivered
+    })
+}
+
+fn json_result(phone: &Phone, delivery: &Delivery) -> serde_json::Value {
+    let message_id = match &delivery.outcome {
+        DeliveryOutcome::Sent { message_id } | DeliveryOutcome::Fallback { message_id } => {
+            message_id.clone()
+        }
+        DeliveryOutcome::Failed => None,
+    };
+    serde_json::json!({
+        "delivered": delivery.delivered(),
+        "phone": phone.as_str(),
+        "channel": delivery.channel,
+        "fallback": matches!(delivery.outcome, DeliveryOutcome::Fallback { .. }),
+        "message_id": message_id,
+        "attempts": delivery.attempts,
+        "reason": (!delivery.delivered()).then(|| delivery.reason()),
+    })
+}
+
+fn write_text(out: &mut impl Write, phone: &Phone, delivery: &Delivery) -> std::io::Result<()> {
+    let attempts = delivery.attempts.len();
+    let plural = if attempts == 1 { "" } else { "s" };
+    match (&delivery.outcome, delivery.channel) {
+        (
+            DeliveryOutcome::Sent { message_id } | DeliveryOutcome::Fallback { message_id },
+            Some(channel),
+        ) => {
+            let fallback = if matches!(delivery.outcome, DeliveryOutcome::Fallback { .. }) {
+                " (fallback)"
+            } else {
+                ""
+            };
+            writeln!(
+                out,
+                "delivered to {phone} via {channel}{fallback}, message id {}, {attempts} attempt{plural}",
+                message_id.as_deref().unwrap_or("(none given)")
+            )?;
+        }
+        _ => writeln!(
+            out,
+            "not delivered to {phone}: {} ({attempts} attempt{plural})",
+            delivery.reason()
+        )?,
+    }
+    for attempt in &delivery.attempts {
+        let detail = if attempt.detail.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", attempt.detail)
+        };
+        writeln!(
+            out,
+            "  {} #{}: {}{detail} ({} ms)",
+            attempt.channel, attempt.number, attempt.outcome, attempt.latency_ms
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,257 @@
+//! Configuration: the TOML file of SPEC section 5 turned into typed [`Settings`] once, at the
+//! start of a command, before anything is sent. The raw serde layer lives in [`raw`], the
+//! validation that builds domain values in [`resolve`]. Every error names the file, the line and
+//! the key, and never quotes a secret.
+
+mod raw;
+mod resolve;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::de::{DeTable, DeValue};
+
+use crate::policy::retry::RetryPolicy;
+use crate::policy::routing::Strategy;
+use crate::provider::ProviderKind;
+use crate::schedule::QuietHours;
+use crate::secret::Secret;
+use crate::template::Template;
+use crate::units::Rate;
+
+pub use raw::expand_env;
+
+/// The file msgsend reads when neither `--config` nor `$MSGSEND_CONFIG` names one.
+pub const DEFAULT_CONFIG_FILE: &str = "msgsend.toml";
+
+/// The resolved configuration. The core never sees raw TOML.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The file these settings were read from.
+    pub file: PathBuf,
+    pub timezone: jiff::tz::TimeZone,
+    pub timezone_name: String,
+    pub state_dir: PathBuf,
+    /// The configured providers, KakaoTalk first when present.
+    pub providers: Vec<ProviderSettings>,
+    pub routing: RoutingSettings,
+    pub retry: RetryPolicy,
+    pub breaker: BreakerSettings,
+    pub bulk: BulkSettings,
+    pub header: Option<Template>,
+    pub source: SourceSettings,
+    pub quiet_hours: Option<QuietHours>,
+    pub metrics: MetricsSettings,
+    pub alerts: AlertSettings,
+}
+
+impl Settings {
+    pub fn provider(&self, kind: ProviderKind) -> Option<&ProviderSettings> {
+        self.providers.iter().find(|provider| provider.kind == kind)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ProviderSettings {
+    pub kind: ProviderKind,
+    pub base_url: reqwest::Url,
+    pub credentials: Vec<CredentialSettings>,
+    pub timeout: Duration,
+    pub health_path: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct CredentialSettings {
+    pub username: String,
+    pub password: Secret,
+    /// This credential's own quota (SPEC section 4: quotas are per credential).
+    pub rate_limit: Rate,
+}
+
+#[derive(Debug, Clone)]
+pub struct RoutingSettings {
+    pub primary: ProviderKind,
+    pub fallback: Option<ProviderKind>,
+    pub strategy: Strategy,
+    pub acquire_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct BreakerSettings {
+    pub failure_threshold: u32,
+    pub open_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct BulkSettings {
+    pub concurrency: usize,
+    pub batch_size: usize,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct SourceSettings {
+    pub csv: Option<PathBuf>,
+    pub database: Option<DatabaseUrl>,
+    pub query: String,
+    pub suppression: Option<PathBuf>,
+}
+
+/// A database URL, which may carry a password: it prints with the password redacted.
+#[derive(Clone)]
+pub struct DatabaseUrl {
+    url: Secret,
+    redacted: String,
+}
+
+impl DatabaseUrl {
+    pub fn expose(&self) -> &str {
+        self.url.expose()
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted)
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({})", self.redacted)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct MetricsSettings {
+    pub textfile: Option<PathBuf>,
+    pub pushgateway: Option<reqwest::Url>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AlertSettings {
+    pub webhook: Option<reqwest::Url>,
+    pub min_success_rate: f64,
+    pub max_queue: u64,
+    pub max_response_time: Duration,
+}
+
+/// A config that cannot be used. Exit code 2; nothing has been sent.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {}: {reason}", file.display())]
+    Unreadable { file: PathBuf, reason: String },
+    #[error("{}{}: {}{message}", file.display(), line.map(|l| format!(":{l}")).unwrap_or_default(), key.as_ref().map(|k| format!("{k}: ")).unwrap_or_default())]
+    Invalid {
+        file: PathBuf,
+        line: Option<usize>,
+        key: Option<String>,
+        message: String,
+    },
+}
+
+/// Where the config comes from: `--config`, else `$MSGSEND_CONFIG` (clap folds that in),
+/// else `./msgsend.toml`.
+pub fn config_path(from_cli: Option<&Path>) -> PathBuf {
+    from_cli.map_or_else(|| PathBuf::from(DEFAULT_CONFIG_FILE), Path::to_path_buf)
+}
+
+/// Reads, parses and validates the config file.
+pub fn load(file: &Path) -> Result<Settings, ConfigError> {
+    let text = std::fs::read_to_string(file).map_err(|error| ConfigError::Unreadable {
+        file: file.to_path_buf(),
+        reason: match error.kind() {
+            std::io::ErrorKind::NotFound => {
+                "not found (name one with --config FILE or MSGSEND_CONFIG)".to_string()
+            }
+            _ => error.to_string(),
+        },
+    })?;
+    parse(file, &text)
+}
+
+/// Parses and validates config text; `file` is only used in error messages.
+pub fn parse(file: &Path, text: &str) -> Result<Settings, ConfigError> {
+    let locator = Locator::new(file, text)?;
+    let deserializer =
+        toml::de::Deserializer::parse(text).map_err(|error| locator.toml_error(None, &error))?;
+    let raw: raw::RawConfig = serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        locator.toml_error(Some(path), error.inner())
+    })?;
+    resolve::resolve(raw, &locator)
+}
+
+/// Turns a key path or a byte offset into a line of the config file, for error messages.
+struct Locator<'a> {
+    file: &'a Path,
+    text: &'a str,
+    document: DeValue<'a>,
+}
+
+impl<'a> Locator<'a> {
+    fn new(file: &'a Path, text: &'a str) -> Result<Self, ConfigError> {
+        let document = DeTable::parse(text).map_err(|error| ConfigError::Invalid {
+            file: file.to_path_buf(),
+            line: error.span().map(|span| line_at(text, span.start)),
+            key: None,
+            message: error.message().to_string(),
+        })?;
+        Ok(Locator {
+            file,
+            text,
+            document: DeValue::Table(document.into_inner()),
+        })
+    }
+
+    fn toml_error(&self, path: Option<String>, error: &toml::de::Error) -> ConfigError {
+        let key = path.filter(|path| !path.is_empty() && path != ".");
+        let line = match (error.span(), &key) {
+            (Some(span), _) => Some(line_at(self.text, span.start)),
+            (None, Some(key)) => self.line_of(key),
+            (None, None) => None,
+        };
+        ConfigError::Invalid {
+            file: self.file.to_path_buf(),
+            line,
+            key,
+            message: error.message().to_string(),
+        }
+    }
+
+    /// An error about the value at `key` (dotted, `providers.sms.credentials[0].username`).
+    fn error(&self, key: &str, message: impl fmt::Display) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.file.to_path_buf(),
+            line: self.line_of(key),
+            key: Some(key.to_string()),
+            message: message.to_string(),
+        }
+    }
+
+    /// The line of `key`, or of the nearest enclosing table that is in the file.
+    fn line_of(&self, key: &str) -> Option<usize> {
+        let mut value = &self.document;
+        let mut offset = None;
+        for segment in key.split('.') {
+            let (name, index) = match segment.split_once('[') {
+                Some((name, index)) => (name, index.trim_end_matches(']').parse::<usize>().ok()),
+                None => (segment, None),
+            };
+            let Some(child) = value.get(name) else { break };
+            offset = Some(child.span().start);
+            value = child.get_ref();
+            if let Some(index) = index {
+                let Some(item) = value.get(index) else { break };
+                offset = Some(item.span().start);
+                value = item.get_ref();
+            }
+        }
+        offset.map(|offset| line_at(self.text, offset))
+    }
+}
+
+fn line_at(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}

@@ -1,0 +1,254 @@
+//! The raw layer of the config: serde structs that mirror the TOML file key for key
+//! (`deny_unknown_fields` everywhere, so a misspelt key is an error, not a silent default).
+//! Every string value goes through [`Expanded`], which substitutes `${ENV_VAR}` and parses the
+//! result, so a bad duration or a missing variable is reported at its own line and key.
+
+use std::fmt::Display;
+use std::marker::PhantomData;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer};
+
+use crate::secret::Secret;
+use crate::units::{Rate, parse_duration};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub timezone: Option<Expanded<String>>,
+    pub state_dir: Option<Expanded<PathBuf>>,
+    #[serde(default)]
+    pub providers: RawProviders,
+    #[serde(default)]
+    pub routing: RawRouting,
+    #[serde(default)]
+    pub retry: RawRetry,
+    #[serde(default)]
+    pub circuit_breaker: RawCircuitBreaker,
+    #[serde(default)]
+    pub bulk: RawBulk,
+    #[serde(default)]
+    pub message: RawMessage,
+    #[serde(default)]
+    pub source: RawSource,
+    #[serde(default)]
+    pub schedule: RawSchedule,
+    #[serde(default)]
+    pub metrics: RawMetrics,
+    #[serde(default)]
+    pub alerts: RawAlerts,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProviders {
+    pub kakaotalk: Option<RawProvider>,
+    pub sms: Option<RawProvider>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProvider {
+    pub base_url: Expanded<reqwest::Url>,
+    pub username: Option<Expanded<String>>,
+    pub password: Option<Expanded<Secret>>,
+    pub credentials: Option<Vec<RawCredential>>,
+    pub rate_limit: Option<Expanded<Rate>>,
+    pub timeout: Option<Expanded<Dur>>,
+    pub health_path: Option<Expanded<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCredential {
+    pub username: Expanded<String>,
+    pub password: Expanded<Secret>,
+    pub rate_limit: Option<Expanded<Rate>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouting {
+    pub primary: Option<Expanded<String>>,
+    pub fallback: Option<Expanded<String>>,
+    pub strategy: Option<Expanded<String>>,
+    pub acquire_timeout: Option<Expanded<Dur>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    pub max_attempts: Option<u32>,
+    pub initial_delay: Option<Expanded<Dur>>,
+    pub multiplier: Option<f64>,
+    pub max_delay: Option<Expanded<Dur>>,
+    pub jitter: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCircuitBreaker {
+    pub failure_threshold: Option<u32>,
+    pub open_timeout: Option<Expanded<Dur>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBulk {
+    pub concurrency: Option<u32>,
+    pub batch_size: Option<u32>,
+    pub shutdown_grace: Option<Expanded<Dur>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMessage {
+    pub header: Option<Expanded<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSource {
+    pub csv: Option<Expanded<PathBuf>>,
+    pub database: Option<Expanded<String>>,
+    pub query: Option<Expanded<String>>,
+    pub suppression: Option<Expanded<PathBuf>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSchedule {
+    pub quiet_hours: Option<Expanded<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    pub textfile: Option<Expanded<PathBuf>>,
+    pub pushgateway: Option<Expanded<reqwest::Url>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlerts {
+    pub webhook: Option<Expanded<reqwest::Url>>,
+    pub min_success_rate: Option<f64>,
+    pub max_queue: Option<u64>,
+    pub max_response_time: Option<Expanded<Dur>>,
+}
+
+/// A duration as SPEC section 7 writes it (`"5s"`), for use inside [`Expanded`].
+#[derive(Debug, Clone, Copy)]
+pub struct Dur(pub Duration);
+
+impl FromStr for Dur {
+    type Err = crate::units::UnitError;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        parse_duration(text).map(Dur)
+    }
+}
+
+/// A string value with `${ENV_VAR}` substituted, then parsed into `T`.
+#[derive(Debug, Clone)]
+pub struct Expanded<T>(pub T);
+
+impl<'de, T> Deserialize<'de> for Expanded<T>
+where
+    T: FromStr,
+    T::Err: Display,
+{
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = deserializer.deserialize_str(StringVisitor(PhantomData::<T>))?;
+        let expanded =
+            expand_env(&raw, |name| std::env::var(name).ok()).map_err(de::Error::custom)?;
+        expanded.parse().map(Expanded).map_err(de::Error::custom)
+    }
+}
+
+struct StringVisitor<T>(PhantomData<T>);
+
+impl<T> de::Visitor<'_> for StringVisitor<T> {
+    type Value = String;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<String, E> {
+        Ok(value.to_string())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExpandError {
+    #[error("environment variable {0} is not set")]
+    Missing(String),
+    #[error("'${{' without a closing '}}' (write '$$' for a literal '$')")]
+    Unclosed,
+    #[error("'${{}}' names no environment variable")]
+    Empty,
+}
+
+/// Substitutes `${NAME}` with `lookup(NAME)`; `$$` is a literal `$`, and a `$` before anything
+/// else stays as it is.
+pub fn expand_env(
+    text: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<String, ExpandError> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(dollar) = rest.find('$') {
+        out.push_str(&rest[..dollar]);
+        let after = &rest[dollar + 1..];
+        if let Some(after_dollar) = after.strip_prefix('$') {
+            out.push('$');
+            rest = after_dollar;
+        } else if let Some(inner) = after.strip_prefix('{') {
+            let close = inner.find('}').ok_or(ExpandError::Unclosed)?;
+            let name = inner[..close].trim();
+            if name.is_empty() {
+                return Err(ExpandError::Empty);
+            }
+            out.push_str(&lookup(name).ok_or_else(|| ExpandError::Missing(name.to_string()))?);
+            rest = &inner[close + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lookup(name: &str) -> Option<String> {
+        (name == "PW").then(|| "s3cret".to_string())
+    }
+
+    #[test]
+    fn variables_are_substituted_and_dollars_escaped() {
+        assert_eq!(expand_env("${PW}", lookup), Ok("s3cret".into()));
+        assert_eq!(expand_env("a-${PW}-b", lookup), Ok("a-s3cret-b".into()));
+        assert_eq!(
+            expand_env("cost $$5 or $5", lookup),
+            Ok("cost $5 or $5".into())
+        );
+        assert_eq!(expand_env("plain", lookup), Ok("plain".into()));
+    }
+
+    #[test]
+    fn missing_or_malformed_variables_are_errors() {
+        assert_eq!(
+            expand_env("${NOPE}", lookup),
+            Err(ExpandError::Missing("NOPE".into()))
+        );
+        assert_eq!(expand_env("${PW", lookup), Err(ExpandError::Unclosed));
+        assert_eq!(expand_env("${}", lookup), Err(ExpandError::Empty));
+    }
+}

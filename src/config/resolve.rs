@@ -1,0 +1,377 @@
+//! Raw TOML structs → [`Settings`]: defaults filled in, cross-key rules checked (a provider has
+//! either `username`/`password` or `credentials`; routing names configured providers; numbers are
+//! in range), each failure reported at its key's line.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::raw::{Expanded, RawConfig, RawCredential, RawProvider};
+use super::{
+    AlertSettings, BreakerSettings, BulkSettings, ConfigError, CredentialSettings, DatabaseUrl,
+    Locator, MetricsSettings, ProviderSettings, RoutingSettings, Settings, SourceSettings,
+};
+use crate::policy::retry::RetryPolicy;
+use crate::policy::routing::Strategy;
+use crate::provider::ProviderKind;
+use crate::schedule::QuietHours;
+use crate::secret::Secret;
+use crate::template::Template;
+use crate::units::Rate;
+
+const DEFAULT_QUERY: &str = "SELECT name, phone, birth_date FROM users";
+
+pub(super) fn resolve(raw: RawConfig, at: &Locator) -> Result<Settings, ConfigError> {
+    let timezone_name = raw
+        .timezone
+        .map_or_else(|| "Asia/Seoul".to_string(), |tz| tz.0);
+    let timezone = jiff::tz::TimeZone::get(&timezone_name).map_err(|_| {
+        at.error(
+            "timezone",
+            format!("unknown time zone {timezone_name:?} (e.g. \"Asia/Seoul\")"),
+        )
+    })?;
+
+    let mut providers = Vec::new();
+    for (kind, provider) in [
+        (ProviderKind::KakaoTalk, raw.providers.kakaotalk),
+        (ProviderKind::Sms, raw.providers.sms),
+    ] {
+        if let Some(provider) = provider {
+            providers.push(resolve_provider(kind, provider, at)?);
+        }
+    }
+    if providers.is_empty() {
+        return Err(at.error(
+            "providers",
+            "no provider is configured: add [providers.kakaotalk] and/or [providers.sms]",
+        ));
+    }
+
+    let routing = resolve_routing(&raw.routing, &providers, at)?;
+
+    let retry = RetryPolicy {
+        max_attempts: positive(
+            raw.retry.max_attempts.unwrap_or(3),
+            "retry.max_attempts",
+            at,
+        )?,
+        initial_delay: raw
+            .retry
+            .initial_delay
+            .map_or(Duration::from_secs(1), |d| d.0.0),
+        multiplier: raw.retry.multiplier.unwrap_or(2.0),
+        max_delay: raw
+            .retry
+            .max_delay
+            .map_or(Duration::from_secs(30), |d| d.0.0),
+        jitter: raw.retry.jitter.unwrap_or(true),
+    };
+    if !(retry.multiplier.is_finite() && retry.multiplier >= 1.0) {
+        return Err(at.error("retry.multiplier", "must be a number of at least 1.0"));
+    }
+    if retry.max_delay < retry.initial_delay {
+        return Err(at.error(
+            "retry.max_delay",
+            "must not be shorter than retry.initial_delay",
+        ));
+    }
+
+    let breaker = BreakerSettings {
+        failure_threshold: positive(
+            raw.circuit_breaker.failure_threshold.unwrap_or(5),
+            "circuit_breaker.failure_threshold",
+            at,
+        )?,
+        open_timeout: raw
+            .circuit_breaker
+            .open_timeout
+            .map_or(Duration::from_secs(30), |d| d.0.0),
+    };
+
+    let bulk = BulkSettings {
+        concurrency: positive(raw.bulk.concurrency.unwrap_or(50), "bulk.concurrency", at)? as usize,
+        batch_size: positive(raw.bulk.batch_size.unwrap_or(1000), "bulk.batch_size", at)? as usize,
+        shutdown_grace: raw
+            .bulk
+            .shutdown_grace
+            .map_or(Duration::from_secs(10), |d| d.0.0),
+    };
+
+    let header = match raw.message.header {
+        Some(Expanded(text)) => {
+            Some(Template::parse(&text).map_err(|error| at.error("message.header", error))?)
+        }
+        None => None,
+    };
+
+    let database = match raw.source.database {
+        Some(Expanded(url)) => {
+            Some(database_url(url).map_err(|message| at.error("source.database", message))?)
+        }
+        None => None,
+    };
+    let source = SourceSettings {
+        csv: raw.source.csv.map(|p| p.0),
+        database,
+        query: raw
+            .source
+            .query
+            .map_or_else(|| DEFAULT_QUERY.to_string(), |q| q.0),
+        suppression: raw.source.suppression.map(|p| p.0),
+    };
+
+    let quiet_hours = match raw.schedule.quiet_hours {
+        Some(Expanded(text)) => Some(
+            text.parse::<QuietHours>()
+                .map_err(|error| at.error("schedule.quiet_hours", error))?,
+        ),
+        None => None,
+    };
+
+    let min_success_rate = raw.alerts.min_success_rate.unwrap_or(0.90);
+    if !(0.0..=1.0).contains(&min_success_rate) {
+        return Err(at.error("alerts.min_success_rate", "must be between 0.0 and 1.0"));
+    }
+    let alerts = AlertSettings {
+        webhook: raw.alerts.webhook.map(|u| u.0),
+        min_success_rate,
+        max_queue: raw.alerts.max_queue.unwrap_or(5000),
+        max_response_time: raw
+            .alerts
+            .max_response_time
+            .map_or(Duration::from_secs(5), |d| d.0.0),
+    };
+
+    Ok(Settings {
+        file: at.file.to_path_buf(),
+        timezone,
+        timezone_name,
+        state_dir: raw.state_dir.map_or_else(default_state_dir, |d| d.0),
+        providers,
+        routing,
+        retry,
+        breaker,
+        bulk,
+        header,
+        source,
+        quiet_hours,
+        metrics: MetricsSettings {
+            textfile: raw.metrics.textfile.map(|p| p.0),
+            pushgateway: raw.metrics.pushgateway.map(|u| u.0),
+        },
+        alerts,
+    })
+}
+
+fn resolve_provider(
+    kind: ProviderKind,
+    raw: RawProvider,
+    at: &Locator,
+) -> Result<ProviderSettings, ConfigError> {
+    let key = |field: &str| format!("providers.{kind}.{field}");
+    let base_url = raw.base_url.0;
+    if !matches!(base_url.scheme(), "http" | "https") || base_url.host().is_none() {
+        return Err(at.error(
+            &key("base_url"),
+            "must be an http:// or https:// URL with a host",
+        ));
+    }
+    let rate_limit = raw
+        .rate_limit
+        .map_or_else(|| kind.default_rate_limit(), |r| r.0);
+    let credential =
+        |username: Expanded<String>, password: Expanded<Secret>, rate_limit: Rate, field: &str| {
+            if username.0.is_empty() || username.0.contains(':') {
+                return Err(at.error(&key(field), "must be non-empty and hold no ':'"));
+            }
+            Ok(CredentialSettings {
+                username: username.0,
+                password: password.0,
+                rate_limit,
+            })
+        };
+    let credentials = match (raw.username, raw.password, raw.credentials) {
+        (Some(username), Some(password), None) => {
+            vec![credential(username, password, rate_limit, "username")?]
+        }
+        (None, None, Some(list)) if !list.is_empty() => list
+            .into_iter()
+            .enumerate()
+            .map(
+                |(
+                    index,
+                    RawCredential {
+                        username,
+                        password,
+                        rate_limit: own,
+                    },
+                )| {
+                    credential(
+                        username,
+                        password,
+                        own.map_or(rate_limit, |r| r.0),
+                        &format!("credentials[{index}].username"),
+                    )
+                },
+            )
+            .collect::<Result<_, _>>()?,
+        (None, None, Some(_)) => return Err(at.error(&key("credentials"), "lists no credential")),
+        (Some(_), None, None) => {
+            return Err(at.error(
+                &key("username"),
+                format!("has no password: add {}", key("password")),
+            ));
+        }
+        (None, Some(_), None) => {
+            return Err(at.error(
+                &key("password"),
+                format!("has no username: add {}", key("username")),
+            ));
+        }
+        (None, None, None) => {
+            return Err(at.error(
+                &format!("providers.{kind}"),
+                "needs username and password, or credentials = [...]",
+            ));
+        }
+        (_, _, Some(_)) => {
+            return Err(at.error(
+                &key("credentials"),
+                "give either username/password or credentials, not both",
+            ));
+        }
+    };
+    let health_path = raw
+        .health_path
+        .map_or_else(|| "/health".to_string(), |p| p.0);
+    if !health_path.starts_with('/') {
+        return Err(at.error(&key("health_path"), "must start with '/'"));
+    }
+    let timeout = raw.timeout.map_or(Duration::from_secs(5), |d| d.0.0);
+    if timeout.is_zero() {
+        return Err(at.error(&key("timeout"), "must be longer than zero"));
+    }
+    Ok(ProviderSettings {
+        kind,
+        base_url,
+        credentials,
+        timeout,
+        health_path,
+    })
+}
+
+fn resolve_routing(
+    raw: &super::raw::RawRouting,
+    providers: &[ProviderSettings],
+    at: &Locator,
+) -> Result<RoutingSettings, ConfigError> {
+    let configured = |kind: ProviderKind| providers.iter().any(|p| p.kind == kind);
+    let provider_named =
+        |value: &Expanded<String>, key: &str| -> Result<ProviderKind, ConfigError> {
+            let kind: ProviderKind = value.0.parse().map_err(|error| at.error(key, error))?;
+            if configured(kind) {
+                Ok(kind)
+            } else {
+                Err(at.error(
+                    key,
+                    format!("names {kind}, but [providers.{kind}] is not configured"),
+                ))
+            }
+        };
+    let primary = match &raw.primary {
+        Some(value) => provider_named(value, "routing.primary")?,
+        None if configured(ProviderKind::KakaoTalk) => ProviderKind::KakaoTalk,
+        None => providers[0].kind,
+    };
+    let fallback = match &raw.fallback {
+        Some(value) => {
+            let fallback = provider_named(value, "routing.fallback")?;
+            if fallback == primary {
+                return Err(at.error("routing.fallback", "must differ from routing.primary"));
+            }
+            Some(fallback)
+        }
+        None => providers
+            .iter()
+            .map(|p| p.kind)
+            .find(|&kind| kind != primary),
+    };
+    let strategy = match &raw.strategy {
+        Some(value) => value
+            .0
+            .parse::<Strategy>()
+            .map_err(|error| at.error("routing.strategy", error))?,
+        None => Strategy::Failover,
+    };
+    Ok(RoutingSettings {
+        primary,
+        fallback,
+        strategy,
+        acquire_timeout: raw
+            .acquire_timeout
+            .as_ref()
+            .map_or(Duration::from_secs(5), |d| d.0.0),
+    })
+}
+
+fn positive(value: u32, key: &str, at: &Locator) -> Result<u32, ConfigError> {
+    if value == 0 {
+        Err(at.error(key, "must be at least 1"))
+    } else {
+        Ok(value)
+    }
+}
+
+/// `sqlite://PATH` or `postgres://...`; the password, if any, is kept out of every printout.
+fn database_url(url: String) -> Result<DatabaseUrl, String> {
+    let redacted = match url.split_once("://") {
+        Some(("sqlite", _)) => url.clone(),
+        Some(("postgres" | "postgresql", _)) => match reqwest::Url::parse(&url) {
+            Ok(mut parsed) => {
+                if parsed.password().is_some() {
+                    let _ = parsed.set_password(Some("(redacted)"));
+                }
+                parsed.to_string()
+            }
+            Err(_) => return Err("is not a valid postgres:// URL".to_string()),
+        },
+        _ => return Err("must start with sqlite:// or postgres://".to_string()),
+    };
+    Ok(DatabaseUrl {
+        url: Secret::new(url),
+        redacted,
+    })
+}
+
+/// `$XDG_STATE_HOME/msgsend`, else `~/.local/state/msgsend` (SPEC section 3).
+fn default_state_dir() -> PathBuf {
+    match std::env::var_os("XDG_STATE_HOME").filter(|dir| !dir.is_empty()) {
+        Some(dir) => PathBuf::from(dir).join("msgsend"),
+        None => {
+            let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+            home.join(".local/state/msgsend")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_passwords_are_redacted() {
+        let url = database_url("postgres://app:hunter2@db.example:5432/users".into()).unwrap();
+        assert_eq!(
+            url.to_string(),
+            "postgres://app:(redacted)@db.example:5432/users"
+        );
+        assert_eq!(url.expose(), "postgres://app:hunter2@db.example:5432/users");
+        assert!(database_url("mysql://x".into()).is_err());
+        assert_eq!(
+            database_url("sqlite://users.db".into())
+                .unwrap()
+                .to_string(),
+            "sqlite://users.db"
+        );
+    }
+}

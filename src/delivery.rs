@@ -1,0 +1,159 @@
+//! The path one message takes: the primary channel, then the fallback channel when the primary
+//! fails for this recipient (SPEC section 3). The result says which channel delivered it, or why
+//! neither could, with every attempt made.
+
+use std::time::Duration;
+
+use crate::channel::{Attempt, Channel, ChannelFailure};
+use crate::config::Settings;
+use crate::phone::Phone;
+use crate::policy::routing::{Strategy, TokenWait};
+use crate::provider::ProviderKind;
+
+/// How one message ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    /// Delivered by the primary channel.
+    Sent { message_id: Option<String> },
+    /// Delivered by the fallback channel after the primary failed.
+    Fallback { message_id: Option<String> },
+    /// Not delivered; each channel tried and why it gave up.
+    Failed,
+}
+
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub outcome: DeliveryOutcome,
+    /// The channel that delivered the message, when one did.
+    pub channel: Option<ProviderKind>,
+    /// Each channel that gave up, in order, and why.
+    pub failures: Vec<(ProviderKind, ChannelFailure)>,
+    pub attempts: Vec<Attempt>,
+}
+
+impl Delivery {
+    pub fn delivered(&self) -> bool {
+        !matches!(self.outcome, DeliveryOutcome::Failed)
+    }
+
+    /// `kakaotalk: HTTP 400; sms: timeout`, the reason for an undelivered message.
+    pub fn reason(&self) -> String {
+        self.failures
+            .iter()
+            .map(|(kind, failure)| format!("{kind}: {failure}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+/// The channels of a run and the strategy between them.
+#[derive(Debug)]
+pub struct Router {
+    primary: Channel,
+    fallback: Option<Channel>,
+    primary_wait: TokenWait,
+}
+
+impl Router {
+    /// Builds the channels from the settings. `first` overrides `[routing] primary` (the other
+    /// configured provider becomes the fallback); `no_fallback` drops the fallback.
+    pub fn new(
+        settings: &Settings,
+        http: reqwest::Client,
+        first: Option<ProviderKind>,
+        no_fallback: bool,
+    ) -> Result<Self, String> {
+        let channel = |kind: ProviderKind| -> Result<Channel, String> {
+            let provider = settings
+                .provider(kind)
+                .ok_or_else(|| format!("[providers.{kind}] is not configured"))?;
+            Ok(Channel::new(
+                http.clone(),
+                provider,
+                settings.breaker,
+                settings.retry,
+            ))
+        };
+        let (primary, fallback) = match first {
+            Some(kind) if kind != settings.routing.primary => {
+                let fallback = settings.provider(kind.other()).map(|p| p.kind);
+                (kind, fallback)
+            }
+            _ => (settings.routing.primary, settings.routing.fallback),
+        };
+        let fallback = if no_fallback { None } else { fallback };
+        Ok(Router {
+            primary: channel(primary)?,
+            fallback: fallback.map(channel).transpose()?,
+            primary_wait: settings
+                .routing
+                .strategy
+                .primary_wait(settings.routing.acquire_timeout),
+        })
+    }
+
+    /// A router over ready channels (tests, benchmarks).
+    pub fn from_channels(
+        primary: Channel,
+        fallback: Option<Channel>,
+        strategy: Strategy,
+        acquire_timeout: Duration,
+    ) -> Self {
+        Router {
+            primary,
+            fallback,
+            primary_wait: strategy.primary_wait(acquire_timeout),
+        }
+    }
+
+    pub fn channels(&self) -> impl Iterator<Item = &Channel> {
+        std::iter::once(&self.primary).chain(self.fallback.as_ref())
+    }
+
+    pub async fn deliver(&self, phone: &Phone, message: &str) -> Delivery {
+        let mut attempts = Vec::new();
+        let mut failures = Vec::new();
+        match self
+            .primary
+            .send(phone, message, self.primary_wait, &mut attempts)
+            .await
+        {
+            Ok(receipt) => {
+                return Delivery {
+                    outcome: DeliveryOutcome::Sent {
+                        message_id: receipt.message_id,
+                    },
+                    channel: Some(self.primary.kind()),
+                    failures,
+                    attempts,
+                };
+            }
+            Err(failure) => failures.push((self.primary.kind(), failure)),
+        }
+        if let Some(fallback) = &self.fallback {
+            tracing::debug!(phone = %phone.masked(), primary = %self.primary.kind(), "falling back to {}", fallback.kind());
+            match fallback
+                .send(phone, message, TokenWait::Unbounded, &mut attempts)
+                .await
+            {
+                Ok(receipt) => {
+                    return Delivery {
+                        outcome: DeliveryOutcome::Fallback {
+                            message_id: receipt.message_id,
+                        },
+                        channel: Some(fallback.kind()),
+                        failures,
+                        attempts,
+                    };
+                }
+                Err(failure) => failures.push((fallback.kind(), failure)),
+            }
+        }
+        Delivery {
+            outcome: DeliveryOutcome::Failed,
+            channel: None,
+            failures,
+            attempts,
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! msgsend sends one message, or a campaign of messages, through messaging providers:
+//! KakaoTalk first, SMS as the fallback, never over a provider's rate limit.
+//!
+//! Module map, following one message from the command line to the provider:
+//!
+//! - [`cli`]: the clap command line; [`commands`]: one module per subcommand.
+//! - [`config`]: the TOML file → typed [`config::Settings`], errors with file, line and key.
+//! - [`phone`], [`template`], [`units`], [`schedule`], [`secret`]: the domain values.
+//! - [`delivery`]: the path of one message, primary channel then fallback.
+//! - [`channel`]: one provider as a send sees it (limiter, breaker, retries).
+//! - [`policy`]: rate limiter, retry, circuit breaker, routing strategy.
+//! - [`provider`]: the HTTP contract with KakaoTalk and SMS and error classification.
+//! - [`alerts`], [`logging`]: what the operator is told.
+//! - [`sandbox`]: the simulated providers that `msgsend sandbox` serves and tests talk to.
+//! - [`error`]: exit codes.
+
+pub mod alerts;
+pub mod channel;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod delivery;
+pub mod error;
+pub mod logging;
+pub mod phone;
+pub mod policy;
+pub mod provider;
+pub mod sandbox;
+pub mod schedule;
+pub mod secret;
+pub mod template;
+pub mod units;
+
+use std::future::Future;
+
+use cli::{Cli, Command};
+use error::ExitStatus;
+
+/// Runs one command. `shutdown` resolves when the process is asked to stop (Ctrl-C, SIGTERM);
+/// long-running commands (`sandbox`) finish when it does.
+pub async fn run(
+    cli: Cli,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<ExitStatus> {
+    match cli.command {
+        Command::Send(args) => commands::send::run(&cli.global, args).await,
+        Command::Health(args) => commands::health::run(&cli.global, args).await,
+        Command::Config(cli::ConfigCommand::Check) => commands::config::check(&cli.global),
+        Command::Sandbox(args) => commands::sandbox::run(args, shutdown).await,
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
