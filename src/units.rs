@@ -89,7 +89,9 @@ impl FromStr for Rate {
         let window = window.trim();
         let per = match unit_length(window) {
             Some(length) => length,
-            None => parse_duration(window)?,
+            None => parse_duration(window).map_err(|_| {
+                UnitError::new(text, "after '/' comes a unit (s, min, h) or a duration (\"10s\")")
+            })?,
         };
         if per.is_zero() {
             return Err(UnitError::new(text, "the window must be longer than zero"));
