@@ -90,7 +90,10 @@ impl FromStr for Rate {
         let per = match unit_length(window) {
             Some(length) => length,
             None => parse_duration(window).map_err(|_| {
-                UnitError::new(text, "after '/' comes a unit (s, min, h) or a duration (\"10s\")")
+                UnitError::new(
+                    text,
+                    "after '/' comes a unit (s, min, h) or a duration (\"10s\")",
+                )
             })?,
         };
         if per.is_zero() {

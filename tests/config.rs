@@ -20,7 +20,9 @@ fn parse(text: &str) -> Result<config::Settings, ConfigError> {
 
 fn error_of(text: &str) -> (Option<usize>, Option<String>, String) {
     match parse(text).expect_err("the config should be refused") {
-        ConfigError::Invalid { line, key, message, .. } => (line, key, message),
+        ConfigError::Invalid {
+            line, key, message, ..
+        } => (line, key, message),
         other => panic!("unexpected error {other}"),
     }
 }
@@ -32,7 +34,11 @@ fn the_example_config_loads_with_its_variables_set() {
         std::env::set_var("KAKAOTALK_PASSWORD", "example-kakao");
         std::env::set_var("SMS_PASSWORD", "example-sms");
     }
-    let settings = config::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml"))).unwrap();
+    let settings = config::load(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config.example.toml"
+    )))
+    .unwrap();
     assert_eq!(settings.timezone_name, "Asia/Seoul");
     assert_eq!(settings.providers.len(), 2);
     let kakaotalk = settings.provider(ProviderKind::KakaoTalk).unwrap();
@@ -57,7 +63,10 @@ fn a_minimal_config_gets_the_documented_defaults() {
     assert_eq!(settings.retry.initial_delay, Duration::from_secs(1));
     assert!(settings.retry.jitter);
     assert_eq!(settings.breaker.failure_threshold, 5);
-    assert_eq!(settings.source.query, "SELECT name, phone, birth_date FROM users");
+    assert_eq!(
+        settings.source.query,
+        "SELECT name, phone, birth_date FROM users"
+    );
 }
 
 #[test]
@@ -74,7 +83,10 @@ credentials = [
 "#,
     )
     .unwrap();
-    let credentials = &settings.provider(ProviderKind::KakaoTalk).unwrap().credentials;
+    let credentials = &settings
+        .provider(ProviderKind::KakaoTalk)
+        .unwrap()
+        .credentials;
     assert_eq!(credentials.len(), 2);
     assert_eq!(credentials[0].rate_limit.to_string(), "100/min");
     assert_eq!(credentials[1].rate_limit.to_string(), "50/s");
@@ -85,7 +97,11 @@ fn an_unknown_key_is_named_with_its_line() {
     let (line, key, message) = error_of(&format!("{MINIMAL}timout = \"5s\"\n"));
     assert_eq!(line, Some(6));
     assert!(message.contains("unknown field `timout`"), "{message}");
-    assert_eq!(key.as_deref(), Some("providers.kakaotalk.timout"), "{message}");
+    assert_eq!(
+        key.as_deref(),
+        Some("providers.kakaotalk.timout"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -98,29 +114,59 @@ fn an_unknown_section_is_refused() {
 #[test]
 fn a_wrong_type_is_named_with_its_line_and_key() {
     let (line, key, message) = error_of(&format!("{MINIMAL}[retry]\nmax_attempts = \"three\"\n"));
-    assert_eq!((line, key.as_deref()), (Some(7), Some("retry.max_attempts")));
+    assert_eq!(
+        (line, key.as_deref()),
+        (Some(7), Some("retry.max_attempts"))
+    );
     assert!(message.contains("invalid type"), "{message}");
     let (line, key, _) = error_of(&format!("{MINIMAL}[retry]\ninitial_delay = 5\n"));
-    assert_eq!((line, key.as_deref()), (Some(7), Some("retry.initial_delay")));
+    assert_eq!(
+        (line, key.as_deref()),
+        (Some(7), Some("retry.initial_delay"))
+    );
 }
 
 #[test]
 fn a_bad_duration_or_rate_is_named_with_its_line_and_key() {
-    let (line, key, message) = error_of(&MINIMAL.replace("password = \"1234\"", "password = \"1234\"\ntimeout = \"5 seconds\""));
-    assert_eq!((line, key.as_deref()), (Some(6), Some("providers.kakaotalk.timeout")));
+    let (line, key, message) = error_of(&MINIMAL.replace(
+        "password = \"1234\"",
+        "password = \"1234\"\ntimeout = \"5 seconds\"",
+    ));
+    assert_eq!(
+        (line, key.as_deref()),
+        (Some(6), Some("providers.kakaotalk.timeout"))
+    );
     assert!(message.contains("5 seconds"), "{message}");
-    let (line, key, _) = error_of(&MINIMAL.replace("password = \"1234\"", "password = \"1234\"\nrate_limit = \"100/day\""));
-    assert_eq!((line, key.as_deref()), (Some(6), Some("providers.kakaotalk.rate_limit")));
-    let (_, key, _) = error_of(&MINIMAL.replace("password = \"1234\"", "password = \"1234\"\nrate_limit = \"0/s\""));
+    let (line, key, _) = error_of(&MINIMAL.replace(
+        "password = \"1234\"",
+        "password = \"1234\"\nrate_limit = \"100/day\"",
+    ));
+    assert_eq!(
+        (line, key.as_deref()),
+        (Some(6), Some("providers.kakaotalk.rate_limit"))
+    );
+    let (_, key, _) = error_of(&MINIMAL.replace(
+        "password = \"1234\"",
+        "password = \"1234\"\nrate_limit = \"0/s\"",
+    ));
     assert_eq!(key.as_deref(), Some("providers.kakaotalk.rate_limit"));
 }
 
 #[test]
 fn a_missing_environment_variable_is_named_and_the_value_is_not_quoted() {
-    let text = MINIMAL.replace("password = \"1234\"", "password = \"${MSGSEND_TEST_SURELY_UNSET}\"");
+    let text = MINIMAL.replace(
+        "password = \"1234\"",
+        "password = \"${MSGSEND_TEST_SURELY_UNSET}\"",
+    );
     let (line, key, message) = error_of(&text);
-    assert_eq!((line, key.as_deref()), (Some(5), Some("providers.kakaotalk.password")));
-    assert_eq!(message, "environment variable MSGSEND_TEST_SURELY_UNSET is not set");
+    assert_eq!(
+        (line, key.as_deref()),
+        (Some(5), Some("providers.kakaotalk.password"))
+    );
+    assert_eq!(
+        message,
+        "environment variable MSGSEND_TEST_SURELY_UNSET is not set"
+    );
 }
 
 #[test]
@@ -128,22 +174,46 @@ fn out_of_range_values_are_refused_at_their_key() {
     let cases = [
         ("[retry]\nmax_attempts = 0\n", "retry.max_attempts", 7),
         ("[retry]\nmultiplier = 0.5\n", "retry.multiplier", 7),
-        ("[circuit_breaker]\nfailure_threshold = 0\n", "circuit_breaker.failure_threshold", 7),
+        (
+            "[circuit_breaker]\nfailure_threshold = 0\n",
+            "circuit_breaker.failure_threshold",
+            7,
+        ),
         ("[bulk]\nconcurrency = 0\n", "bulk.concurrency", 7),
-        ("[alerts]\nmin_success_rate = 1.5\n", "alerts.min_success_rate", 7),
-        ("[routing]\nstrategy = \"roundrobin\"\n", "routing.strategy", 7),
+        (
+            "[alerts]\nmin_success_rate = 1.5\n",
+            "alerts.min_success_rate",
+            7,
+        ),
+        (
+            "[routing]\nstrategy = \"roundrobin\"\n",
+            "routing.strategy",
+            7,
+        ),
         ("[routing]\nfallback = \"sms\"\n", "routing.fallback", 7),
-        ("[schedule]\nquiet_hours = \"9pm-8am\"\n", "schedule.quiet_hours", 7),
+        (
+            "[schedule]\nquiet_hours = \"9pm-8am\"\n",
+            "schedule.quiet_hours",
+            7,
+        ),
         ("[message]\nheader = \"{name\"\n", "message.header", 7),
         ("[source]\ndatabase = \"mysql://x\"\n", "source.database", 7),
         ("timezone = \"Mars/Olympus\"\n", "timezone", 6),
     ];
     for (extra, expected_key, expected_line) in cases {
         // Top-level keys must come before the first table.
-        let text = if extra.starts_with('[') { format!("{MINIMAL}{extra}") } else { format!("{extra}{MINIMAL}") };
+        let text = if extra.starts_with('[') {
+            format!("{MINIMAL}{extra}")
+        } else {
+            format!("{extra}{MINIMAL}")
+        };
         let (line, key, message) = error_of(&text);
         assert_eq!(key.as_deref(), Some(expected_key), "{extra}: {message}");
-        let expected_line = if extra.starts_with('[') { expected_line } else { 1 };
+        let expected_line = if extra.starts_with('[') {
+            expected_line
+        } else {
+            1
+        };
         assert_eq!(line, Some(expected_line), "{extra}: {message}");
     }
 }
@@ -151,7 +221,10 @@ fn out_of_range_values_are_refused_at_their_key() {
 #[test]
 fn a_bad_base_url_is_refused() {
     let (line, key, _) = error_of(&MINIMAL.replace("http://127.0.0.1:8081", "not a url"));
-    assert_eq!((line, key.as_deref()), (Some(3), Some("providers.kakaotalk.base_url")));
+    assert_eq!(
+        (line, key.as_deref()),
+        (Some(3), Some("providers.kakaotalk.base_url"))
+    );
     let (_, key, _) = error_of(&MINIMAL.replace("http://127.0.0.1:8081", "ftp://example.com"));
     assert_eq!(key.as_deref(), Some("providers.kakaotalk.base_url"));
 }
@@ -181,8 +254,18 @@ fn no_provider_at_all_is_refused() {
 
 #[test]
 fn errors_name_the_file() {
-    let error = config::parse(Path::new("/etc/msgsend/prod.toml"), "[retry]\nmax_attempts = 0\n").unwrap_err();
-    assert!(error.to_string().starts_with("/etc/msgsend/prod.toml:"), "{error}");
+    let error = config::parse(
+        Path::new("/etc/msgsend/prod.toml"),
+        "[retry]\nmax_attempts = 0\n",
+    )
+    .unwrap_err();
+    assert!(
+        error.to_string().starts_with("/etc/msgsend/prod.toml:"),
+        "{error}"
+    );
     let missing = config::load(Path::new("/nonexistent/msgsend.toml")).unwrap_err();
-    assert!(missing.to_string().contains("/nonexistent/msgsend.toml"), "{missing}");
+    assert!(
+        missing.to_string().contains("/nonexistent/msgsend.toml"),
+        "{missing}"
+    );
 }

@@ -1,0 +1,153 @@
+//! Shared test scaffolding: a sandbox on free loopback ports, a config that points at it, and
+//! the msgsend binary run against both. Every request goes to 127.0.0.1.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Output;
+use std::sync::atomic::AtomicU64;
+
+use msgsend::sandbox::{RecordedMessage, Sandbox, SandboxConfig, SimStats};
+use tempfile::TempDir;
+
+pub const KAKAOTALK_PASSWORD: &str = "kakao-pw-7a1c";
+pub const SMS_PASSWORD: &str = "sms-pw-93fe";
+
+/// A running sandbox, a scratch directory and a config (as a TOML table) that points at it.
+pub struct World {
+    pub sandbox: Sandbox,
+    pub dir: TempDir,
+    pub record: PathBuf,
+    pub config: toml::Table,
+}
+
+impl World {
+    /// Starts the sandbox (changed by `adjust`) on free loopback ports, with a record file and
+    /// the test passwords, and a config with fast retries and no jitter.
+    pub async fn start(adjust: impl FnOnce(&mut SandboxConfig)) -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let record = dir.path().join("record.jsonl");
+        let mut config = SandboxConfig::ephemeral();
+        config.kakaotalk.credentials = vec![("autoever".into(), KAKAOTALK_PASSWORD.into())];
+        config.sms.credentials = vec![("autoever".into(), SMS_PASSWORD.into())];
+        config.kakaotalk.rate = "100/s".parse().unwrap();
+        config.sms.rate = "100/s".parse().unwrap();
+        config.record = Some(record.clone());
+        adjust(&mut config);
+        let sandbox = Sandbox::start(config).await.unwrap();
+        let config = format!(
+            r#"
+[providers.kakaotalk]
+base_url = "{}"
+username = "autoever"
+password = "${{KAKAOTALK_PASSWORD}}"
+rate_limit = "100/s"
+timeout = "2s"
+
+[providers.sms]
+base_url = "{}"
+username = "autoever"
+password = "${{SMS_PASSWORD}}"
+rate_limit = "100/s"
+timeout = "2s"
+
+[retry]
+max_attempts = 3
+initial_delay = "10ms"
+max_delay = "50ms"
+jitter = false
+
+[message]
+header = "{{name}}님, 안녕하세요. 현대 오토에버입니다."
+"#,
+            sandbox.kakaotalk.base_url(),
+            sandbox.sms.base_url()
+        );
+        World {
+            sandbox,
+            dir,
+            record,
+            config: config.parse().unwrap(),
+        }
+    }
+
+    /// Sets a config value by dotted path, e.g. `set("retry.max_attempts", 2)`.
+    pub fn set(&mut self, path: &str, value: impl Into<toml::Value>) -> &mut Self {
+        let mut table = &mut self.config;
+        let mut keys: Vec<&str> = path.split('.').collect();
+        let last = keys.pop().unwrap();
+        for key in keys {
+            table = table
+                .entry(key)
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .unwrap();
+        }
+        table.insert(last.to_string(), value.into());
+        self
+    }
+
+    /// Writes the config to `msgsend.toml` in the scratch directory; returns its path.
+    pub fn write_config(&self) -> PathBuf {
+        let path = self.dir.path().join("msgsend.toml");
+        std::fs::write(&path, toml::to_string(&self.config).unwrap()).unwrap();
+        path
+    }
+
+    /// The config as settings, for in-process tests.
+    pub fn settings(&self) -> msgsend::config::Settings {
+        // SAFETY: every test sets the same values.
+        unsafe {
+            std::env::set_var("KAKAOTALK_PASSWORD", KAKAOTALK_PASSWORD);
+            std::env::set_var("SMS_PASSWORD", SMS_PASSWORD);
+        }
+        msgsend::config::parse(
+            &self.dir.path().join("msgsend.toml"),
+            &toml::to_string(&self.config).unwrap(),
+        )
+        .unwrap()
+    }
+
+    /// Runs the msgsend binary with this world's config and the passwords in its environment.
+    pub async fn msgsend(&self, args: &[&str]) -> Output {
+        let config = self.write_config();
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_msgsend"));
+        command
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("KAKAOTALK_PASSWORD", KAKAOTALK_PASSWORD)
+            .env("SMS_PASSWORD", SMS_PASSWORD)
+            .env_remove("RUST_LOG")
+            .env_remove("MSGSEND_CONFIG");
+        tokio::task::spawn_blocking(move || command.output().unwrap())
+            .await
+            .unwrap()
+    }
+
+    pub fn recorded(&self) -> Vec<RecordedMessage> {
+        if !self.record.exists() {
+            return Vec::new();
+        }
+        RecordedMessage::read_all(&self.record).unwrap()
+    }
+}
+
+pub fn count(counter: &AtomicU64) -> u64 {
+    SimStats::get(counter)
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The `--json` result of `send`.
+pub fn json(output: &Output) -> serde_json::Value {
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", stdout(output), stderr(output)))
+}
