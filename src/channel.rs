@@ -58,6 +58,24 @@ pub struct Attempt {
     pub latency_ms: u64,
 }
 
+impl Attempt {
+    fn new(
+        channel: ProviderKind,
+        number: u32,
+        outcome: &'static str,
+        detail: String,
+        started: Instant,
+    ) -> Self {
+        Attempt {
+            channel,
+            number,
+            outcome,
+            detail,
+            latency_ms: started.elapsed().as_millis() as u64,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Channel {
     kind: ProviderKind,
@@ -108,28 +126,38 @@ impl Channel {
         wait: TokenWait,
         log: &mut Vec<Attempt>,
     ) -> Result<Receipt, ChannelFailure> {
-        self.retry
-            .run(async |number| {
-                let started = Instant::now();
-                let result = self.attempt(phone, message, wait).await;
-                let (outcome, detail) = match &result {
-                    Ok(_) => ("ok", String::new()),
-                    Err(ChannelFailure::Provider(error)) => {
-                        (error.class.name(), error.detail.clone())
-                    }
-                    // Nothing was sent: not an attempt.
-                    Err(_) => return result,
-                };
-                log.push(Attempt {
-                    channel: self.kind,
+        let mut backoff = self.retry.backoff();
+        for number in 1.. {
+            let started = Instant::now();
+            let result = self.attempt(phone, message, wait).await;
+            let error = match result {
+                Ok(receipt) => {
+                    log.push(Attempt::new(
+                        self.kind,
+                        number,
+                        "ok",
+                        String::new(),
+                        started,
+                    ));
+                    return Ok(receipt);
+                }
+                Err(error) => error,
+            };
+            if let ChannelFailure::Provider(failure) = &error {
+                log.push(Attempt::new(
+                    self.kind,
                     number,
-                    outcome,
-                    detail,
-                    latency_ms: started.elapsed().as_millis() as u64,
-                });
-                result
-            })
-            .await
+                    failure.class.name(),
+                    failure.detail.clone(),
+                    started,
+                ));
+            }
+            match backoff.after_failure(error.advice()) {
+                Some(pause) => tokio::time::sleep(pause).await,
+                None => return Err(error),
+            }
+        }
+        unreachable!("the backoff ends the loop")
     }
 
     async fn attempt(

@@ -53,28 +53,31 @@ impl RetryPolicy {
         }
     }
 
-    /// Runs `attempt(1)`, `attempt(2)`, ... until one succeeds, one fails with
-    /// [`RetryAdvice::Stop`], or `max_attempts` have been made; returns the last result.
-    pub async fn run<T, E: Retryable>(
-        &self,
-        mut attempt: impl AsyncFnMut(u32) -> Result<T, E>,
-    ) -> Result<T, E> {
-        let mut delays = self.base_delays();
-        let mut number = 1;
-        loop {
-            let error = match attempt(number).await {
-                Ok(value) => return Ok(value),
-                Err(error) => error,
-            };
-            let RetryAdvice::Retry { after } = error.advice() else {
-                return Err(error);
-            };
-            let Some(delay) = delays.next() else {
-                return Err(error);
-            };
-            tokio::time::sleep(after.unwrap_or_else(|| self.jittered(delay))).await;
-            number += 1;
+    /// The schedule for one message's attempts on one channel.
+    pub fn backoff(&self) -> Backoff {
+        Backoff {
+            policy: *self,
+            delays: Box::new(self.base_delays()),
         }
+    }
+}
+
+/// The retry state of one message on one channel: how many waits are left and how long the
+/// next one is. The caller loops: attempt, and on failure ask [`Backoff::after_failure`].
+pub struct Backoff {
+    policy: RetryPolicy,
+    delays: Box<dyn Iterator<Item = Duration> + Send + Sync>,
+}
+
+impl Backoff {
+    /// After a failed attempt: how long to wait before the next one, or `None` to give up
+    /// (the failure is permanent, or `max_attempts` have been made).
+    pub fn after_failure(&mut self, advice: RetryAdvice) -> Option<Duration> {
+        let RetryAdvice::Retry { after } = advice else {
+            return None;
+        };
+        let delay = self.delays.next()?;
+        Some(after.unwrap_or_else(|| self.policy.jittered(delay)))
     }
 }
 
@@ -112,22 +115,27 @@ mod tests {
         }
     }
 
-    /// Runs the policy against a script of failures; returns the instants of each attempt,
-    /// relative to the start, and the final result.
+    /// Runs attempts from a script of results the way a channel does, under paused time;
+    /// returns the instants of each attempt, relative to the start, and the final result.
     async fn attempts_against(
         policy: RetryPolicy,
-        mut script: Vec<Result<(), Failure>>,
+        script: Vec<Result<(), Failure>>,
     ) -> (Vec<Duration>, Result<(), Failure>) {
         let start = Instant::now();
         let mut at = Vec::new();
-        script.reverse();
-        let result = policy
-            .run(async |_number| {
-                at.push(start.elapsed());
-                script.pop().unwrap_or(Ok(()))
-            })
-            .await;
-        (at, result)
+        let mut script = script.into_iter();
+        let mut backoff = policy.backoff();
+        loop {
+            at.push(start.elapsed());
+            let error = match script.next().unwrap_or(Ok(())) {
+                Ok(()) => return (at, Ok(())),
+                Err(error) => error,
+            };
+            match backoff.after_failure(error.advice()) {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => return (at, Err(error)),
+            }
+        }
     }
 
     #[tokio::test(start_paused = true)]

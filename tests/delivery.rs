@@ -1,0 +1,204 @@
+//! The delivery path in-process, over real HTTP to the sandbox: the breaker across many sends,
+//! and the rate-limit invariant as the provider sees it.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::{World, count};
+use msgsend::delivery::{DeliveryOutcome, Router};
+use msgsend::phone::Phone;
+use msgsend::policy::breaker::BreakerState;
+use msgsend::provider::http_client;
+
+fn phone(n: usize) -> Phone {
+    Phone::parse(&format!("010{:08}", n)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_outage_opens_the_breaker_later_sends_go_straight_to_sms_and_recovery_closes_it() {
+    let mut world = World::start(|_| {}).await;
+    world
+        .set("circuit_breaker.failure_threshold", 3)
+        .set("circuit_breaker.open_timeout", "300ms")
+        .set("retry.max_attempts", 1);
+    let router = Router::new(&world.settings(), http_client(), None, false).unwrap();
+    let kakaotalk = &world.sandbox.kakaotalk;
+    let primary = router.channels().next().unwrap();
+
+    kakaotalk.control.down.store(true, Ordering::SeqCst);
+    for n in 0..3 {
+        let delivery = router.deliver(&phone(n), "hi").await;
+        assert!(
+            matches!(delivery.outcome, DeliveryOutcome::Fallback { .. }),
+            "{delivery:?}"
+        );
+    }
+    assert!(matches!(primary.breaker_state(), BreakerState::Open { .. }));
+    assert_eq!(count(&kakaotalk.stats.requests), 3);
+
+    // While open, KakaoTalk is not called at all.
+    for n in 3..8 {
+        let delivery = router.deliver(&phone(n), "hi").await;
+        assert!(matches!(delivery.outcome, DeliveryOutcome::Fallback { .. }));
+        assert!(
+            delivery
+                .attempts
+                .iter()
+                .all(|a| a.channel == msgsend::provider::ProviderKind::Sms)
+        );
+    }
+    assert_eq!(count(&kakaotalk.stats.requests), 3);
+
+    // Still down when the half-open probe goes: it fails and the circuit opens again.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let delivery = router.deliver(&phone(8), "hi").await;
+    assert!(matches!(delivery.outcome, DeliveryOutcome::Fallback { .. }));
+    assert_eq!(count(&kakaotalk.stats.requests), 4);
+    assert!(matches!(primary.breaker_state(), BreakerState::Open { .. }));
+
+    // Back up: the next probe succeeds and closes the circuit; sends use KakaoTalk again.
+    kakaotalk.control.down.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let delivery = router.deliver(&phone(9), "hi").await;
+    assert!(
+        matches!(delivery.outcome, DeliveryOutcome::Sent { .. }),
+        "{delivery:?}"
+    );
+    assert_eq!(
+        primary.breaker_state(),
+        BreakerState::Closed { failures: 0 }
+    );
+    let delivery = router.deliver(&phone(10), "hi").await;
+    assert!(matches!(delivery.outcome, DeliveryOutcome::Sent { .. }));
+}
+
+/// Sends `messages` through the router from `workers` concurrent tasks.
+async fn deliver_concurrently(
+    router: Arc<Router>,
+    messages: usize,
+    workers: usize,
+) -> Vec<DeliveryOutcome> {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..workers {
+        let (router, next) = (router.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            loop {
+                let n = next.fetch_add(1, Ordering::SeqCst);
+                if n >= messages {
+                    return outcomes;
+                }
+                outcomes.push(router.deliver(&phone(n), "hi").await.outcome);
+            }
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.extend(task.await.unwrap());
+    }
+    outcomes
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_strict_provider_never_answers_429_even_at_the_start() {
+    // The sandbox enforces exactly what msgsend is configured with. 60 messages at 20/s from
+    // 20 workers: the opening burst and every later window must stay within 20.
+    let mut world = World::start(|config| config.kakaotalk.rate = "20/s".parse().unwrap()).await;
+    world
+        .set("providers.kakaotalk.rate_limit", "20/s")
+        .set("routing.fallback", "sms");
+    let router = Arc::new(Router::new(&world.settings(), http_client(), None, true).unwrap());
+    let outcomes = deliver_concurrently(router, 60, 20).await;
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, DeliveryOutcome::Sent { .. }))
+    );
+    let stats = &world.sandbox.kakaotalk.stats;
+    assert_eq!(count(&stats.rate_limited), 0);
+    assert_eq!(count(&stats.accepted), 60);
+    assert!(
+        count(&stats.peak_window) <= 20,
+        "peak {}",
+        count(&stats.peak_window)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn several_credentials_pool_their_quotas_and_each_keeps_its_own() {
+    let credentials = [("a", "pa"), ("b", "pb"), ("c", "pc")];
+    let mut world = World::start(|config| {
+        config.kakaotalk.rate = "10/s".parse().unwrap();
+        config.kakaotalk.credentials = credentials
+            .iter()
+            .map(|(u, p)| (u.to_string(), p.to_string()))
+            .collect();
+    })
+    .await;
+    let list: Vec<toml::Value> = credentials
+        .iter()
+        .map(|(u, p)| {
+            let mut table = toml::Table::new();
+            table.insert("username".into(), (*u).into());
+            table.insert("password".into(), (*p).into());
+            toml::Value::Table(table)
+        })
+        .collect();
+    if let Some(provider) = world
+        .config
+        .get_mut("providers")
+        .and_then(|p| p.get_mut("kakaotalk"))
+        .and_then(|k| k.as_table_mut())
+    {
+        provider.remove("username");
+        provider.remove("password");
+    }
+    world
+        .set("providers.kakaotalk.credentials", list)
+        .set("providers.kakaotalk.rate_limit", "10/s");
+    let router = Arc::new(Router::new(&world.settings(), http_client(), None, true).unwrap());
+    // 60 messages need 2 windows at 30/s pooled; a single credential would need 6.
+    let outcomes = deliver_concurrently(router, 60, 30).await;
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, DeliveryOutcome::Sent { .. }))
+    );
+    let stats = &world.sandbox.kakaotalk.stats;
+    assert_eq!(count(&stats.rate_limited), 0);
+    assert!(count(&stats.peak_window) <= 10);
+    let recorded = world.recorded();
+    for (user, _) in credentials {
+        let used = recorded.iter().filter(|m| m.credential == user).count();
+        assert_eq!(used, 20, "credential {user} carried {used} of 60");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spillover_sends_what_the_primary_cannot_take_in_time_through_sms() {
+    let mut world = World::start(|config| config.kakaotalk.rate = "5/s".parse().unwrap()).await;
+    world
+        .set("providers.kakaotalk.rate_limit", "5/s")
+        .set("routing.strategy", "spillover")
+        .set("routing.acquire_timeout", "100ms");
+    let router = Arc::new(Router::new(&world.settings(), http_client(), None, false).unwrap());
+    let outcomes = deliver_concurrently(router, 30, 10).await;
+    let sent = outcomes
+        .iter()
+        .filter(|o| matches!(o, DeliveryOutcome::Sent { .. }))
+        .count();
+    let fallback = outcomes
+        .iter()
+        .filter(|o| matches!(o, DeliveryOutcome::Fallback { .. }))
+        .count();
+    assert_eq!(sent + fallback, 30);
+    assert!(
+        sent >= 5 && fallback >= 10,
+        "sent {sent}, fallback {fallback}"
+    );
+    assert_eq!(count(&world.sandbox.kakaotalk.stats.rate_limited), 0);
+}
