@@ -46,7 +46,7 @@ pub async fn run(global: &GlobalArgs, args: SendArgs) -> anyhow::Result<ExitStat
         .map_err(UsageError)?;
     let delivery = router.deliver(&phone, &text).await;
     if delivery.delivered() {
-        tracing::info!(phone = %phone.masked(), channel = ?delivery.channel, "delivered");
+        tracing::info!(phone = %phone.masked(), channel = delivery.channel.map_or("none", |c| c.name()), "delivered");
     } else {
         tracing::warn!(phone = %phone.masked(), reason = %delivery.reason(), "not delivered");
     }
