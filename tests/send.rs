@@ -66,18 +66,7 @@ async fn the_json_result_names_channel_id_and_attempts() {
 #[tokio::test(flavor = "multi_thread")]
 async fn two_server_errors_then_success_take_three_attempts() {
     let world = World::start(|config| config.kakaotalk.faults.fail_first = 2).await;
-    let output = world
-        .msgsend(&[
-            "send",
-            "--to",
-            TO,
-            "--name",
-            "A",
-            "--message",
-            "hi",
-            "--json",
-        ])
-        .await;
+    let output = world.send_hi(&["--json"]).await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let result = json(&output);
     assert_eq!(result["channel"], "kakaotalk");
@@ -138,9 +127,7 @@ async fn a_kakaotalk_400_is_delivered_by_sms_without_retrying() {
             .insert("010-1234-5678".into());
     })
     .await;
-    let output = world
-        .msgsend(&["send", "--to", TO, "--name", "A", "--message", "hi"])
-        .await;
+    let output = world.send_hi(&[]).await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let text = stdout(&output);
     assert!(
@@ -166,18 +153,7 @@ async fn without_fallback_a_rejection_is_not_delivered_and_exits_3() {
             .insert("010-1234-5678".into());
     })
     .await;
-    let output = world
-        .msgsend(&[
-            "send",
-            "--to",
-            TO,
-            "--name",
-            "A",
-            "--message",
-            "hi",
-            "--no-fallback",
-        ])
-        .await;
+    let output = world.send_hi(&["--no-fallback"]).await;
     assert_eq!(output.status.code(), Some(3));
     assert!(
         stdout(&output).starts_with("not delivered to 010-1234-5678: kakaotalk: HTTP 400"),
@@ -190,19 +166,7 @@ async fn without_fallback_a_rejection_is_not_delivered_and_exits_3() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_channel_flag_starts_with_sms() {
     let world = World::start(|_| {}).await;
-    let output = world
-        .msgsend(&[
-            "send",
-            "--to",
-            TO,
-            "--name",
-            "A",
-            "--message",
-            "hi",
-            "--channel",
-            "sms",
-        ])
-        .await;
+    let output = world.send_hi(&["--channel", "sms"]).await;
     assert_eq!(output.status.code(), Some(0));
     assert!(
         stdout(&output).contains("via sms, message id sms-1"),
@@ -216,18 +180,7 @@ async fn the_channel_flag_starts_with_sms() {
 async fn a_401_is_not_retried_and_the_provider_is_taken_out() {
     let mut world = World::start(|_| {}).await;
     world.set("providers.kakaotalk.password", "wrong-password");
-    let output = world
-        .msgsend(&[
-            "send",
-            "--to",
-            TO,
-            "--name",
-            "A",
-            "--message",
-            "hi",
-            "--json",
-        ])
-        .await;
+    let output = world.send_hi(&["--json"]).await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let result = json(&output);
     assert_eq!(result["channel"], "sms");
@@ -249,18 +202,7 @@ async fn timeouts_are_retried_then_fall_back() {
     world
         .set("providers.kakaotalk.timeout", "100ms")
         .set("retry.max_attempts", 2);
-    let output = world
-        .msgsend(&[
-            "send",
-            "--to",
-            TO,
-            "--name",
-            "A",
-            "--message",
-            "hi",
-            "--json",
-        ])
-        .await;
+    let output = world.send_hi(&["--json"]).await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let result = json(&output);
     let outcomes: Vec<&str> = result["attempts"]
@@ -280,20 +222,7 @@ async fn an_outage_opens_the_breaker_with_an_alert_and_falls_back() {
     world
         .set("circuit_breaker.failure_threshold", 2)
         .set("retry.max_attempts", 3);
-    let output = world
-        .msgsend(&[
-            "send",
-            "--to",
-            TO,
-            "--name",
-            "A",
-            "--message",
-            "hi",
-            "--json",
-            "--log-format",
-            "json",
-        ])
-        .await;
+    let output = world.send_hi(&["--json", "--log-format", "json"]).await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let result = json(&output);
     assert_eq!(result["channel"], "sms");
@@ -316,9 +245,7 @@ async fn both_channels_failing_is_not_delivered_and_exits_3() {
     })
     .await;
     world.set("retry.max_attempts", 2);
-    let output = world
-        .msgsend(&["send", "--to", TO, "--name", "A", "--message", "hi"])
-        .await;
+    let output = world.send_hi(&[]).await;
     assert_eq!(output.status.code(), Some(3));
     assert!(
         stdout(&output)
@@ -360,9 +287,7 @@ async fn every_kind_of_config_error_exits_2_before_any_request() {
     for (key, value, expected) in cases {
         let mut world = World::start(|_| {}).await;
         world.set(key, value);
-        let output = world
-            .msgsend(&["send", "--to", TO, "--name", "A", "--message", "hi"])
-            .await;
+        let output = world.send_hi(&[]).await;
         let log = stderr(&output);
         assert_eq!(output.status.code(), Some(2), "{key}: {log}");
         assert!(

@@ -4,7 +4,7 @@
 
 use reqwest::{RequestBuilder, Url};
 
-use super::Receipt;
+use super::{Receipt, id_text};
 use crate::phone::Phone;
 
 pub(super) const PATH: &str = "/kakaotalk-messages";
@@ -37,11 +37,7 @@ struct Answer {
 pub(super) fn receipt(body: &[u8]) -> Receipt {
     let message_id = serde_json::from_slice::<Answer>(body)
         .ok()
-        .and_then(|answer| match answer.message_id? {
-            serde_json::Value::String(id) => Some(id),
-            serde_json::Value::Number(id) => Some(id.to_string()),
-            _ => None,
-        });
+        .and_then(|answer| id_text(answer.message_id?));
     Receipt { message_id }
 }
 

@@ -180,6 +180,15 @@ fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
     cause.to_string()
 }
 
+/// A message id as a provider may write it: a string or a number.
+fn id_text(value: serde_json::Value) -> Option<String> {
+    match value {
+        serde_json::Value::String(id) => Some(id),
+        serde_json::Value::Number(id) => Some(id.to_string()),
+        _ => None,
+    }
+}
+
 /// What a provider answered to an accepted message.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Receipt {

@@ -3,7 +3,7 @@
 
 use reqwest::{RequestBuilder, Url};
 
-use super::{Class, ProviderError, Receipt};
+use super::{Class, ProviderError, Receipt, id_text};
 use crate::phone::Phone;
 
 pub(super) const PATH: &str = "/sms";
@@ -32,11 +32,7 @@ struct Answer {
 pub(super) fn receipt(body: &[u8]) -> Result<Receipt, ProviderError> {
     match serde_json::from_slice::<Answer>(body) {
         Ok(answer) if answer.result == "OK" => Ok(Receipt {
-            message_id: answer.sms_id.and_then(|id| match id {
-                serde_json::Value::String(id) => Some(id),
-                serde_json::Value::Number(id) => Some(id.to_string()),
-                _ => None,
-            }),
+            message_id: answer.sms_id.and_then(id_text),
         }),
         Ok(answer) => Err(unexpected(format!(
             "HTTP 200 with result {:?}",

@@ -126,6 +126,21 @@ header = "{{name}}님, 안녕하세요. 현대 오토에버입니다."
             .unwrap()
     }
 
+    /// `msgsend send --to 01012345678 --name A --message hi`, then `extra`.
+    pub async fn send_hi(&self, extra: &[&str]) -> Output {
+        let mut args = vec![
+            "send",
+            "--to",
+            "01012345678",
+            "--name",
+            "A",
+            "--message",
+            "hi",
+        ];
+        args.extend_from_slice(extra);
+        self.msgsend(&args).await
+    }
+
     pub fn recorded(&self) -> Vec<RecordedMessage> {
         if !self.record.exists() {
             return Vec::new();
