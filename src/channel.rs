@@ -127,7 +127,8 @@ impl Channel {
         log: &mut Vec<Attempt>,
     ) -> Result<Receipt, ChannelFailure> {
         let mut backoff = self.retry.backoff();
-        for number in 1.. {
+        let mut number = 1;
+        loop {
             let started = Instant::now();
             let result = self.attempt(phone, message, wait).await;
             let error = match result {
@@ -156,8 +157,8 @@ impl Channel {
                 Some(pause) => tokio::time::sleep(pause).await,
                 None => return Err(error),
             }
+            number += 1;
         }
-        unreachable!("the backoff ends the loop")
     }
 
     async fn attempt(

@@ -2,12 +2,10 @@
 //! fails for this recipient (SPEC section 3). The result says which channel delivered it, or why
 //! neither could, with every attempt made.
 
-use std::time::Duration;
-
 use crate::channel::{Attempt, Channel, ChannelFailure};
 use crate::config::Settings;
 use crate::phone::Phone;
-use crate::policy::routing::{Strategy, TokenWait};
+use crate::policy::routing::TokenWait;
 use crate::provider::ProviderKind;
 
 /// How one message ended.
@@ -90,20 +88,6 @@ impl Router {
                 .strategy
                 .primary_wait(settings.routing.acquire_timeout),
         })
-    }
-
-    /// A router over ready channels (tests, benchmarks).
-    pub fn from_channels(
-        primary: Channel,
-        fallback: Option<Channel>,
-        strategy: Strategy,
-        acquire_timeout: Duration,
-    ) -> Self {
-        Router {
-            primary,
-            fallback,
-            primary_wait: strategy.primary_wait(acquire_timeout),
-        }
     }
 
     pub fn channels(&self) -> impl Iterator<Item = &Channel> {

@@ -20,8 +20,6 @@ use crate::secret::Secret;
 use crate::template::Template;
 use crate::units::Rate;
 
-pub use raw::expand_env;
-
 /// The file msgsend reads when neither `--config` nor `$MSGSEND_CONFIG` names one.
 pub const DEFAULT_CONFIG_FILE: &str = "msgsend.toml";
 

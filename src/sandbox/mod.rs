@@ -179,13 +179,6 @@ impl Sandbox {
         })
     }
 
-    pub fn provider(&self, kind: ProviderKind) -> &ProviderSim {
-        match kind {
-            ProviderKind::KakaoTalk => &self.kakaotalk,
-            ProviderKind::Sms => &self.sms,
-        }
-    }
-
     /// Stops accepting connections and waits for the servers to finish.
     pub async fn shutdown(mut self) {
         self.stop.cancel();
