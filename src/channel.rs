@@ -178,18 +178,21 @@ impl Channel {
         if admission == Admission::Refused {
             return Err(ChannelFailure::CircuitOpen);
         }
-        let index = match wait {
+        // The slot lives until the answer is back: see the rate limiter's module doc.
+        let slot = match wait {
             TokenWait::Unbounded => self.limiter.acquire().await,
             TokenWait::AtMost(limit) => match self.limiter.acquire_within(limit).await {
-                Some(index) => index,
+                Some(slot) => slot,
                 None => {
                     self.record(admission, CallOutcome::Neutral, "");
                     return Err(ChannelFailure::NoToken(limit));
                 }
             },
         };
-        let credential = &self.credentials[index];
-        match self.client.send(credential, phone, message).await {
+        let credential = &self.credentials[slot.credential()];
+        let answer = self.client.send(credential, phone, message).await;
+        drop(slot);
+        match answer {
             Ok(receipt) => {
                 self.record(admission, CallOutcome::Success, "");
                 Ok(receipt)
@@ -248,11 +251,10 @@ impl Channel {
     pub async fn probe(&self) -> Vec<(String, Result<Duration, ProviderError>)> {
         let mut results = Vec::with_capacity(self.credentials.len());
         for (index, credential) in self.credentials.iter().enumerate() {
-            self.limiter.acquire_for(index).await;
-            results.push((
-                credential.username.clone(),
-                self.client.probe(credential).await,
-            ));
+            let slot = self.limiter.acquire_for(index).await;
+            let answer = self.client.probe(credential).await;
+            drop(slot);
+            results.push((credential.username.clone(), answer));
         }
         results
     }

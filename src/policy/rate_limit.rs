@@ -1,76 +1,102 @@
 //! Per-credential rate limiting with a hard guarantee: **no window of length W ever holds more
 //! than N requests** to one credential whose quota is N per W, retries and health probes
-//! included, from the very first request on.
+//! included, from the very first request on, however late the network delivers them.
 //!
-//! How: each credential keeps a log of the times of its last N requests (a sliding-window log).
-//! A request may go at time `t` only if `t >= oldest + W + margin`, where `oldest` is the N-th
-//! most recent request; any window of length W that ends at `t` then holds at most the N-1 later
-//! requests and this one. This is a "burst" of exactly N spread over a window, never 2N: a fresh
-//! GCRA limiter (governor's `Quota::per_minute(100)`) lets 100 through at once *and then* refills,
-//! so its first minute carries ~200 requests and a strict provider answers 429 to half of them.
-//! governor can only hold the invariant by giving up rate (burst b, rate N-b), which is why
-//! this limiter is written here; it also runs on tokio's clock, so tests drive it with paused
-//! time.
+//! How: a request holds a [`Slot`] from the moment it is let go until its answer is back (or it
+//! failed); the slot then stays counted for W (plus a small margin) after that completion. A
+//! request may go only while fewer than N slots are counted (in flight, or completed less than
+//! W ago). Why that is enough whatever the network does: take any window of length W at the
+//! provider and, among the requests that arrived in it, the one `r` msgsend let go last. Every
+//! other request `x` in the window arrived before its own completion, so
+//! `start(r) <= arrival(r) < arrival(x) + W <= completion(x) + W`: `x` was still counted when
+//! `r` was let go, so at most N-1 others share the window with `r`. Stamping the time when the
+//! request is *let go* (as a plain sliding log does) is not enough: a request delayed on its
+//! way (a slow connect, a busy machine) arrives close to the next window's first requests and
+//! the provider answers 429. CI machines showed exactly that.
 //!
-//! The `margin` (1 % of W, at most 250 ms) absorbs the difference between when msgsend lets a
-//! request go and when it arrives at the provider, which is where the provider counts it:
-//! arrivals can bunch up by a few milliseconds when an earlier request waited for a connection.
-//! It costs at most 1 % of the quota. Times are recorded when the request is let go (after the
-//! timer fired), so a timer that fires late delays later requests rather than crowding them.
+//! This is a "burst" of exactly N spread over a window, never 2N: a fresh GCRA limiter
+//! (governor's `Quota::per_minute(100)`) lets 100 through at once *and then* refills, so its
+//! first minute carries ~200 requests and a strict provider answers 429 to half of them.
+//! governor can only hold the invariant by giving up rate (burst b, rate N-b), and it knows
+//! nothing of completions, which is why this limiter is written here; it also runs on tokio's
+//! clock, so tests drive it with paused time. The price is the round trip: a slot is reused
+//! after W + latency rather than W, about 0.1 % at 100 ms latency and a one-minute window.
+//!
+//! The `margin` (1 % of W, at most 250 ms) absorbs a provider that counts in coarse clock
+//! ticks. It costs at most 1 % of the quota.
 //!
 //! Waiters are served in arrival order: one async mutex (FIFO in tokio) is held while a waiter
-//! sleeps until its slot, so the next waiter computes its slot only after the previous one took
+//! waits for its slot, so the next waiter looks for a slot only after the previous one took
 //! its own. A waiter that gives up (dropped by `tokio::time::timeout`) takes no slot.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Notify};
 use tokio::time::{Instant, sleep_until};
 
 use crate::units::Rate;
 
-/// The largest margin kept between a window's oldest request and the next (see module doc).
+/// The largest margin kept beyond the window (see module doc).
 const MAX_MARGIN: Duration = Duration::from_millis(250);
 
 /// Rate limits for the credentials of one provider; [`acquire`](Self::acquire) picks the
 /// credential that can send soonest, which spreads a campaign over all of them.
 #[derive(Debug)]
 pub struct RateLimiter {
-    logs: Mutex<Vec<SlidingLog>>,
+    /// Held by the waiter whose turn it is; tokio's mutex is fair, so turns go in FIFO order.
+    turn: Mutex<()>,
+    /// Short critical sections only (never held across an await): slots are released from
+    /// `Drop`, which cannot await.
+    credentials: std::sync::Mutex<Vec<CredentialLog>>,
+    /// Woken when a slot completes, which may free a credential whose N slots were all in flight.
+    completed: Notify,
 }
 
 #[derive(Debug)]
-struct SlidingLog {
+struct CredentialLog {
     rate: Rate,
     margin: Duration,
-    /// The times of the last `rate.count` requests, oldest first.
-    sent: VecDeque<Instant>,
+    in_flight: usize,
+    /// Completion times of the requests that still count, oldest first.
+    completed: VecDeque<Instant>,
 }
 
-impl SlidingLog {
+/// When a credential can take another request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Availability {
+    Now,
+    At(Instant),
+    /// All N slots are in flight: free only after one completes.
+    AfterACompletion,
+}
+
+impl CredentialLog {
     fn new(rate: Rate) -> Self {
-        SlidingLog {
+        CredentialLog {
             rate,
             margin: margin_for(rate.per),
-            sent: VecDeque::with_capacity(rate.count as usize),
+            in_flight: 0,
+            completed: VecDeque::with_capacity(rate.count as usize),
         }
     }
 
-    /// The earliest time at or after `now` at which a request keeps the invariant.
-    fn next_free(&self, now: Instant) -> Instant {
-        if self.sent.len() < self.rate.count as usize {
-            return now;
+    fn availability(&mut self, now: Instant) -> Availability {
+        let hold = self.rate.per + self.margin;
+        while self.completed.front().is_some_and(|&at| at + hold <= now) {
+            self.completed.pop_front();
         }
-        let oldest = self.sent[0];
-        now.max(oldest + self.rate.per + self.margin)
+        if self.in_flight + self.completed.len() < self.rate.count as usize {
+            Availability::Now
+        } else if let Some(&oldest) = self.completed.front() {
+            Availability::At(oldest + hold)
+        } else {
+            Availability::AfterACompletion
+        }
     }
 
-    fn record(&mut self, at: Instant) {
-        if self.sent.len() == self.rate.count as usize {
-            self.sent.pop_front();
-        }
-        self.sent.push_back(at);
+    fn last_completion(&self) -> Option<Instant> {
+        self.completed.back().copied()
     }
 }
 
@@ -79,51 +105,122 @@ pub fn margin_for(window: Duration) -> Duration {
     (window / 100).min(MAX_MARGIN)
 }
 
+/// One request's place in its credential's quota; dropping it (when the answer is back, or the
+/// request failed or was abandoned) starts the window-long wait before the place is reused.
+#[derive(Debug)]
+#[must_use = "the slot must live until the request has completed"]
+pub struct Slot<'a> {
+    limiter: &'a RateLimiter,
+    credential: usize,
+}
+
+impl Slot<'_> {
+    /// The index of the credential the request must use.
+    pub fn credential(&self) -> usize {
+        self.credential
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        {
+            let mut credentials = self.limiter.lock();
+            let log = &mut credentials[self.credential];
+            log.in_flight -= 1;
+            log.completed.push_back(Instant::now());
+        }
+        self.limiter.completed.notify_waiters();
+    }
+}
+
 impl RateLimiter {
     /// One limit per credential, in the provider's credential order.
     pub fn new(rates: impl IntoIterator<Item = Rate>) -> Self {
-        let logs: Vec<SlidingLog> = rates.into_iter().map(SlidingLog::new).collect();
+        let credentials: Vec<CredentialLog> = rates.into_iter().map(CredentialLog::new).collect();
         assert!(
-            !logs.is_empty(),
+            !credentials.is_empty(),
             "a rate limiter needs at least one credential"
         );
         RateLimiter {
-            logs: Mutex::new(logs),
+            turn: Mutex::new(()),
+            credentials: std::sync::Mutex::new(credentials),
+            completed: Notify::new(),
         }
     }
 
-    /// Waits for a slot and takes it; returns the index of the credential to use.
-    pub async fn acquire(&self) -> usize {
-        let mut logs = self.logs.lock().await;
-        let now = Instant::now();
-        // Soonest slot first; between equals, the credential idle the longest.
-        let (index, at) = logs
-            .iter()
-            .enumerate()
-            .map(|(index, log)| (index, log.next_free(now)))
-            .min_by_key(|&(index, at)| (at, logs[index].sent.back().copied()))
-            .expect("at least one credential");
-        Self::take(&mut logs, index, at).await;
-        index
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<CredentialLog>> {
+        // A panic while holding this lock leaves counts that are still consistent (every
+        // section is a few integer updates), so a poisoned lock is used as is.
+        self.credentials
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Waits for a slot and takes it on the credential that can send soonest.
+    pub async fn acquire(&self) -> Slot<'_> {
+        self.acquire_on(None).await
     }
 
     /// Waits for a slot of credential `index` (a health probe of that credential) and takes it.
-    pub async fn acquire_for(&self, index: usize) {
-        let mut logs = self.logs.lock().await;
-        let at = logs[index].next_free(Instant::now());
-        Self::take(&mut logs, index, at).await;
-    }
-
-    async fn take(logs: &mut [SlidingLog], index: usize, at: Instant) {
-        if at > Instant::now() {
-            sleep_until(at).await;
-        }
-        logs[index].record(Instant::now());
+    pub async fn acquire_for(&self, index: usize) -> Slot<'_> {
+        self.acquire_on(Some(index)).await
     }
 
     /// Like [`acquire`](Self::acquire), but gives up (taking nothing) after `limit`.
-    pub async fn acquire_within(&self, limit: Duration) -> Option<usize> {
+    pub async fn acquire_within(&self, limit: Duration) -> Option<Slot<'_>> {
         tokio::time::timeout(limit, self.acquire()).await.ok()
+    }
+
+    async fn acquire_on(&self, only: Option<usize>) -> Slot<'_> {
+        let _turn = self.turn.lock().await;
+        loop {
+            // Registered before looking, so a completion between the look and the wait is seen.
+            let completion = self.completed.notified();
+            tokio::pin!(completion);
+            completion.as_mut().enable();
+            let availability = {
+                let mut credentials = self.lock();
+                let now = Instant::now();
+                let (index, availability) = match only {
+                    Some(index) => (index, credentials[index].availability(now)),
+                    None => {
+                        let mut soonest: Option<(usize, Availability)> = None;
+                        for index in 0..credentials.len() {
+                            let availability = credentials[index].availability(now);
+                            // Between equals, the credential idle the longest.
+                            let better = match soonest {
+                                None => true,
+                                Some((best, best_availability)) => {
+                                    (availability, credentials[index].last_completion())
+                                        < (best_availability, credentials[best].last_completion())
+                                }
+                            };
+                            if better {
+                                soonest = Some((index, availability));
+                            }
+                        }
+                        soonest.expect("at least one credential")
+                    }
+                };
+                if availability == Availability::Now {
+                    credentials[index].in_flight += 1;
+                    return Slot {
+                        limiter: self,
+                        credential: index,
+                    };
+                }
+                availability
+            };
+            match availability {
+                Availability::At(at) => {
+                    tokio::select! {
+                        () = sleep_until(at) => {}
+                        () = &mut completion => {}
+                    }
+                }
+                _ => completion.await,
+            }
+        }
     }
 }
 
@@ -133,9 +230,17 @@ mod tests {
     use proptest::prelude::*;
     use std::sync::Arc;
 
-    /// Runs `tasks` tasks that together acquire `total` slots under paused time; returns the
-    /// instants of the acquisitions, sorted, per credential.
-    fn acquisitions(rates: Vec<Rate>, tasks: usize, total: usize) -> Vec<Vec<Instant>> {
+    /// Runs `tasks` tasks that together make `total` requests under paused time, each holding
+    /// its slot for `round_trip`; returns when each request reached the "provider", sorted, per
+    /// credential. Arrivals are adversarial: even-numbered requests arrive the moment they are
+    /// let go, odd-numbered ones only just before their answer comes back, so late arrivals of
+    /// one window meet early arrivals of the next.
+    fn arrivals(
+        rates: Vec<Rate>,
+        tasks: usize,
+        total: usize,
+        round_trip: Duration,
+    ) -> Vec<Vec<Instant>> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .start_paused(true)
@@ -150,16 +255,21 @@ mod tests {
                 let (limiter, remaining) = (limiter.clone(), remaining.clone());
                 handles.push(tokio::spawn(async move {
                     let mut mine = Vec::new();
-                    while remaining
-                        .fetch_update(
-                            std::sync::atomic::Ordering::SeqCst,
-                            std::sync::atomic::Ordering::SeqCst,
-                            |n| n.checked_sub(1),
-                        )
-                        .is_ok()
-                    {
-                        let index = limiter.acquire().await;
-                        mine.push((index, Instant::now()));
+                    while let Ok(left) = remaining.fetch_update(
+                        std::sync::atomic::Ordering::SeqCst,
+                        std::sync::atomic::Ordering::SeqCst,
+                        |n| n.checked_sub(1),
+                    ) {
+                        let slot = limiter.acquire().await;
+                        let started = Instant::now();
+                        tokio::time::sleep(round_trip).await;
+                        let arrived = if left % 2 == 0 {
+                            started
+                        } else {
+                            Instant::now()
+                        };
+                        mine.push((slot.credential(), arrived));
+                        drop(slot);
                         tokio::task::yield_now().await;
                     }
                     mine
@@ -198,10 +308,12 @@ mod tests {
             window_ms in 10u64..5_000,
             tasks in 1usize..16,
             windows_run in 1usize..6,
+            round_trip_percent in 0u32..60,
         ) {
             let rate = Rate { count, per: Duration::from_millis(window_ms) };
             let total = count as usize * windows_run + 1;
-            let times = acquisitions(vec![rate], tasks, total).remove(0);
+            let round_trip = rate.per * round_trip_percent / 100;
+            let times = arrivals(vec![rate], tasks, total, round_trip).remove(0);
             prop_assert_eq!(times.len(), total);
             prop_assert!(busiest_window(&times, rate.per) <= count as usize);
         }
@@ -211,10 +323,12 @@ mod tests {
             counts in proptest::collection::vec(1u32..20, 1..4),
             window_ms in 10u64..2_000,
             tasks in 1usize..12,
+            round_trip_percent in 0u32..60,
         ) {
             let rates: Vec<Rate> = counts.iter().map(|&count| Rate { count, per: Duration::from_millis(window_ms) }).collect();
             let total: usize = counts.iter().map(|&c| c as usize).sum::<usize>() * 3;
-            let per_credential = acquisitions(rates.clone(), tasks, total);
+            let round_trip = Duration::from_millis(window_ms) * round_trip_percent / 100;
+            let per_credential = arrivals(rates.clone(), tasks, total, round_trip);
             for (times, rate) in per_credential.iter().zip(&rates) {
                 prop_assert!(busiest_window(times, rate.per) <= rate.count as usize);
             }
@@ -224,7 +338,7 @@ mod tests {
     #[test]
     fn the_first_window_is_not_a_double_burst() {
         let rate: Rate = "100/min".parse().unwrap();
-        let times = acquisitions(vec![rate], 50, 300).remove(0);
+        let times = arrivals(vec![rate], 50, 300, Duration::ZERO).remove(0);
         let start = times[0];
         let in_first_minute = times
             .iter()
@@ -238,7 +352,13 @@ mod tests {
         for (text, tasks) in [("100/min", 50), ("50/s", 8), ("250/s", 32), ("7/10s", 3)] {
             let rate: Rate = text.parse().unwrap();
             let windows = 20;
-            let times = acquisitions(vec![rate], tasks, rate.count as usize * windows).remove(0);
+            let times = arrivals(
+                vec![rate],
+                tasks,
+                rate.count as usize * windows,
+                Duration::ZERO,
+            )
+            .remove(0);
             // The opening burst goes at once; every later request needed a slot to free up, so
             // the steady rate is the requests after the first window over the time they took.
             let elapsed = *times.last().unwrap() - times[0];
@@ -254,7 +374,7 @@ mod tests {
     #[test]
     fn credentials_share_the_load_and_add_up() {
         let rate: Rate = "10/s".parse().unwrap();
-        let per_credential = acquisitions(vec![rate; 4], 16, 400);
+        let per_credential = arrivals(vec![rate; 4], 16, 400, Duration::from_millis(20));
         for times in &per_credential {
             assert_eq!(times.len(), 100);
             assert!(busiest_window(times, rate.per) <= 10);
@@ -264,17 +384,36 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_waiter_that_gives_up_takes_no_slot() {
         let limiter = RateLimiter::new(["1/s".parse().unwrap()]);
-        assert_eq!(
-            limiter.acquire_within(Duration::from_millis(1)).await,
-            Some(0)
-        );
-        assert_eq!(
-            limiter.acquire_within(Duration::from_millis(500)).await,
-            None
+        let first = limiter.acquire_within(Duration::from_millis(1)).await;
+        assert_eq!(first.map(|slot| slot.credential()), Some(0));
+        assert!(
+            limiter
+                .acquire_within(Duration::from_millis(500))
+                .await
+                .is_none()
         );
         let before = Instant::now();
-        assert_eq!(limiter.acquire().await, 0);
+        let _slot = limiter.acquire().await;
         // One second (plus the 1 % margin) after the first slot, not after the abandoned one.
         assert_eq!(Instant::now() - before, Duration::from_millis(510));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slot_counts_from_when_its_answer_came_back() {
+        let limiter = Arc::new(RateLimiter::new(["1/s".parse().unwrap()]));
+        let start = Instant::now();
+        let slow = limiter.acquire().await;
+        let waiter = tokio::spawn({
+            let limiter = limiter.clone();
+            async move {
+                let _slot = limiter.acquire().await;
+                Instant::now()
+            }
+        });
+        // The first request takes 3 s to answer: the next may not go before it is back + 1 s.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        drop(slow);
+        let second = waiter.await.unwrap();
+        assert_eq!(second - start, Duration::from_millis(4_010));
     }
 }
