@@ -4,11 +4,11 @@
 //! [`crate::delivery`]'s job.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::alerts::{self, Alert};
 use crate::config::{BreakerSettings, ProviderSettings};
 use crate::phone::Phone;
 use crate::policy::breaker::{Admission, BreakerState, CallOutcome, CircuitBreaker, Transition};
@@ -16,6 +16,7 @@ use crate::policy::rate_limit::RateLimiter;
 use crate::policy::retry::{RetryAdvice, RetryPolicy, Retryable};
 use crate::policy::routing::TokenWait;
 use crate::provider::{Class, Credential, ProviderClient, ProviderError, ProviderKind, Receipt};
+use crate::report::alerts::{self, Alert};
 
 /// Why a channel gave up on a message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,14 +65,14 @@ impl Attempt {
         number: u32,
         outcome: &'static str,
         detail: String,
-        started: Instant,
+        round_trip: Duration,
     ) -> Self {
         Attempt {
             channel,
             number,
             outcome,
             detail,
-            latency_ms: started.elapsed().as_millis() as u64,
+            latency_ms: u64::try_from(round_trip.as_millis()).unwrap_or(u64::MAX),
         }
     }
 }
@@ -82,6 +83,8 @@ pub struct Channel {
     client: ProviderClient,
     credentials: Vec<Credential>,
     limiter: RateLimiter,
+    /// How often the circuit opened (or re-opened after a failed probe) in this run.
+    openings: AtomicU64,
     breaker: Mutex<CircuitBreaker>,
     /// Set once the provider refuses msgsend's credentials: the provider is out for the run.
     disabled: Mutex<Option<String>>,
@@ -100,6 +103,7 @@ impl Channel {
             client: ProviderClient::new(http, settings),
             credentials: settings.credentials.iter().map(Credential::new).collect(),
             limiter: RateLimiter::new(settings.credentials.iter().map(|c| c.rate_limit)),
+            openings: AtomicU64::new(0),
             breaker: Mutex::new(CircuitBreaker::new(
                 breaker.failure_threshold,
                 breaker.open_timeout,
@@ -111,6 +115,10 @@ impl Channel {
 
     pub fn kind(&self) -> ProviderKind {
         self.kind
+    }
+
+    pub fn circuit_openings(&self) -> u64 {
+        self.openings.load(Ordering::Relaxed)
     }
 
     pub fn breaker_state(&self) -> BreakerState {
@@ -129,8 +137,7 @@ impl Channel {
         let mut backoff = self.retry.backoff();
         let mut number = 1;
         loop {
-            let started = Instant::now();
-            let result = self.attempt(phone, message, wait).await;
+            let (result, round_trip) = self.attempt(phone, message, wait).await;
             let error = match result {
                 Ok(receipt) => {
                     log.push(Attempt::new(
@@ -138,7 +145,7 @@ impl Channel {
                         number,
                         "ok",
                         String::new(),
-                        started,
+                        round_trip,
                     ));
                     return Ok(receipt);
                 }
@@ -150,7 +157,7 @@ impl Channel {
                     number,
                     failure.class.name(),
                     failure.detail.clone(),
-                    started,
+                    round_trip,
                 ));
             }
             match backoff.after_failure(error.advice()) {
@@ -166,9 +173,10 @@ impl Channel {
         phone: &Phone,
         message: &str,
         wait: TokenWait,
-    ) -> Result<Receipt, ChannelFailure> {
+    ) -> (Result<Receipt, ChannelFailure>, Duration) {
+        let no_request = |failure| (Err(failure), Duration::ZERO);
         if self.disabled.lock().expect("disabled lock").is_some() {
-            return Err(ChannelFailure::Disabled);
+            return no_request(ChannelFailure::Disabled);
         }
         let admission = self
             .breaker
@@ -176,7 +184,7 @@ impl Channel {
             .expect("breaker lock")
             .admit(Instant::now());
         if admission == Admission::Refused {
-            return Err(ChannelFailure::CircuitOpen);
+            return no_request(ChannelFailure::CircuitOpen);
         }
         // The slot lives until the answer is back: see the rate limiter's module doc.
         let slot = match wait {
@@ -185,14 +193,17 @@ impl Channel {
                 Some(slot) => slot,
                 None => {
                     self.record(admission, CallOutcome::Neutral, "");
-                    return Err(ChannelFailure::NoToken(limit));
+                    return no_request(ChannelFailure::NoToken(limit));
                 }
             },
         };
         let credential = &self.credentials[slot.credential()];
+        // The round trip only: the wait for a token is the limiter's, not the provider's.
+        let started = Instant::now();
         let answer = self.client.send(credential, phone, message).await;
+        let round_trip = started.elapsed();
         drop(slot);
-        match answer {
+        let result = match answer {
             Ok(receipt) => {
                 self.record(admission, CallOutcome::Success, "");
                 Ok(receipt)
@@ -210,7 +221,8 @@ impl Channel {
                 tracing::debug!(provider = %self.kind, phone = %phone.masked(), error = %error, "attempt failed");
                 Err(ChannelFailure::Provider(error))
             }
-        }
+        };
+        (result, round_trip)
     }
 
     fn record(&self, admission: Admission, outcome: CallOutcome, reason: &str) {
@@ -220,14 +232,18 @@ impl Channel {
                 .expect("breaker lock")
                 .record(Instant::now(), admission, outcome);
         match transition {
-            Some(Transition::Opened) => alerts::raise(&Alert::ProviderDown {
-                provider: self.kind,
-                reason: reason.to_string(),
-            }),
+            Some(Transition::Opened) => {
+                self.openings.fetch_add(1, Ordering::Relaxed);
+                alerts::raise(&Alert::ProviderDown {
+                    provider: self.kind,
+                    reason: reason.to_string(),
+                });
+            }
             Some(Transition::Closed) => alerts::raise(&Alert::ProviderRecovered {
                 provider: self.kind,
             }),
             Some(Transition::Reopened) => {
+                self.openings.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(provider = %self.kind, "half-open probe failed ({reason}); circuit open again")
             }
             None => {}

@@ -59,8 +59,103 @@ pub enum Command {
     /// Inspect the configuration
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Run a campaign: everyone in the source whose age is in the range gets the message once
+    Bulk(Box<BulkArgs>),
+    /// List campaigns from the journal
+    Jobs(JobsArgs),
+    /// Show one campaign's counts and state
+    Status(StatusArgs),
     /// Serve local simulated KakaoTalk and SMS APIs
     Sandbox(SandboxArgs),
+    /// Show the whole tool: an in-process sandbox with faults and a campaign over fixtures/users.csv
+    Demo,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("ages").args(["age_group", "age_range"])))]
+#[command(group(clap::ArgGroup::new("text").args(["message", "message_file"])))]
+#[command(group(clap::ArgGroup::new("source").args(["csv", "db"])))]
+pub struct BulkArgs {
+    /// The age group: 10s, 20s, … 90s (international age on the day of the run)
+    #[arg(long, value_name = "GROUP")]
+    pub age_group: Option<String>,
+    /// An inclusive age range, e.g. 20-29
+    #[arg(long, value_name = "A-B")]
+    pub age_range: Option<String>,
+    /// Recipients from this CSV file [default: [source] csv or database]
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
+    /// Recipients from this database: sqlite://PATH or postgres://...
+    #[arg(long, value_name = "URL")]
+    pub db: Option<String>,
+    /// The query returning name, phone, birth_date [default: [source] query]
+    #[arg(long, value_name = "SQL", requires = "db")]
+    pub query: Option<String>,
+    /// The message body ({name}, {phone}, any source column; {{ and }} are braces)
+    #[arg(long, value_name = "TEXT")]
+    pub message: Option<String>,
+    /// Read the message body from this file
+    #[arg(long, value_name = "FILE")]
+    pub message_file: Option<PathBuf>,
+    /// Resolve and validate recipients, print counts and samples, send nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Name the job [default: generated, e.g. 20261124-201500-3fa2]
+    #[arg(long, value_name = "ID")]
+    pub job_id: Option<String>,
+    /// Continue an interrupted job: send only to recipients not yet done (no other flags needed)
+    #[arg(long, value_name = "JOB_ID", conflicts_with_all = ["ages", "text", "source", "query", "job_id", "retry_failed", "strategy", "concurrency", "max_failure_rate"])]
+    pub resume: Option<String>,
+    /// A new job for only the recipients that job recorded as failed
+    #[arg(long, value_name = "JOB_ID", conflicts_with_all = ["ages", "text", "source", "query"])]
+    pub retry_failed: Option<String>,
+    /// With --resume: send again to recipients recorded uncertain (may duplicate them)
+    #[arg(long)]
+    pub resend_uncertain: bool,
+    /// Write the summary as JSON to FILE (- for stdout, instead of the table)
+    #[arg(long, value_name = "FILE")]
+    pub summary_json: Option<PathBuf>,
+    /// Write every recipient not delivered, with the reason, to this CSV
+    #[arg(long, value_name = "FILE")]
+    pub failed_csv: Option<PathBuf>,
+    /// Sends in flight at once [default: [bulk] concurrency]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub concurrency: Option<u32>,
+    /// failover or spillover [default: [routing] strategy]
+    #[arg(long, value_enum)]
+    pub strategy: Option<crate::policy::routing::Strategy>,
+    /// Abort once more than this share (0..1) of attempted recipients failed, after 100
+    #[arg(long, value_name = "R", value_parser = parse_share)]
+    pub max_failure_rate: Option<f64>,
+    /// Start (and go on) inside [schedule] quiet_hours
+    #[arg(long)]
+    pub ignore_quiet_hours: bool,
+}
+
+fn parse_share(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(share) if (0.0..=1.0).contains(&share) => Ok(share),
+        _ => Err(format!(
+            "{text:?} is not a share between 0 and 1 (e.g. 0.2)"
+        )),
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct JobsArgs {
+    /// Print JSON instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The job to show
+    #[arg(value_name = "JOB_ID")]
+    pub job_id: String,
+    /// Print JSON instead of a table
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

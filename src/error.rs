@@ -16,6 +16,10 @@ pub enum ExitStatus {
     NotDelivered,
     /// `health` found at least one provider unhealthy.
     Unhealthy,
+    /// A campaign stopped at quiet hours (or would have started inside them); resumable.
+    Paused,
+    /// A campaign stopped by Ctrl-C / SIGTERM; resumable.
+    Interrupted,
 }
 
 impl ExitStatus {
@@ -24,6 +28,8 @@ impl ExitStatus {
             ExitStatus::Success => 0,
             ExitStatus::NotDelivered => 3,
             ExitStatus::Unhealthy => 4,
+            ExitStatus::Paused => 75,
+            ExitStatus::Interrupted => 130,
         }
     }
 }

@@ -10,24 +10,28 @@
 //! - [`channel`]: one provider as a send sees it (limiter, breaker, retries).
 //! - [`policy`]: rate limiter, retry, circuit breaker, routing strategy.
 //! - [`provider`]: the HTTP contract with KakaoTalk and SMS and error classification.
-//! - [`alerts`], [`logging`]: what the operator is told.
+//! - [`report`] (summary, progress, alerts), [`logging`]: what the operator is told.
 //! - [`sandbox`]: the simulated providers that `msgsend sandbox` serves and tests talk to.
 //! - [`error`]: exit codes.
 
-pub mod alerts;
 pub mod channel;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod delivery;
 pub mod error;
+pub mod journal;
 pub mod logging;
 pub mod phone;
+pub mod pipeline;
 pub mod policy;
 pub mod provider;
+pub mod recipient;
+pub mod report;
 pub mod sandbox;
 pub mod schedule;
 pub mod secret;
+pub mod source;
 pub mod template;
 pub mod units;
 
@@ -46,7 +50,11 @@ pub async fn run(
         Command::Send(args) => commands::send::run(&cli.global, args).await,
         Command::Health(args) => commands::health::run(&cli.global, args).await,
         Command::Config(cli::ConfigCommand::Check) => commands::config::check(&cli.global),
+        Command::Bulk(args) => commands::bulk::run(&cli.global, *args, shutdown).await,
+        Command::Jobs(args) => commands::jobs::list(&cli.global, args).await,
+        Command::Status(args) => commands::jobs::status(&cli.global, args).await,
         Command::Sandbox(args) => commands::sandbox::run(args, shutdown).await,
+        Command::Demo => commands::demo::run(&cli.global, shutdown).await,
     }
 }
 

@@ -1,7 +1,12 @@
 //! Logging to stderr through tracing: `-v`/`-q` pick the level (`RUST_LOG` overrides),
 //! `--log-format json` makes every line one JSON object, and colour is used only at a terminal.
+//! While a progress bar is drawn, each log line is written with the bar hidden
+//! ([`set_progress_bar`]), so lines and bar never tear each other.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+
+use indicatif::ProgressBar;
 
 use tracing_subscriber::EnvFilter;
 
@@ -21,7 +26,7 @@ pub fn init(args: &GlobalArgs) {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| BarAwareStderr)
         .with_target(false);
     let result = match args.log_format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
@@ -31,4 +36,33 @@ pub fn init(args: &GlobalArgs) {
     };
     // A second init (tests running commands in-process) keeps the first subscriber.
     drop(result);
+}
+
+/// The bar being drawn on stderr, if any.
+static PROGRESS_BAR: Mutex<Option<ProgressBar>> = Mutex::new(None);
+
+/// Tells the log writer which bar to hide while it writes (`None` when the bar is gone).
+pub fn set_progress_bar(bar: Option<ProgressBar>) {
+    *PROGRESS_BAR.lock().unwrap_or_else(|p| p.into_inner()) = bar;
+}
+
+/// stderr, with the progress bar suspended around each write. The fmt layer writes each event
+/// in one call, so a line is never split by a redraw.
+struct BarAwareStderr;
+
+impl Write for BarAwareStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let bar = PROGRESS_BAR
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match bar {
+            Some(bar) => bar.suspend(|| std::io::stderr().write_all(buf).map(|()| buf.len())),
+            None => std::io::stderr().write_all(buf).map(|()| buf.len()),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
 }

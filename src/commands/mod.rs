@@ -1,8 +1,11 @@
 //! One module per subcommand. Each turns its arguments and the config into a result printed on
 //! stdout and an [`ExitStatus`](crate::error::ExitStatus).
 
+pub mod bulk;
 pub mod config;
+pub mod demo;
 pub mod health;
+pub mod jobs;
 pub mod sandbox;
 pub mod send;
 

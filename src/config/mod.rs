@@ -104,8 +104,17 @@ pub struct DatabaseUrl {
 }
 
 impl DatabaseUrl {
+    /// `sqlite://PATH` or `postgres://...`; the error says what is wrong without the URL.
+    pub fn parse(url: String) -> Result<DatabaseUrl, String> {
+        resolve::database_url(url)
+    }
+
     pub fn expose(&self) -> &str {
         self.url.expose()
+    }
+
+    pub fn is_sqlite(&self) -> bool {
+        self.url.expose().starts_with("sqlite:")
     }
 }
 

@@ -323,7 +323,7 @@ fn positive(value: u32, key: &str, at: &Locator) -> Result<u32, ConfigError> {
 }
 
 /// `sqlite://PATH` or `postgres://...`; the password, if any, is kept out of every printout.
-fn database_url(url: String) -> Result<DatabaseUrl, String> {
+pub(super) fn database_url(url: String) -> Result<DatabaseUrl, String> {
     let redacted = match url.split_once("://") {
         Some(("sqlite", _)) => url.clone(),
         Some(("postgres" | "postgresql", _)) => match reqwest::Url::parse(&url) {

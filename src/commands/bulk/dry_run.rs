@@ -1,0 +1,89 @@
+//! `bulk --dry-run`: the campaign's recipients resolved and validated exactly as a run would
+//! (same source, age filter, suppression, de-duplication through a journal, here one in
+//! memory), then counts and a few rendered samples on stdout. No request of any kind is made
+//! and no job is recorded.
+
+use std::collections::HashSet;
+use std::io::Write;
+
+use crate::error::ExitStatus;
+use crate::journal::{Admission, CampaignParams, Journal};
+use crate::phone::Phone;
+use crate::source::{OpenSource, SourceRow, SourceSpec};
+use crate::template::MessageTemplate;
+
+/// How many rendered messages the dry run shows.
+const SAMPLES: usize = 3;
+
+pub(super) async fn run(
+    params: &CampaignParams,
+    template: &MessageTemplate,
+    mut source: OpenSource,
+    suppression: &HashSet<Phone>,
+    mut journal: Journal,
+    spec: &SourceSpec,
+) -> anyhow::Result<ExitStatus> {
+    const JOB: &str = "dry-run";
+    journal.create_job(JOB, params).await?;
+    let run = journal.begin_run(JOB, false).await?;
+    let (mut total, mut invalid, mut suppressed, mut duplicate, mut eligible) = (0, 0, 0, 0, 0);
+    let mut samples = Vec::new();
+    while let Some(row) = source.rows.recv().await {
+        total += 1;
+        let recipient = match row? {
+            SourceRow::InRange(recipient) => recipient,
+            SourceRow::OutOfRange => continue,
+            SourceRow::Invalid(row) => {
+                invalid += 1;
+                tracing::warn!(source = %spec, line = row.line, field = row.field, "invalid row: {row}");
+                continue;
+            }
+        };
+        if suppression.contains(&recipient.phone) {
+            suppressed += 1;
+            continue;
+        }
+        let mut batch = journal.batch(JOB, run).await?;
+        let admission = batch
+            .admit(&recipient.phone, recipient.line, &recipient.name, None)
+            .await?;
+        batch.commit().await?;
+        match admission {
+            Admission::Send => {
+                eligible += 1;
+                if samples.len() < SAMPLES {
+                    samples.push((
+                        recipient.line,
+                        recipient.phone.masked(),
+                        template.render(|field| recipient.field(field)),
+                    ));
+                }
+            }
+            Admission::Duplicate => duplicate += 1,
+            Admission::AlreadyDone | Admission::NotToRetry => {}
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "Dry run, nothing sent: {spec}, ages {} on {}",
+        params.ages, params.date
+    )?;
+    for (label, value) in [
+        ("total read", total),
+        ("invalid", invalid),
+        ("duplicate", duplicate),
+        ("suppressed", suppressed),
+        ("eligible", eligible),
+    ] {
+        writeln!(out, "  {label:<12} {value:>10}")?;
+    }
+    for (line, phone, text) in samples {
+        writeln!(out, "Sample (line {line}, {phone}):")?;
+        for text_line in text.lines() {
+            writeln!(out, "  | {text_line}")?;
+        }
+    }
+    out.flush()?;
+    Ok(ExitStatus::Success)
+}

@@ -1,0 +1,119 @@
+//! `msgsend jobs` and `msgsend status JOB_ID`: campaigns as the journal records them. They read
+//! the journal only; no lock is taken, so they work while a campaign runs. A job shown
+//! `RUNNING` while no `bulk` runs was killed: `--resume` continues it, and its in-flight
+//! recipients become `uncertain`.
+
+use std::io::Write;
+
+use crate::cli::{GlobalArgs, JobsArgs, StatusArgs};
+use crate::error::ExitStatus;
+use crate::journal::{JobRecord, Journal, StoredSource};
+
+pub async fn list(global: &GlobalArgs, args: JobsArgs) -> anyhow::Result<ExitStatus> {
+    let settings = super::load_settings(global)?;
+    let jobs = Journal::open(&settings.state_dir).await?.jobs().await?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let list: Vec<serde_json::Value> = jobs.iter().map(job_json).collect();
+        serde_json::to_writer_pretty(&mut out, &list)?;
+        writeln!(out)?;
+    } else if jobs.is_empty() {
+        writeln!(out, "No jobs in {}", settings.state_dir.display())?;
+    } else {
+        writeln!(
+            out,
+            "{:<24} {:<12} {:<20} {:>8} {:>8} {:>8} {:>8} {:>9}",
+            "JOB", "STATUS", "CREATED", "ELIGIBLE", "SENT", "FALLBACK", "FAILED", "UNCERTAIN"
+        )?;
+        for job in &jobs {
+            writeln!(
+                out,
+                "{:<24} {:<12} {:<20} {:>8} {:>8} {:>8} {:>8} {:>9}",
+                job.id,
+                job.status.name(),
+                job.created_at,
+                job.states.eligible(),
+                job.states.sent,
+                job.states.fallback,
+                job.states.failed,
+                job.states.uncertain
+            )?;
+        }
+    }
+    out.flush()?;
+    Ok(ExitStatus::Success)
+}
+
+pub async fn status(global: &GlobalArgs, args: StatusArgs) -> anyhow::Result<ExitStatus> {
+    let settings = super::load_settings(global)?;
+    let job = Journal::open(&settings.state_dir)
+        .await?
+        .job(&args.job_id)
+        .await?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &job_json(&job))?;
+        writeln!(out)?;
+    } else {
+        writeln!(out, "Job {}: {}", job.id, job.status.name())?;
+        let rows = [
+            ("source", source_text(&job.params.source)),
+            (
+                "ages",
+                format!("{} on {}", job.params.ages, job.params.date),
+            ),
+            ("created", job.created_at.clone()),
+            ("updated", job.updated_at.clone()),
+            ("runs", job.runs.to_string()),
+            ("total read", job.source.total.to_string()),
+            ("eligible", job.states.eligible().to_string()),
+            ("sent", job.states.sent.to_string()),
+            ("fallback", job.states.fallback.to_string()),
+            ("failed", job.states.failed.to_string()),
+            ("invalid", job.source.invalid.to_string()),
+            ("duplicate", job.source.duplicate.to_string()),
+            ("suppressed", job.source.suppressed.to_string()),
+            ("uncertain", job.states.uncertain.to_string()),
+            ("not reached", job.states.queued.to_string()),
+            ("retries", job.retries.to_string()),
+        ];
+        for (label, value) in rows {
+            writeln!(out, "  {label:<12} {value}")?;
+        }
+    }
+    out.flush()?;
+    Ok(ExitStatus::Success)
+}
+
+fn source_text(source: &StoredSource) -> String {
+    match source {
+        StoredSource::Csv { path } => path.display().to_string(),
+        StoredSource::Database { url, .. } => url.clone(),
+    }
+}
+
+/// A job with the summary's key names (SPEC section 6) and what the journal adds.
+fn job_json(job: &JobRecord) -> serde_json::Value {
+    serde_json::json!({
+        "job_id": job.id,
+        "status": job.status,
+        "created_at": job.created_at,
+        "updated_at": job.updated_at,
+        "runs": job.runs,
+        "source": source_text(&job.params.source),
+        "age_range": job.params.ages.to_string(),
+        "date": job.params.date.to_string(),
+        "total": job.source.total,
+        "eligible": job.states.eligible(),
+        "sent": job.states.sent,
+        "fallback": job.states.fallback,
+        "failed": job.states.failed,
+        "invalid": job.source.invalid,
+        "duplicate": job.source.duplicate,
+        "suppressed": job.source.suppressed,
+        "uncertain": job.states.uncertain,
+        "pending": job.states.queued,
+        "retries": job.retries,
+        "duration_s": job.duration_s,
+    })
+}

@@ -1,0 +1,728 @@
+//! The journal: every campaign (job) and every recipient's state, recorded durably in a SQLite
+//! file under `state_dir` (`journal.sqlite`, WAL mode, `synchronous = FULL`), and the lock that
+//! keeps a second `bulk` off the same `state_dir`.
+//!
+//! What makes "never twice, never skipped" hold across interruptions and hard kills:
+//! - A recipient is recorded `queued` when the campaign admits it (this is also where
+//!   duplicates are caught: one row per job and phone, so the check costs no memory).
+//! - It is recorded `in_flight`, and that record committed, *before* its first request goes out.
+//! - Its outcome (`sent`, `fallback`, `failed`) is recorded after the answer.
+//! - A run that starts finds rows left `in_flight` by a killed run and makes them `uncertain`:
+//!   the message may or may not have reached the person, so it is not sent again unless the
+//!   operator asks (`--resend-uncertain`). `queued` rows were never attempted and are sent.
+//!
+//! Writes are grouped: the pipeline's collector applies everything that arrived since its last
+//! commit in one transaction ([`Journal::batch`]), so a commit (and its fsync) serves many sends.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use jiff::civil::Date;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{ConnectOptions as _, Connection as _, Row as _, Sqlite, Transaction};
+
+use crate::phone::Phone;
+use crate::policy::routing::Strategy;
+use crate::recipient::AgeRange;
+
+/// The journal or its lock failed: the run stops (exit 1).
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("journal {path}: {source}")]
+    Database {
+        path: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("state directory {path}: {source}")]
+    StateDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "another msgsend bulk is running on the state directory {path} (lock file {lock}); \
+         wait for it to finish or use another state_dir"
+    )]
+    Locked { path: String, lock: String },
+    #[error("no job {0:?} in the journal (`msgsend jobs` lists them)")]
+    UnknownJob(String),
+    #[error("a job {0:?} already exists; pick another --job-id or --resume it")]
+    JobExists(String),
+    #[error("journal: job {job:?} has unreadable parameters: {message}")]
+    BadParams { job: String, message: String },
+}
+
+/// Where a recipient of a job stands. Stored as its lowercase name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RecipientState {
+    /// Admitted, no request made yet.
+    Queued,
+    /// A request may be on its way (recorded before it went).
+    InFlight,
+    /// Delivered by the primary channel.
+    Sent,
+    /// Delivered by the fallback channel.
+    Fallback,
+    /// Neither channel could deliver it.
+    Failed,
+    /// A request was in flight when the run stopped: not known whether it arrived.
+    Uncertain,
+}
+
+impl RecipientState {
+    pub fn name(self) -> &'static str {
+        match self {
+            RecipientState::Queued => "queued",
+            RecipientState::InFlight => "in_flight",
+            RecipientState::Sent => "sent",
+            RecipientState::Fallback => "fallback",
+            RecipientState::Failed => "failed",
+            RecipientState::Uncertain => "uncertain",
+        }
+    }
+
+    fn parse(text: &str) -> RecipientState {
+        match text {
+            "queued" => RecipientState::Queued,
+            "in_flight" => RecipientState::InFlight,
+            "sent" => RecipientState::Sent,
+            "fallback" => RecipientState::Fallback,
+            "failed" => RecipientState::Failed,
+            // Only `uncertain` is left; an unknown word is treated the safe way.
+            _ => RecipientState::Uncertain,
+        }
+    }
+}
+
+/// Where a job stands. Stored as its uppercase name (SPEC section 3 says `PAUSED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum JobStatus {
+    /// A run is going on, or was killed (a later run turns its in-flight rows `uncertain`).
+    Running,
+    /// Every admitted recipient has an outcome.
+    Done,
+    /// Stopped by Ctrl-C / SIGTERM; `--resume` continues it.
+    Interrupted,
+    /// Stopped at quiet hours; `--resume` continues it.
+    Paused,
+    /// Stopped by `--max-failure-rate`; `--resume` continues it once the cause is fixed.
+    Aborted,
+}
+
+impl JobStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            JobStatus::Running => "RUNNING",
+            JobStatus::Done => "DONE",
+            JobStatus::Interrupted => "INTERRUPTED",
+            JobStatus::Paused => "PAUSED",
+            JobStatus::Aborted => "ABORTED",
+        }
+    }
+
+    fn parse(text: &str) -> JobStatus {
+        match text {
+            "DONE" => JobStatus::Done,
+            "INTERRUPTED" => JobStatus::Interrupted,
+            "PAUSED" => JobStatus::Paused,
+            "ABORTED" => JobStatus::Aborted,
+            _ => JobStatus::Running,
+        }
+    }
+}
+
+/// Everything `--resume` needs to run a job again without other flags (SPEC section 7).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CampaignParams {
+    pub source: StoredSource,
+    pub ages: AgeRange,
+    /// The campaign's date: ages are judged on it in every run, so a resume on another day
+    /// neither drops nor adds anyone.
+    pub date: Date,
+    /// The message body template.
+    pub message: String,
+    /// The `[message] header` template when the job started.
+    pub header: Option<String>,
+    pub strategy: Strategy,
+    pub concurrency: usize,
+    pub max_failure_rate: Option<f64>,
+    /// `--retry-failed`: only the recipients this job recorded `failed`.
+    pub retry_of: Option<String>,
+}
+
+/// A job's source as stored. A database URL is stored with any password redacted: the
+/// journal is not a place for secrets; a resume takes the password from the config.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoredSource {
+    Csv { path: PathBuf },
+    Database { url: String, query: String },
+}
+
+/// Counts of a job's recipients by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StateCounts {
+    pub queued: u64,
+    pub sent: u64,
+    pub fallback: u64,
+    pub failed: u64,
+    /// `uncertain`, and `in_flight` left by a run that was killed.
+    pub uncertain: u64,
+}
+
+impl StateCounts {
+    pub fn eligible(&self) -> u64 {
+        self.queued + self.sent + self.fallback + self.failed + self.uncertain
+    }
+}
+
+/// What the source side of the latest run counted (SPEC section 7's summary counts).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SourceCounts {
+    pub total: u64,
+    pub invalid: u64,
+    pub duplicate: u64,
+    pub suppressed: u64,
+}
+
+/// One job as the journal holds it.
+#[derive(Debug, Clone)]
+pub struct JobRecord {
+    pub id: String,
+    pub status: JobStatus,
+    pub created_at: String,
+    pub updated_at: String,
+    pub params: CampaignParams,
+    pub runs: u32,
+    pub source: SourceCounts,
+    pub retries: u64,
+    pub duration_s: f64,
+    pub states: StateCounts,
+}
+
+/// What admitting a recipient to a run found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// To be sent in this run.
+    Send,
+    /// The phone was already seen in this run.
+    Duplicate,
+    /// Recorded by an earlier run and not to be sent again (sent, fallback, failed,
+    /// uncertain without `--resend-uncertain`).
+    AlreadyDone,
+    /// `--retry-failed`: the original job did not record this phone `failed`.
+    NotToRetry,
+}
+
+/// A recipient's outcome, as the collector records it.
+#[derive(Debug, Clone)]
+pub struct OutcomeRecord<'a> {
+    pub phone: &'a Phone,
+    pub state: RecipientState,
+    pub channel: Option<&'a str>,
+    pub reason: String,
+    pub message_id: Option<&'a str>,
+    pub attempts: u32,
+}
+
+/// A recipient not delivered, for `--failed-csv`.
+#[derive(Debug, Clone)]
+pub struct Undelivered {
+    pub phone: String,
+    pub name: String,
+    pub reason: String,
+    pub line: u64,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    params TEXT NOT NULL,
+    runs INTEGER NOT NULL DEFAULT 0,
+    total INTEGER NOT NULL DEFAULT 0,
+    invalid INTEGER NOT NULL DEFAULT 0,
+    duplicate INTEGER NOT NULL DEFAULT 0,
+    suppressed INTEGER NOT NULL DEFAULT 0,
+    retries INTEGER NOT NULL DEFAULT 0,
+    duration_s REAL NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS recipients (
+    job_id TEXT NOT NULL,
+    phone TEXT NOT NULL,
+    line INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    state TEXT NOT NULL,
+    seen_run INTEGER NOT NULL,
+    channel TEXT,
+    reason TEXT NOT NULL DEFAULT '',
+    message_id TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (job_id, phone)
+) WITHOUT ROWID;
+";
+
+fn now() -> String {
+    jiff::Timestamp::now()
+        .round(jiff::Unit::Second)
+        .unwrap_or(jiff::Timestamp::now())
+        .to_string()
+}
+
+/// The journal file of a state directory.
+pub fn journal_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("journal.sqlite")
+}
+
+/// The open journal. One connection: the pipeline's collector is its only writer.
+pub struct Journal {
+    connection: SqliteConnection,
+    path: String,
+}
+
+impl Journal {
+    /// Opens (creating when needed) the journal of `state_dir`.
+    pub async fn open(state_dir: &Path) -> Result<Journal, JournalError> {
+        std::fs::create_dir_all(state_dir).map_err(|source| JournalError::StateDir {
+            path: state_dir.display().to_string(),
+            source,
+        })?;
+        let path = journal_path(state_dir);
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5));
+        Self::connect(options, path.display().to_string()).await
+    }
+
+    /// A journal that lives in memory and is gone at exit: `--dry-run` uses the same
+    /// de-duplication and admission as a real run without leaving a job behind.
+    pub async fn in_memory() -> Result<Journal, JournalError> {
+        let options = SqliteConnectOptions::from_str("sqlite::memory:").map_err(|source| {
+            JournalError::Database {
+                path: ":memory:".into(),
+                source,
+            }
+        })?;
+        Self::connect(options, ":memory:".into()).await
+    }
+
+    async fn connect(options: SqliteConnectOptions, path: String) -> Result<Journal, JournalError> {
+        let fail = |source| JournalError::Database {
+            path: path.clone(),
+            source,
+        };
+        let mut connection = options.connect().await.map_err(fail)?;
+        sqlx::raw_sql(SCHEMA)
+            .execute(&mut connection)
+            .await
+            .map_err(fail)?;
+        Ok(Journal { connection, path })
+    }
+
+    fn fail(&self) -> impl Fn(sqlx::Error) -> JournalError + use<> {
+        database_error(&self.path)
+    }
+
+    /// Records a new job; fails when the id is taken.
+    pub async fn create_job(
+        &mut self,
+        id: &str,
+        params: &CampaignParams,
+    ) -> Result<(), JournalError> {
+        let params = serde_json::to_string(params).expect("params serialize");
+        let at = now();
+        let result = sqlx::query(
+            "INSERT INTO jobs (id, status, created_at, updated_at, params) VALUES ($1, $2, $3, $3, $4)",
+        )
+        .bind(id)
+        .bind(JobStatus::Running.name())
+        .bind(&at)
+        .bind(params)
+        .execute(&mut self.connection)
+        .await;
+        match result {
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(JournalError::JobExists(id.to_string()))
+            }
+            other => other.map(drop).map_err(self.fail()),
+        }
+    }
+
+    /// Starts a run of a job: counts the run, marks the job running, and turns rows left
+    /// `in_flight` by a killed run into `uncertain` (or, with `resend_uncertain`, every
+    /// uncertain row back into `queued`). Returns the run's number.
+    pub async fn begin_run(
+        &mut self,
+        id: &str,
+        resend_uncertain: bool,
+    ) -> Result<u32, JournalError> {
+        let fail = self.fail();
+        let mut tx = self.connection.begin().await.map_err(&fail)?;
+        sqlx::query("UPDATE recipients SET state = 'uncertain', reason = 'a request was in flight when the process died' WHERE job_id = $1 AND state = 'in_flight'")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(&fail)?;
+        if resend_uncertain {
+            sqlx::query(
+                "UPDATE recipients SET state = 'queued' WHERE job_id = $1 AND state = 'uncertain'",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(&fail)?;
+        }
+        let run: i64 = sqlx::query_scalar(
+            "UPDATE jobs SET runs = runs + 1, status = 'RUNNING', updated_at = $2 WHERE id = $1 RETURNING runs",
+        )
+        .bind(id)
+        .bind(now())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(&fail)?;
+        tx.commit().await.map_err(&fail)?;
+        Ok(u32::try_from(run).unwrap_or(u32::MAX))
+    }
+
+    /// Ends a run: the job's status, the source counts of this run, its retries and duration.
+    pub async fn end_run(
+        &mut self,
+        id: &str,
+        status: JobStatus,
+        source: SourceCounts,
+        retries: u64,
+        duration: Duration,
+    ) -> Result<(), JournalError> {
+        sqlx::query(
+            "UPDATE jobs SET status = $2, updated_at = $3, total = $4, invalid = $5, duplicate = $6, \
+             suppressed = $7, retries = retries + $8, duration_s = duration_s + $9 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(status.name())
+        .bind(now())
+        .bind(to_i64(source.total))
+        .bind(to_i64(source.invalid))
+        .bind(to_i64(source.duplicate))
+        .bind(to_i64(source.suppressed))
+        .bind(to_i64(retries))
+        .bind(duration.as_secs_f64())
+        .execute(&mut self.connection)
+        .await
+        .map_err(self.fail())?;
+        Ok(())
+    }
+
+    pub async fn job(&mut self, id: &str) -> Result<JobRecord, JournalError> {
+        let row = sqlx::query("SELECT * FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut self.connection)
+            .await
+            .map_err(self.fail())?
+            .ok_or_else(|| JournalError::UnknownJob(id.to_string()))?;
+        self.job_record(&row).await
+    }
+
+    /// Every job, the newest first.
+    pub async fn jobs(&mut self) -> Result<Vec<JobRecord>, JournalError> {
+        let rows = sqlx::query("SELECT * FROM jobs ORDER BY created_at DESC, id DESC")
+            .fetch_all(&mut self.connection)
+            .await
+            .map_err(self.fail())?;
+        let mut jobs = Vec::with_capacity(rows.len());
+        for row in &rows {
+            jobs.push(self.job_record(row).await?);
+        }
+        Ok(jobs)
+    }
+
+    async fn job_record(
+        &mut self,
+        row: &sqlx::sqlite::SqliteRow,
+    ) -> Result<JobRecord, JournalError> {
+        let fail = self.fail();
+        let id: String = row.try_get("id").map_err(&fail)?;
+        let params: String = row.try_get("params").map_err(&fail)?;
+        let params = serde_json::from_str(&params).map_err(|e| JournalError::BadParams {
+            job: id.clone(),
+            message: e.to_string(),
+        })?;
+        let get = |name: &str| -> Result<u64, JournalError> {
+            Ok(u64::try_from(row.try_get::<i64, _>(name).map_err(&fail)?).unwrap_or(0))
+        };
+        let record = JobRecord {
+            status: JobStatus::parse(&row.try_get::<String, _>("status").map_err(&fail)?),
+            created_at: row.try_get("created_at").map_err(&fail)?,
+            updated_at: row.try_get("updated_at").map_err(&fail)?,
+            params,
+            runs: u32::try_from(get("runs")?).unwrap_or(u32::MAX),
+            source: SourceCounts {
+                total: get("total")?,
+                invalid: get("invalid")?,
+                duplicate: get("duplicate")?,
+                suppressed: get("suppressed")?,
+            },
+            retries: get("retries")?,
+            duration_s: row.try_get("duration_s").map_err(&fail)?,
+            states: StateCounts::default(),
+            id,
+        };
+        drop(fail);
+        let states = self.state_counts(&record.id).await?;
+        Ok(JobRecord { states, ..record })
+    }
+
+    pub async fn state_counts(&mut self, id: &str) -> Result<StateCounts, JournalError> {
+        let rows = sqlx::query(
+            "SELECT state, COUNT(*) AS n FROM recipients WHERE job_id = $1 GROUP BY state",
+        )
+        .bind(id)
+        .fetch_all(&mut self.connection)
+        .await
+        .map_err(self.fail())?;
+        let mut counts = StateCounts::default();
+        for row in rows {
+            let n = u64::try_from(row.get::<i64, _>("n")).unwrap_or(0);
+            match RecipientState::parse(&row.get::<String, _>("state")) {
+                RecipientState::Queued => counts.queued += n,
+                RecipientState::Sent => counts.sent += n,
+                RecipientState::Fallback => counts.fallback += n,
+                RecipientState::Failed => counts.failed += n,
+                RecipientState::InFlight | RecipientState::Uncertain => counts.uncertain += n,
+            }
+        }
+        Ok(counts)
+    }
+
+    /// The job's recipients that were not delivered (failed or uncertain), in source order.
+    pub async fn undelivered(&mut self, id: &str) -> Result<Vec<Undelivered>, JournalError> {
+        let rows = sqlx::query(
+            "SELECT phone, name, state, reason, line FROM recipients \
+             WHERE job_id = $1 AND state IN ('failed', 'uncertain', 'in_flight') ORDER BY line",
+        )
+        .bind(id)
+        .fetch_all(&mut self.connection)
+        .await
+        .map_err(self.fail())?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let state = RecipientState::parse(&row.get::<String, _>("state"));
+                let reason: String = row.get("reason");
+                Undelivered {
+                    phone: row.get("phone"),
+                    name: row.get("name"),
+                    reason: match state {
+                        RecipientState::Failed => reason,
+                        _ => format!("uncertain: {reason}"),
+                    },
+                    line: u64::try_from(row.get::<i64, _>("line")).unwrap_or(0),
+                }
+            })
+            .collect())
+    }
+
+    /// Opens a transaction for one group of writes of job `job`, run `run`.
+    pub async fn batch<'j>(
+        &'j mut self,
+        job: &'j str,
+        run: u32,
+    ) -> Result<Batch<'j>, JournalError> {
+        let path = self.path.clone();
+        let tx = self
+            .connection
+            .begin()
+            .await
+            .map_err(|source| JournalError::Database {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(Batch { tx, job, run, path })
+    }
+}
+
+fn database_error(path: &str) -> impl Fn(sqlx::Error) -> JournalError + use<> {
+    let path = path.to_string();
+    move |source| JournalError::Database {
+        path: path.clone(),
+        source,
+    }
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// One transaction of journal writes; nothing is durable before [`commit`](Self::commit).
+pub struct Batch<'j> {
+    tx: Transaction<'j, Sqlite>,
+    job: &'j str,
+    run: u32,
+    path: String,
+}
+
+impl Batch<'_> {
+    fn fail(&self) -> impl Fn(sqlx::Error) -> JournalError + use<> {
+        database_error(&self.path)
+    }
+
+    /// Admits a recipient to this run (see [`Admission`]).
+    pub async fn admit(
+        &mut self,
+        phone: &Phone,
+        line: u64,
+        name: &str,
+        retry_of: Option<&str>,
+    ) -> Result<Admission, JournalError> {
+        let fail = self.fail();
+        if let Some(original) = retry_of {
+            let state: Option<String> =
+                sqlx::query_scalar("SELECT state FROM recipients WHERE job_id = $1 AND phone = $2")
+                    .bind(original)
+                    .bind(phone.as_str())
+                    .fetch_optional(&mut *self.tx)
+                    .await
+                    .map_err(&fail)?;
+            if state.as_deref() != Some(RecipientState::Failed.name()) {
+                return Ok(Admission::NotToRetry);
+            }
+        }
+        let existing =
+            sqlx::query("SELECT state, seen_run FROM recipients WHERE job_id = $1 AND phone = $2")
+                .bind(self.job)
+                .bind(phone.as_str())
+                .fetch_optional(&mut *self.tx)
+                .await
+                .map_err(&fail)?;
+        let Some(existing) = existing else {
+            sqlx::query(
+                "INSERT INTO recipients (job_id, phone, line, name, state, seen_run, updated_at) \
+                 VALUES ($1, $2, $3, $4, 'queued', $5, $6)",
+            )
+            .bind(self.job)
+            .bind(phone.as_str())
+            .bind(to_i64(line))
+            .bind(name)
+            .bind(i64::from(self.run))
+            .bind(now())
+            .execute(&mut *self.tx)
+            .await
+            .map_err(&fail)?;
+            return Ok(Admission::Send);
+        };
+        let seen_run: i64 = existing.get("seen_run");
+        if seen_run == i64::from(self.run) {
+            return Ok(Admission::Duplicate);
+        }
+        sqlx::query("UPDATE recipients SET seen_run = $3 WHERE job_id = $1 AND phone = $2")
+            .bind(self.job)
+            .bind(phone.as_str())
+            .bind(i64::from(self.run))
+            .execute(&mut *self.tx)
+            .await
+            .map_err(fail)?;
+        Ok(
+            match RecipientState::parse(&existing.get::<String, _>("state")) {
+                RecipientState::Queued => Admission::Send,
+                _ => Admission::AlreadyDone,
+            },
+        )
+    }
+
+    /// Records that a request for `phone` is about to go.
+    pub async fn start(&mut self, phone: &Phone) -> Result<(), JournalError> {
+        self.set_state(phone, RecipientState::InFlight).await
+    }
+
+    async fn set_state(
+        &mut self,
+        phone: &Phone,
+        state: RecipientState,
+    ) -> Result<(), JournalError> {
+        let fail = self.fail();
+        sqlx::query(
+            "UPDATE recipients SET state = $3, updated_at = $4 WHERE job_id = $1 AND phone = $2",
+        )
+        .bind(self.job)
+        .bind(phone.as_str())
+        .bind(state.name())
+        .bind(now())
+        .execute(&mut *self.tx)
+        .await
+        .map_err(fail)?;
+        Ok(())
+    }
+
+    pub async fn finish(&mut self, outcome: &OutcomeRecord<'_>) -> Result<(), JournalError> {
+        let fail = self.fail();
+        sqlx::query(
+            "UPDATE recipients SET state = $3, channel = $4, reason = $5, message_id = $6, \
+             attempts = attempts + $7, updated_at = $8 WHERE job_id = $1 AND phone = $2",
+        )
+        .bind(self.job)
+        .bind(outcome.phone.as_str())
+        .bind(outcome.state.name())
+        .bind(outcome.channel)
+        .bind(&outcome.reason)
+        .bind(outcome.message_id)
+        .bind(i64::from(outcome.attempts))
+        .bind(now())
+        .execute(&mut *self.tx)
+        .await
+        .map_err(fail)?;
+        Ok(())
+    }
+
+    pub async fn commit(self) -> Result<(), JournalError> {
+        let path = self.path;
+        self.tx
+            .commit()
+            .await
+            .map_err(|source| JournalError::Database { path, source })
+    }
+}
+
+/// Holds the state directory's lock for as long as it lives; the OS releases it when the
+/// process dies, so a killed run never leaves a stale lock behind.
+#[derive(Debug)]
+pub struct StateLock {
+    _file: File,
+}
+
+/// Takes the lock of `state_dir` or fails at once when another process holds it.
+pub fn lock(state_dir: &Path) -> Result<StateLock, JournalError> {
+    std::fs::create_dir_all(state_dir).map_err(|source| JournalError::StateDir {
+        path: state_dir.display().to_string(),
+        source,
+    })?;
+    let lock_path = state_dir.join("bulk.lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|source| JournalError::StateDir {
+            path: lock_path.display().to_string(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(StateLock { _file: file }),
+        Err(std::fs::TryLockError::WouldBlock) => Err(JournalError::Locked {
+            path: state_dir.display().to_string(),
+            lock: lock_path.display().to_string(),
+        }),
+        Err(std::fs::TryLockError::Error(source)) => Err(JournalError::StateDir {
+            path: lock_path.display().to_string(),
+            source,
+        }),
+    }
+}

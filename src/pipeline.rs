@@ -1,0 +1,442 @@
+//! The campaign pipeline: one streamed source → a producer → at most `concurrency` sends in
+//! flight → one collector.
+//!
+//! - The **producer** reads the source in order, counts and reports bad rows, drops suppressed
+//!   phones, asks the collector to admit the rest in batches (the journal catches duplicates
+//!   and what an earlier run already did), and starts a send task per admitted recipient. A
+//!   semaphore bounds the tasks, so the producer (and the source behind it) waits while
+//!   `concurrency` sends are in flight: memory does not grow with the campaign.
+//! - Each **send task** has its recipient recorded `in_flight` (and waits for that commit)
+//!   before the first request, then goes through the router (limiter, breaker, retry,
+//!   fallback) and reports the outcome.
+//! - The **collector** is the journal's only writer: it applies everything that arrived since
+//!   its last commit in one transaction (group commit), then answers the waiting tasks, counts,
+//!   moves the progress display and enforces `--max-failure-rate`.
+//!
+//! Stopping (Ctrl-C / SIGTERM, or the failure rate): the producer takes no more recipients,
+//! send tasks not yet started give their recipient back (it stays `queued`), sends in flight
+//! get `shutdown_grace` to finish; those still open then are recorded `uncertain`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::delivery::{Delivery, DeliveryOutcome, Router};
+use crate::journal::{
+    Admission, Journal, JournalError, OutcomeRecord, RecipientState, SourceCounts,
+};
+use crate::phone::Phone;
+use crate::provider::ProviderKind;
+use crate::recipient::Recipient;
+use crate::report::progress::Progress;
+use crate::report::summary::ProviderStats;
+use crate::source::{OpenSource, SourceError, SourceRow};
+use crate::template::MessageTemplate;
+
+/// One run of a campaign, as the pipeline needs it.
+pub struct Campaign {
+    pub job_id: String,
+    pub run: u32,
+    /// The source, for log lines about its rows.
+    pub source_label: String,
+    pub template: MessageTemplate,
+    pub suppression: HashSet<Phone>,
+    /// `--retry-failed`: the job whose `failed` recipients are the only ones to send.
+    pub retry_of: Option<String>,
+    pub concurrency: usize,
+    pub batch_size: usize,
+    pub shutdown_grace: Duration,
+    pub max_failure_rate: Option<f64>,
+}
+
+/// Why a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// The source was read to its end and every admitted recipient has an outcome.
+    Finished,
+    /// Ctrl-C / SIGTERM.
+    Interrupted,
+    /// More than `--max-failure-rate` of the attempted recipients failed.
+    Aborted,
+}
+
+/// What a run measured.
+#[derive(Debug)]
+pub struct RunOutcome {
+    pub stop: StopReason,
+    pub source: SourceCounts,
+    /// Requests beyond the first, per channel, over all sends of this run.
+    pub retries: u64,
+    /// Recipients whose send ended in this run.
+    pub sends: u64,
+    pub providers: BTreeMap<ProviderKind, ProviderStats>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
+
+/// How many rows the collector applies in one transaction at most.
+const MAX_GROUP: usize = 512;
+
+/// Runs the campaign until the source is exhausted or `shutdown` fires.
+pub async fn run(
+    campaign: &Campaign,
+    source: OpenSource,
+    router: Arc<Router>,
+    journal: &mut Journal,
+    progress: Progress,
+    shutdown: CancellationToken,
+) -> Result<RunOutcome, PipelineError> {
+    let stop = shutdown.child_token();
+    let (events, event_queue) = mpsc::channel(campaign.concurrency * 2 + 64);
+    let sender = Arc::new(SendContext {
+        router,
+        template: campaign.template.clone(),
+        events: events.clone(),
+        stop: stop.clone(),
+        grace: campaign.shutdown_grace,
+    });
+    let collector = Collector {
+        journal,
+        job_id: &campaign.job_id,
+        run: campaign.run,
+        retry_of: campaign.retry_of.as_deref(),
+        progress: progress.clone(),
+        providers: BTreeMap::new(),
+        retries: 0,
+        sends: 0,
+        attempted: 0,
+        failed: 0,
+        max_failure_rate: campaign.max_failure_rate,
+        stop: stop.clone(),
+        aborted: false,
+    };
+    let producer = produce(campaign, source, events, sender, progress, stop.clone());
+    let (produced, collected) = tokio::join!(producer, collector.run(event_queue));
+    let collected = collected?;
+    let source_counts = produced?;
+    let stop_reason = if collected.aborted {
+        StopReason::Aborted
+    } else if shutdown.is_cancelled() {
+        StopReason::Interrupted
+    } else {
+        StopReason::Finished
+    };
+    Ok(RunOutcome {
+        stop: stop_reason,
+        source: source_counts,
+        retries: collected.retries,
+        sends: collected.sends,
+        providers: collected.providers,
+    })
+}
+
+/// A message to the collector.
+enum Event {
+    /// Admit these recipients (phone, line, name) to the run; the answers come in order.
+    Admit {
+        recipients: Vec<(Phone, u64, String)>,
+        reply: oneshot::Sender<Vec<Admission>>,
+    },
+    /// Record `phone` in flight; the reply comes once that is committed.
+    Start {
+        phone: Phone,
+        reply: oneshot::Sender<()>,
+    },
+    /// A send ended; `None` when it was still open after the shutdown grace.
+    Finish {
+        phone: Phone,
+        delivery: Option<Delivery>,
+    },
+}
+
+/// What every send task shares.
+struct SendContext {
+    router: Arc<Router>,
+    template: MessageTemplate,
+    events: mpsc::Sender<Event>,
+    stop: CancellationToken,
+    grace: Duration,
+}
+
+async fn produce(
+    campaign: &Campaign,
+    mut source: OpenSource,
+    events: mpsc::Sender<Event>,
+    sender: Arc<SendContext>,
+    progress: Progress,
+    stop: CancellationToken,
+) -> Result<SourceCounts, SourceError> {
+    let mut counts = SourceCounts::default();
+    let slots = Arc::new(Semaphore::new(campaign.concurrency));
+    let tasks = TaskTracker::new();
+    let result = async {
+        'rows: loop {
+            let first = tokio::select! {
+                biased;
+                () = stop.cancelled() => break,
+                row = source.rows.recv() => row,
+            };
+            let Some(first) = first else { break };
+            let mut batch = Vec::new();
+            let mut next = Some(first);
+            while let Some(row) = next.take() {
+                match row? {
+                    SourceRow::InRange(recipient) => {
+                        counts.total += 1;
+                        if campaign.suppression.contains(&recipient.phone) {
+                            counts.suppressed += 1;
+                            progress.skipped();
+                        } else {
+                            batch.push(recipient);
+                        }
+                    }
+                    SourceRow::OutOfRange => counts.total += 1,
+                    SourceRow::Invalid(invalid) => {
+                        counts.total += 1;
+                        counts.invalid += 1;
+                        tracing::warn!(
+                            source = %campaign.source_label,
+                            line = invalid.line,
+                            field = invalid.field,
+                            "skipped an invalid row: {invalid}"
+                        );
+                    }
+                }
+                if batch.len() < campaign.batch_size {
+                    next = source.rows.try_recv().ok();
+                }
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            let (reply, answer) = oneshot::channel();
+            let recipients = batch
+                .iter()
+                .map(|r| (r.phone.clone(), r.line, r.name.clone()))
+                .collect();
+            if events
+                .send(Event::Admit { recipients, reply })
+                .await
+                .is_err()
+            {
+                break;
+            }
+            // No answer: the collector stopped on a journal error, which it reports.
+            let Ok(admissions) = answer.await else { break };
+            for (recipient, admission) in batch.into_iter().zip(admissions) {
+                match admission {
+                    Admission::Send => {
+                        let slot = tokio::select! {
+                            biased;
+                            () = stop.cancelled() => break 'rows,
+                            slot = slots.clone().acquire_owned() => slot.expect("never closed"),
+                        };
+                        let sender = sender.clone();
+                        tasks.spawn(async move {
+                            send_one(&sender, *recipient).await;
+                            drop(slot);
+                        });
+                    }
+                    Admission::Duplicate => {
+                        counts.duplicate += 1;
+                        progress.skipped();
+                    }
+                    Admission::AlreadyDone => progress.skipped(),
+                    Admission::NotToRetry => {}
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    if result.is_err() {
+        // The source broke: send nothing more, let what is in flight finish and be recorded.
+        stop.cancel();
+    }
+    drop(events);
+    drop(sender);
+    tasks.close();
+    tasks.wait().await;
+    result.map(|()| counts)
+}
+
+async fn send_one(context: &SendContext, recipient: Recipient) {
+    if context.stop.is_cancelled() {
+        return; // not started: it stays `queued` for a resume
+    }
+    let (reply, committed) = oneshot::channel();
+    let start = Event::Start {
+        phone: recipient.phone.clone(),
+        reply,
+    };
+    if context.events.send(start).await.is_err() || committed.await.is_err() {
+        return; // the journal could not record it: no request may go
+    }
+    let text = context.template.render(|field| recipient.field(field));
+    let grace_over = async {
+        context.stop.cancelled().await;
+        tokio::time::sleep(context.grace).await;
+    };
+    let delivery = tokio::select! {
+        delivery = context.router.deliver(&recipient.phone, &text) => Some(delivery),
+        () = grace_over => None,
+    };
+    let _ = context
+        .events
+        .send(Event::Finish {
+            phone: recipient.phone,
+            delivery,
+        })
+        .await;
+}
+
+/// The journal's only writer, and the owner of the run's counts.
+struct Collector<'a> {
+    journal: &'a mut Journal,
+    job_id: &'a str,
+    run: u32,
+    retry_of: Option<&'a str>,
+    progress: Progress,
+    providers: BTreeMap<ProviderKind, ProviderStats>,
+    retries: u64,
+    sends: u64,
+    attempted: u64,
+    failed: u64,
+    max_failure_rate: Option<f64>,
+    stop: CancellationToken,
+    aborted: bool,
+}
+
+/// An answer owed once the transaction holding its write is committed.
+enum Reply {
+    Admitted(oneshot::Sender<Vec<Admission>>, Vec<Admission>),
+    Started(oneshot::Sender<()>),
+}
+
+/// The minimum of attempted recipients before `--max-failure-rate` may abort (SPEC).
+const FAILURE_RATE_MINIMUM: u64 = 100;
+
+impl Collector<'_> {
+    async fn run(mut self, mut events: mpsc::Receiver<Event>) -> Result<Self, JournalError> {
+        let mut group = Vec::with_capacity(MAX_GROUP);
+        while events.recv_many(&mut group, MAX_GROUP).await > 0 {
+            if let Err(error) = self.apply(&mut group).await {
+                // Nothing more can be recorded, so nothing more may be sent.
+                self.stop.cancel();
+                return Err(error);
+            }
+        }
+        Ok(self)
+    }
+
+    async fn apply(&mut self, group: &mut Vec<Event>) -> Result<(), JournalError> {
+        let mut replies = Vec::new();
+        let mut finished = Vec::new();
+        let mut batch = self.journal.batch(self.job_id, self.run).await?;
+        for event in group.drain(..) {
+            match event {
+                Event::Admit { recipients, reply } => {
+                    let mut answers = Vec::with_capacity(recipients.len());
+                    for (phone, line, name) in &recipients {
+                        answers.push(batch.admit(phone, *line, name, self.retry_of).await?);
+                    }
+                    replies.push(Reply::Admitted(reply, answers));
+                }
+                Event::Start { phone, reply } => {
+                    batch.start(&phone).await?;
+                    replies.push(Reply::Started(reply));
+                }
+                Event::Finish { phone, delivery } => {
+                    let record = outcome_record(&phone, delivery.as_ref());
+                    batch.finish(&record).await?;
+                    finished.push(record.state);
+                    if let Some(delivery) = &delivery {
+                        for attempt in &delivery.attempts {
+                            self.providers
+                                .entry(attempt.channel)
+                                .or_default()
+                                .record(attempt);
+                            self.retries += u64::from(attempt.number > 1);
+                        }
+                    }
+                }
+            }
+        }
+        batch.commit().await?;
+        for reply in replies {
+            // A task that gave up waiting needs no answer.
+            let _ = match reply {
+                Reply::Admitted(reply, answers) => reply.send(answers).map_err(drop),
+                Reply::Started(reply) => reply.send(()).map_err(drop),
+            };
+        }
+        for state in finished {
+            self.count(state);
+        }
+        Ok(())
+    }
+
+    fn count(&mut self, state: RecipientState) {
+        self.sends += 1;
+        self.progress.finished(state);
+        if state == RecipientState::Uncertain {
+            return;
+        }
+        self.attempted += 1;
+        self.failed += u64::from(state == RecipientState::Failed);
+        if let Some(limit) = self.max_failure_rate {
+            let rate = self.failed as f64 / self.attempted as f64;
+            if !self.aborted && self.attempted >= FAILURE_RATE_MINIMUM && rate > limit {
+                self.aborted = true;
+                tracing::error!(
+                    failed = self.failed,
+                    attempted = self.attempted,
+                    "aborting the campaign: {:.1} % of attempted recipients failed, above --max-failure-rate {limit}",
+                    rate * 100.0
+                );
+                self.stop.cancel();
+            }
+        }
+    }
+}
+
+fn outcome_record<'a>(phone: &'a Phone, delivery: Option<&'a Delivery>) -> OutcomeRecord<'a> {
+    let Some(delivery) = delivery else {
+        return OutcomeRecord {
+            phone,
+            state: RecipientState::Uncertain,
+            channel: None,
+            reason: "still in flight when the shutdown grace ran out".into(),
+            message_id: None,
+            attempts: 0,
+        };
+    };
+    let (state, message_id) = match &delivery.outcome {
+        DeliveryOutcome::Sent { message_id } => (RecipientState::Sent, message_id.as_deref()),
+        DeliveryOutcome::Fallback { message_id } => {
+            (RecipientState::Fallback, message_id.as_deref())
+        }
+        DeliveryOutcome::Failed => (RecipientState::Failed, None),
+    };
+    OutcomeRecord {
+        phone,
+        state,
+        channel: delivery.channel.map(ProviderKind::name),
+        reason: match state {
+            RecipientState::Failed => delivery.reason(),
+            _ => String::new(),
+        },
+        message_id,
+        attempts: u32::try_from(delivery.attempts.len()).unwrap_or(u32::MAX),
+    }
+}
