@@ -726,3 +726,94 @@ pub fn lock(state_dir: &Path) -> Result<StateLock, JournalError> {
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params() -> CampaignParams {
+        CampaignParams {
+            source: StoredSource::Csv {
+                path: "users.csv".into(),
+            },
+            ages: AgeRange { min: 20, max: 29 },
+            date: jiff::civil::date(2026, 11, 24),
+            message: "hi {name}".into(),
+            header: None,
+            strategy: Strategy::Failover,
+            concurrency: 4,
+            max_failure_rate: None,
+            retry_of: None,
+        }
+    }
+
+    fn phone(text: &str) -> Phone {
+        Phone::parse(text).unwrap()
+    }
+
+    async fn admit(journal: &mut Journal, run: u32, p: &Phone) -> Admission {
+        let mut batch = journal.batch("job", run).await.unwrap();
+        let admission = batch.admit(p, 2, "a", None).await.unwrap();
+        batch.commit().await.unwrap();
+        admission
+    }
+
+    #[tokio::test]
+    async fn admission_catches_duplicates_and_what_earlier_runs_did() {
+        let mut journal = Journal::in_memory().await.unwrap();
+        journal.create_job("job", &params()).await.unwrap();
+        assert!(matches!(
+            journal.create_job("job", &params()).await,
+            Err(JournalError::JobExists(_))
+        ));
+        let (a, b, c) = (
+            phone("010-1111-1111"),
+            phone("010-2222-2222"),
+            phone("010-3333-3333"),
+        );
+        let run = journal.begin_run("job", false).await.unwrap();
+        assert_eq!(admit(&mut journal, run, &a).await, Admission::Send);
+        assert_eq!(admit(&mut journal, run, &a).await, Admission::Duplicate);
+        assert_eq!(admit(&mut journal, run, &b).await, Admission::Send);
+        assert_eq!(admit(&mut journal, run, &c).await, Admission::Send);
+        let mut batch = journal.batch("job", run).await.unwrap();
+        batch
+            .finish(&OutcomeRecord {
+                phone: &a,
+                state: RecipientState::Sent,
+                channel: Some("kakaotalk"),
+                reason: String::new(),
+                message_id: None,
+                attempts: 1,
+            })
+            .await
+            .unwrap();
+        batch.start(&b).await.unwrap(); // then the process dies
+        batch.commit().await.unwrap();
+
+        let run = journal.begin_run("job", false).await.unwrap();
+        assert_eq!(run, 2);
+        assert_eq!(admit(&mut journal, run, &a).await, Admission::AlreadyDone);
+        assert_eq!(admit(&mut journal, run, &b).await, Admission::AlreadyDone);
+        assert_eq!(admit(&mut journal, run, &c).await, Admission::Send);
+        assert_eq!(admit(&mut journal, run, &c).await, Admission::Duplicate);
+        let counts = journal.state_counts("job").await.unwrap();
+        assert_eq!((counts.sent, counts.uncertain, counts.queued), (1, 1, 1));
+        let undelivered = journal.undelivered("job").await.unwrap();
+        assert_eq!(undelivered.len(), 1);
+        assert!(undelivered[0].reason.starts_with("uncertain: "));
+
+        // --resend-uncertain puts the uncertain one back in the queue.
+        let run = journal.begin_run("job", true).await.unwrap();
+        assert_eq!(admit(&mut journal, run, &b).await, Admission::Send);
+    }
+
+    #[tokio::test]
+    async fn the_lock_is_exclusive_and_released_with_its_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = lock(dir.path()).unwrap();
+        assert!(matches!(lock(dir.path()), Err(JournalError::Locked { .. })));
+        drop(held);
+        lock(dir.path()).unwrap();
+    }
+}

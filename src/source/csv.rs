@@ -116,3 +116,101 @@ fn classify(shape: &RowShape, line: u64, record: &csv::ByteRecord, ages: AgeFilt
         Err(invalid) => SourceRow::Invalid(invalid),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recipient::AgeRange;
+    use jiff::civil::date;
+
+    const AGES: AgeFilter = AgeFilter {
+        range: AgeRange { min: 20, max: 29 },
+        today: date(2026, 11, 24),
+    };
+
+    /// Reads `bytes` as a CSV source: the rows, or the error that stopped it.
+    async fn read(bytes: &[u8]) -> Result<Vec<SourceRow>, SourceError> {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), bytes).unwrap();
+        let mut source = open(file.path().to_path_buf(), AGES).await?;
+        let mut rows = Vec::new();
+        while let Some(row) = source.rows.recv().await {
+            rows.push(row?);
+        }
+        Ok(rows)
+    }
+
+    fn phones(rows: &[SourceRow]) -> Vec<&str> {
+        rows.iter()
+            .filter_map(|row| match row {
+                SourceRow::InRange(r) => Some(r.phone.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_bom_and_crlf_line_ends_are_read_like_plain_utf8() {
+        let rows = read(
+            "\u{feff}name,phone,birth_date\r\n홍길동,01012345678,2000-01-01\r\n김철수,010 2222 3333,1999-12-31\r\n"
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(phones(&rows), ["010-1234-5678", "010-2222-3333"]);
+    }
+
+    #[tokio::test]
+    async fn bad_rows_are_reported_with_their_line_and_the_rest_is_read() {
+        let mut bytes = b"name,phone,birth_date,city\n".to_vec();
+        bytes.extend_from_slice("a,010-1111-2222,2000-01-01,서울\n".as_bytes());
+        bytes.extend_from_slice(b"b,010-1111-3333,2000-13-01,x\n");
+        bytes.extend_from_slice(b"c,010-1111-4444\n");
+        bytes.extend_from_slice(b"d,010-1111-5555,2000-01-01,\xff\xfe\n");
+        bytes.extend_from_slice(b"e,010-1111-6666,1950-01-01,x\n");
+        bytes.extend_from_slice(b"f,010-1111-7777,2001-01-01,x\n");
+        let rows = read(&bytes).await.unwrap();
+        let invalid: Vec<(u64, &str)> = rows
+            .iter()
+            .filter_map(|row| match row {
+                SourceRow::Invalid(bad) => Some((bad.line, bad.field)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(invalid, [(3, "birth_date"), (4, "birth_date"), (5, "row")]);
+        assert_eq!(phones(&rows), ["010-1111-2222", "010-1111-7777"]);
+        assert!(matches!(rows[4], SourceRow::OutOfRange));
+        let SourceRow::InRange(first) = &rows[0] else {
+            panic!()
+        };
+        assert_eq!(first.field("city"), Some("서울"));
+    }
+
+    #[tokio::test]
+    async fn a_missing_column_or_an_empty_file_stops_before_any_row() {
+        let missing = read(b"name,birth_date\na,2000-01-01\n").await;
+        assert!(
+            matches!(&missing, Err(SourceError::MissingColumn { source, .. }) if source.0 == "phone"),
+            "{missing:?}"
+        );
+        let empty = read(b"").await;
+        assert!(
+            matches!(empty, Err(SourceError::NoHeader { .. })),
+            "{empty:?}"
+        );
+        assert_eq!(read(b"name,phone,birth_date\n").await.unwrap().len(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_file_names_its_path() {
+        let error = open("/nonexistent/users.csv".into(), AGES)
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            error
+                .to_string()
+                .starts_with("/nonexistent/users.csv: cannot be read")
+        );
+    }
+}

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::process::Output;
 use std::sync::atomic::AtomicU64;
 
+pub mod crowd;
+
 use msgsend::sandbox::{RecordedMessage, Sandbox, SandboxConfig, SimStats};
 use tempfile::TempDir;
 
@@ -63,12 +65,22 @@ header = "{{name}}님, 안녕하세요. 현대 오토에버입니다."
             sandbox.kakaotalk.base_url(),
             sandbox.sms.base_url()
         );
+        let mut config: toml::Table = config.parse().unwrap();
+        config.insert(
+            "state_dir".into(),
+            dir.path().join("state").display().to_string().into(),
+        );
         World {
             sandbox,
             dir,
             record,
-            config: config.parse().unwrap(),
+            config,
         }
+    }
+
+    /// A path inside the scratch directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
     }
 
     /// Sets a config value by dotted path, e.g. `set("retry.max_attempts", 2)`.
@@ -108,8 +120,9 @@ header = "{{name}}님, 안녕하세요. 현대 오토에버입니다."
         .unwrap()
     }
 
-    /// Runs the msgsend binary with this world's config and the passwords in its environment.
-    pub async fn msgsend(&self, args: &[&str]) -> Output {
+    /// The msgsend binary with this world's config and the passwords in its environment, run
+    /// in the scratch directory, output captured.
+    pub fn command(&self, args: &[&str]) -> std::process::Command {
         let config = self.write_config();
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_msgsend"));
         command
@@ -120,7 +133,15 @@ header = "{{name}}님, 안녕하세요. 현대 오토에버입니다."
             .env("KAKAOTALK_PASSWORD", KAKAOTALK_PASSWORD)
             .env("SMS_PASSWORD", SMS_PASSWORD)
             .env_remove("RUST_LOG")
-            .env_remove("MSGSEND_CONFIG");
+            .env_remove("MSGSEND_CONFIG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        command
+    }
+
+    /// Runs the msgsend binary to its end (see [`command`](Self::command)).
+    pub async fn msgsend(&self, args: &[&str]) -> Output {
+        let mut command = self.command(args);
         tokio::task::spawn_blocking(move || command.output().unwrap())
             .await
             .unwrap()
@@ -165,4 +186,26 @@ pub fn stderr(output: &Output) -> String {
 pub fn json(output: &Output) -> serde_json::Value {
     serde_json::from_slice(&output.stdout)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", stdout(output), stderr(output)))
+}
+
+/// The password of the test PostgreSQL role that `.ci/run` creates; tests check it never shows.
+pub const POSTGRES_TEST_PASSWORD: &str = "pg-test-pw-51d2";
+
+/// The PostgreSQL server to test against: `MSGSEND_TEST_POSTGRES_URL`. Without it the test is
+/// skipped, loudly, unless `MSGSEND_REQUIRE_POSTGRES=1` (set by `.ci/run`) makes that a failure.
+pub fn postgres_url() -> Option<String> {
+    match std::env::var("MSGSEND_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            let required = std::env::var("MSGSEND_REQUIRE_POSTGRES").is_ok_and(|v| v == "1");
+            assert!(
+                !required,
+                "MSGSEND_REQUIRE_POSTGRES=1 but MSGSEND_TEST_POSTGRES_URL is not set"
+            );
+            eprintln!(
+                "SKIPPED: no PostgreSQL server (set MSGSEND_TEST_POSTGRES_URL, as .ci/run does)"
+            );
+            None
+        }
+    }
 }
