@@ -13,9 +13,12 @@
 //!   its last commit in one transaction (group commit), then answers the waiting tasks, counts,
 //!   moves the progress display and enforces `--max-failure-rate`.
 //!
-//! Stopping (Ctrl-C / SIGTERM, or the failure rate): the producer takes no more recipients,
-//! send tasks not yet started give their recipient back (it stays `queued`), sends in flight
-//! get `shutdown_grace` to finish; those still open then are recorded `uncertain`.
+//! Stopping (Ctrl-C / SIGTERM, or the failure rate): no new send starts; the producer still
+//! reads the source to its end and admits what it finds (without sending), so `total`,
+//! `eligible` and the other counts are complete and the unreached recipients wait as `queued`
+//! for `--resume`; send tasks not yet started give their recipient back (it stays `queued`);
+//! sends in flight get `shutdown_grace` to finish, and those still open then are recorded
+//! `uncertain`.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -180,13 +183,10 @@ async fn produce(
     let slots = Arc::new(Semaphore::new(campaign.concurrency));
     let tasks = TaskTracker::new();
     let result = async {
-        'rows: loop {
-            let first = tokio::select! {
-                biased;
-                () = stop.cancelled() => break,
-                row = source.rows.recv() => row,
+        loop {
+            let Some(first) = source.rows.recv().await else {
+                break;
             };
-            let Some(first) = first else { break };
             let mut batch = Vec::new();
             let mut next = Some(first);
             while let Some(row) = next.take() {
@@ -236,9 +236,14 @@ async fn produce(
             for (recipient, admission) in batch.into_iter().zip(admissions) {
                 match admission {
                     Admission::Send => {
+                        // After a stop the source is still read to its end and admitted, so
+                        // the counts are complete and the unreached stay `queued` for a resume.
+                        if stop.is_cancelled() {
+                            continue;
+                        }
                         let slot = tokio::select! {
                             biased;
-                            () = stop.cancelled() => break 'rows,
+                            () = stop.cancelled() => continue,
                             slot = slots.clone().acquire_owned() => slot.expect("never closed"),
                         };
                         let sender = sender.clone();

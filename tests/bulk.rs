@@ -210,7 +210,10 @@ async fn sigterm_stops_with_130_and_resume_finishes_without_sending_twice() {
     world.set("providers.kakaotalk.rate_limit", "25/s");
     let csv = with_csv(&mut world, &crowd);
     let mut child = world
-        .command(&bulk_args(&["--csv", &csv], &["--job-id", "spring"]))
+        .command(&bulk_args(
+            &["--csv", &csv],
+            &["--job-id", "spring", "--summary-json", "-"],
+        ))
         .spawn()
         .unwrap();
     wait_for_records(&world, 20).await;
@@ -219,9 +222,20 @@ async fn sigterm_stops_with_130_and_resume_finishes_without_sending_twice() {
         .await
         .unwrap();
     assert_eq!(first.status.code(), Some(130), "{}", stderr(&first));
-    assert!(stdout(&first).contains("INTERRUPTED"), "{}", stdout(&first));
-    let delivered_before = deliveries(&world).len();
-    assert!(delivered_before < crowd.eligible.len());
+    let interrupted = summary(&first);
+    assert_eq!(interrupted["status"], "INTERRUPTED");
+    // The source was still read to its end: the counts are complete, the rest is pending.
+    assert_eq!(interrupted["eligible"], crowd.eligible.len() as u64);
+    assert_eq!(interrupted["total"], crowd.total());
+    let delivered_before = deliveries(&world).len() as u64;
+    assert!(delivered_before < crowd.eligible.len() as u64);
+    assert_eq!(
+        interrupted["pending"].as_u64().unwrap()
+            + interrupted["sent"].as_u64().unwrap()
+            + interrupted["fallback"].as_u64().unwrap(),
+        crowd.eligible.len() as u64,
+        "{interrupted}"
+    );
 
     let status = world.msgsend(&["status", "spring", "--json"]).await;
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
@@ -545,4 +559,42 @@ fn nix_kill(pid: u32, signal: &str) {
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_campaign_failing_above_max_failure_rate_aborts_after_a_hundred_attempts() {
+    let crowd = crowd(200);
+    let mut world = World::start(|_| {}).await;
+    let csv = with_csv(&mut world, &crowd);
+    for sim in [&world.sandbox.kakaotalk, &world.sandbox.sms] {
+        sim.control
+            .down
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+    let output = world
+        .msgsend(&bulk_args(
+            &["--csv", &csv],
+            &[
+                "--max-failure-rate",
+                "0.5",
+                "--concurrency",
+                "5",
+                "--summary-json",
+                "-",
+                "--job-id",
+                "doomed",
+            ],
+        ))
+        .await;
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    let summary = summary(&output);
+    assert_eq!(summary["status"], "ABORTED");
+    let failed = summary["failed"].as_u64().unwrap();
+    assert!((100..=110).contains(&failed), "{summary}");
+    assert!(summary["pending"].as_u64().unwrap() > 0, "{summary}");
+    assert_eq!(summary["eligible"], crowd.eligible.len() as u64);
+    let jobs = world.msgsend(&["jobs", "--json"]).await;
+    let jobs: serde_json::Value = serde_json::from_slice(&jobs.stdout).unwrap();
+    assert_eq!(jobs[0]["job_id"], "doomed");
+    assert_eq!(jobs[0]["status"], "ABORTED");
 }
