@@ -66,7 +66,7 @@ pub enum Command {
     /// Show one campaign's counts and state
     Status(StatusArgs),
     /// Serve local simulated KakaoTalk and SMS APIs
-    Sandbox(SandboxArgs),
+    Sandbox(Box<SandboxArgs>),
     /// Show the whole tool: an in-process sandbox with faults and a campaign over fixtures/users.csv
     Demo,
 }

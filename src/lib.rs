@@ -53,7 +53,7 @@ pub async fn run(
         Command::Bulk(args) => commands::bulk::run(&cli.global, *args, shutdown).await,
         Command::Jobs(args) => commands::jobs::list(&cli.global, args).await,
         Command::Status(args) => commands::jobs::status(&cli.global, args).await,
-        Command::Sandbox(args) => commands::sandbox::run(args, shutdown).await,
+        Command::Sandbox(args) => commands::sandbox::run(*args, shutdown).await,
         Command::Demo => commands::demo::run(&cli.global, shutdown).await,
     }
 }

@@ -45,11 +45,11 @@ fn unit_length(unit: &str) -> Option<Duration> {
 /// Writes a duration back in the form [`parse_duration`] reads, in the largest exact unit.
 pub fn format_duration(duration: Duration) -> String {
     let millis = duration.as_millis();
-    if millis == 0 || millis % 1000 != 0 {
+    if millis == 0 || !millis.is_multiple_of(1000) {
         format!("{millis}ms")
-    } else if millis % 3_600_000 == 0 {
+    } else if millis.is_multiple_of(3_600_000) {
         format!("{}h", millis / 3_600_000)
-    } else if millis % 60_000 == 0 {
+    } else if millis.is_multiple_of(60_000) {
         format!("{}m", millis / 60_000)
     } else {
         format!("{}s", millis / 1000)

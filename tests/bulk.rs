@@ -209,7 +209,7 @@ async fn sigterm_stops_with_130_and_resume_finishes_without_sending_twice() {
     .await;
     world.set("providers.kakaotalk.rate_limit", "25/s");
     let csv = with_csv(&mut world, &crowd);
-    let mut child = world
+    let child = world
         .command(&bulk_args(
             &["--csv", &csv],
             &["--job-id", "spring", "--summary-json", "-"],

@@ -68,7 +68,11 @@ pub async fn run_campaign(
     };
     let opened = source::open(&spec, ages).await?;
     let mut available: Vec<&str> = opened.columns.iter().map(String::as_str).collect();
-    available.extend(["name", "phone"]);
+    for always in ["name", "phone"] {
+        if !available.contains(&always) {
+            available.push(always);
+        }
+    }
     template
         .check_fields(&available)
         .map_err(|e| UsageError(format!("the message or [message] header: {e}")))?;

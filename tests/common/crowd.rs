@@ -60,7 +60,7 @@ pub fn crowd(in_range: usize) -> Crowd {
         duplicate: 0,
         suppressed: Vec::new(),
     };
-    let mut push = |crowd: &mut Crowd, n: usize, birth: Date, eligible: bool| {
+    let push = |crowd: &mut Crowd, n: usize, birth: Date, eligible: bool| {
         let p = phone(n);
         crowd.rows.push([
             format!("사람{n}"),
