@@ -42,6 +42,18 @@ fn bulk_args<'a>(source: &'a [&'a str], extra: &'a [&'a str]) -> Vec<&'a str> {
     args
 }
 
+/// A world whose KakaoTalk (sandbox and config alike) takes `rate` and answers after
+/// `latency`, so that a campaign lasts long enough to be interrupted or watched.
+async fn slow_world(rate: &str, latency: Duration) -> World {
+    let mut world = World::start(|config| {
+        config.kakaotalk.rate = rate.parse().unwrap();
+        config.kakaotalk.faults.latency = latency;
+    })
+    .await;
+    world.set("providers.kakaotalk.rate_limit", rate);
+    world
+}
+
 /// Messages recorded per normalised phone, across both providers.
 fn deliveries(world: &World) -> BTreeMap<String, Vec<String>> {
     let mut by_phone: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -202,12 +214,7 @@ async fn a_postgres_campaign_reads_dates_and_sends_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_stops_with_130_and_resume_finishes_without_sending_twice() {
     let crowd = crowd(100);
-    let mut world = World::start(|config| {
-        config.kakaotalk.rate = "25/s".parse().unwrap();
-        config.kakaotalk.faults.latency = Duration::from_millis(50);
-    })
-    .await;
-    world.set("providers.kakaotalk.rate_limit", "25/s");
+    let mut world = slow_world("25/s", Duration::from_millis(50)).await;
     let csv = with_csv(&mut world, &crowd);
     let child = world
         .command(&bulk_args(
@@ -251,12 +258,7 @@ async fn sigterm_stops_with_130_and_resume_finishes_without_sending_twice() {
 #[tokio::test(flavor = "multi_thread")]
 async fn after_a_hard_kill_resume_never_sends_twice_and_counts_the_unknown_as_uncertain() {
     let crowd = crowd(100);
-    let mut world = World::start(|config| {
-        config.kakaotalk.rate = "40/s".parse().unwrap();
-        config.kakaotalk.faults.latency = Duration::from_millis(300);
-    })
-    .await;
-    world.set("providers.kakaotalk.rate_limit", "40/s");
+    let mut world = slow_world("40/s", Duration::from_millis(300)).await;
     let csv = with_csv(&mut world, &crowd);
     let mut child = world
         .command(&bulk_args(
@@ -294,8 +296,7 @@ async fn after_a_hard_kill_resume_never_sends_twice_and_counts_the_unknown_as_un
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_bulk_on_the_same_state_dir_is_refused_within_two_seconds() {
     let crowd = crowd(60);
-    let mut world = World::start(|config| config.kakaotalk.rate = "10/s".parse().unwrap()).await;
-    world.set("providers.kakaotalk.rate_limit", "10/s");
+    let mut world = slow_world("10/s", Duration::ZERO).await;
     let csv = with_csv(&mut world, &crowd);
     let mut first = world
         .command(&bulk_args(&["--csv", &csv], &[]))
@@ -349,8 +350,7 @@ async fn dry_run_counts_and_renders_but_sends_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn off_a_terminal_there_is_no_bar_but_a_progress_line_every_ten_seconds() {
     let crowd = crowd(50);
-    let mut world = World::start(|config| config.kakaotalk.rate = "4/s".parse().unwrap()).await;
-    world.set("providers.kakaotalk.rate_limit", "4/s");
+    let mut world = slow_world("4/s", Duration::ZERO).await;
     let csv = with_csv(&mut world, &crowd);
     let output = world.msgsend(&bulk_args(&["--csv", &csv], &[])).await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));

@@ -14,12 +14,10 @@
 use std::str::FromStr;
 
 use futures_util::TryStreamExt as _;
-use sqlx::postgres::{PgConnectOptions, PgConnection};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
-use sqlx::{
-    AssertSqlSafe, Column as _, ConnectOptions as _, Executor as _, Row as _, SqlSafeStr as _,
-    Statement as _,
-};
+use futures_util::stream::BoxStream;
+use sqlx::postgres::{PgConnectOptions, PgConnection, Postgres};
+use sqlx::sqlite::{Sqlite, SqliteConnectOptions, SqliteConnection};
+use sqlx::{AssertSqlSafe, Column as _, ConnectOptions as _, SqlSafeStr as _, Statement as _};
 use tokio::sync::mpsc;
 
 use super::{AgeFilter, OpenSource, READ_AHEAD, SourceError, SourceRow};
@@ -60,43 +58,73 @@ fn quote_identifier(name: &str) -> String {
 /// The query's columns, from preparing it (no row is read).
 async fn columns(connection: &mut Connection, query: &str) -> Result<Vec<String>, sqlx::Error> {
     let inner = format!("SELECT * FROM ({query}) AS q");
-    let names = match connection {
-        Connection::Sqlite(c) => c
-            .prepare(AssertSqlSafe(inner.clone()).into_sql_str())
-            .await?
-            .columns()
-            .iter()
-            .map(|c| c.name().to_string())
-            .collect(),
-        Connection::Postgres(c) => c
-            .prepare(AssertSqlSafe(inner.clone()).into_sql_str())
-            .await?
-            .columns()
-            .iter()
-            .map(|c| c.name().to_string())
-            .collect(),
-    };
-    Ok(names)
+    match connection {
+        Connection::Sqlite(c) => column_names(c, inner).await,
+        Connection::Postgres(c) => column_names(c, inner).await,
+    }
+}
+
+async fn column_names<'c>(
+    executor: impl sqlx::Executor<'c>,
+    sql: String,
+) -> Result<Vec<String>, sqlx::Error> {
+    let statement = executor.prepare(AssertSqlSafe(sql).into_sql_str()).await?;
+    Ok(statement
+        .columns()
+        .iter()
+        .map(|column| column.name().to_string())
+        .collect())
+}
+
+/// The age filter on the wrapped query `q`, with the bounds as `$1` and `$2`.
+fn age_condition(connection: &Connection) -> String {
+    let birth = quote_identifier("birth_date");
+    match connection {
+        Connection::Sqlite(_) => format!("q.{birth} BETWEEN $1 AND $2"),
+        Connection::Postgres(_) => format!("q.{birth}::date BETWEEN $1::date AND $2::date"),
+    }
 }
 
 /// The age-filtered query, each row one JSON object text.
 fn filtered_query(connection: &Connection, query: &str, columns: &[String]) -> String {
-    let birth = quote_identifier("birth_date");
-    match connection {
+    let row_as_json = match connection {
         Connection::Sqlite(_) => {
             let pairs: Vec<String> = columns
                 .iter()
                 .map(|c| format!("'{}', q.{}", c.replace('\'', "''"), quote_identifier(c)))
                 .collect();
-            format!(
-                "SELECT json_object({}) FROM ({query}) AS q WHERE q.{birth} BETWEEN $1 AND $2",
-                pairs.join(", ")
-            )
+            format!("json_object({})", pairs.join(", "))
         }
-        Connection::Postgres(_) => format!(
-            "SELECT row_to_json(q)::text FROM ({query}) AS q \
-             WHERE q.{birth}::date BETWEEN $1::date AND $2::date"
-        ),
+        Connection::Postgres(_) => "row_to_json(q)::text".to_string(),
+    };
+    format!(
+        "SELECT {row_as_json} FROM ({query}) AS q WHERE {}",
+        age_condition(connection)
+    )
+}
+
+/// Runs `sql`, whose rows are one value each, with the age bounds bound to `$1` and `$2`, on
+/// whichever database this is.
+fn scalars<'c, T>(
+    connection: &'c mut Connection,
+    sql: String,
+    ages: AgeFilter,
+) -> BoxStream<'c, Result<T, sqlx::Error>>
+where
+    T: for<'r> sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>,
+    T: for<'r> sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
+    T: Send + Unpin + 'c,
+{
+    let (earliest, latest) = bounds(ages);
+    match connection {
+        Connection::Sqlite(c) => sqlx::query_scalar(AssertSqlSafe(sql))
+            .bind(earliest)
+            .bind(latest)
+            .fetch(c),
+        Connection::Postgres(c) => sqlx::query_scalar(AssertSqlSafe(sql))
+            .bind(earliest)
+            .bind(latest)
+            .fetch(c),
     }
 }
 
@@ -146,42 +174,20 @@ pub(super) async fn open(
 }
 
 async fn stream_rows(
-    connection: Connection,
+    mut connection: Connection,
     sql: String,
     shape: &RowShape,
     names: &[String],
     ages: AgeFilter,
     sender: &mpsc::Sender<Result<SourceRow, SourceError>>,
 ) -> Result<(), sqlx::Error> {
-    let (earliest, latest) = bounds(ages);
+    let mut rows = scalars::<String>(&mut connection, sql, ages);
     let mut number = 0u64;
-    let mut forward = async |json: String| -> bool {
+    while let Some(json) = rows.try_next().await? {
         number += 1;
         let row = classify(shape, names, number, &json, ages);
-        sender.send(Ok(row)).await.is_ok()
-    };
-    match connection {
-        Connection::Sqlite(mut c) => {
-            let mut rows = sqlx::query(AssertSqlSafe(sql))
-                .bind(earliest)
-                .bind(latest)
-                .fetch(&mut c);
-            while let Some(row) = rows.try_next().await? {
-                if !forward(row.try_get::<String, _>(0)?).await {
-                    break;
-                }
-            }
-        }
-        Connection::Postgres(mut c) => {
-            let mut rows = sqlx::query(AssertSqlSafe(sql))
-                .bind(earliest)
-                .bind(latest)
-                .fetch(&mut c);
-            while let Some(row) = rows.try_next().await? {
-                if !forward(row.try_get::<String, _>(0)?).await {
-                    break;
-                }
-            }
+        if sender.send(Ok(row)).await.is_err() {
+            break;
         }
     }
     Ok(())
@@ -232,30 +238,14 @@ pub(super) async fn count(
     query: &str,
     ages: AgeFilter,
 ) -> Result<u64, SourceError> {
-    let (connection, _, _) = prepare_source(url, query).await?;
-    let (earliest, latest) = bounds(ages);
-    let birth = quote_identifier("birth_date");
-    let count: i64 = match connection {
-        Connection::Sqlite(mut c) => {
-            sqlx::query_scalar(AssertSqlSafe(format!(
-                "SELECT COUNT(*) FROM ({query}) AS q WHERE q.{birth} BETWEEN $1 AND $2"
-            )))
-            .bind(earliest)
-            .bind(latest)
-            .fetch_one(&mut c)
-            .await
-        }
-        Connection::Postgres(mut c) => {
-            sqlx::query_scalar(AssertSqlSafe(format!(
-                "SELECT COUNT(*) FROM ({query}) AS q \
-             WHERE q.{birth}::date BETWEEN $1::date AND $2::date"
-            )))
-            .bind(earliest)
-            .bind(latest)
-            .fetch_one(&mut c)
-            .await
-        }
-    }
-    .map_err(|e| database_error(url, e))?;
-    Ok(u64::try_from(count).unwrap_or(0))
+    let (mut connection, _, _) = prepare_source(url, query).await?;
+    let sql = format!(
+        "SELECT COUNT(*) FROM ({query}) AS q WHERE {}",
+        age_condition(&connection)
+    );
+    let count: Option<i64> = scalars(&mut connection, sql, ages)
+        .try_next()
+        .await
+        .map_err(|e| database_error(url, e))?;
+    Ok(count.map_or(0, |n| u64::try_from(n).unwrap_or(0)))
 }
