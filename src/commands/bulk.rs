@@ -5,7 +5,7 @@
 //! summary on stdout (or JSON), `--failed-csv`, exit code.
 
 use std::future::Future;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -34,7 +34,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<ExitStatus> {
     let settings = super::load_settings(global)?;
-    let show_bar = std::io::stderr().is_terminal() && !global.no_progress && !global.quiet;
+    let show_bar = super::progress_bar_wanted(global);
     run_campaign(&settings, args, show_bar, shutdown).await
 }
 

@@ -5,7 +5,6 @@
 //! Quotas are raised above the SPEC defaults so that it ends in seconds, not minutes.
 
 use std::future::Future;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -95,7 +94,7 @@ header = "{{name}}님, 안녕하세요. 현대 오토에버입니다."
         max_failure_rate: None,
         ignore_quiet_hours: true,
     };
-    let show_bar = std::io::stderr().is_terminal() && !global.no_progress && !global.quiet;
+    let show_bar = super::progress_bar_wanted(global);
     let status = super::bulk::run_campaign(&settings, args, show_bar, shutdown).await;
     sandbox.shutdown().await;
     status

@@ -16,3 +16,13 @@ use crate::config::{self as settings, ConfigError, Settings};
 pub fn load_settings(global: &GlobalArgs) -> Result<Settings, ConfigError> {
     settings::load(&settings::config_path(global.config.as_deref()))
 }
+
+/// A progress bar only at a terminal, and not with `--no-progress`, `-q` or JSON logs (where
+/// every stderr line must be one JSON object).
+pub fn progress_bar_wanted(global: &GlobalArgs) -> bool {
+    use std::io::IsTerminal as _;
+    std::io::stderr().is_terminal()
+        && !global.no_progress
+        && !global.quiet
+        && global.log_format == crate::cli::LogFormat::Text
+}
