@@ -16,7 +16,7 @@ use crate::policy::rate_limit::RateLimiter;
 use crate::policy::retry::{RetryAdvice, RetryPolicy, Retryable};
 use crate::policy::routing::TokenWait;
 use crate::provider::{Class, Credential, ProviderClient, ProviderError, ProviderKind, Receipt};
-use crate::report::alerts::{self, Alert};
+use crate::report::alerts::{Alert, Alerter};
 
 /// Why a channel gave up on a message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -85,6 +85,8 @@ pub struct Channel {
     limiter: RateLimiter,
     /// How often the circuit opened (or re-opened after a failed probe) in this run.
     openings: AtomicU64,
+    failure_threshold: u32,
+    alerter: Alerter,
     breaker: Mutex<CircuitBreaker>,
     /// Set once the provider refuses msgsend's credentials: the provider is out for the run.
     disabled: Mutex<Option<String>>,
@@ -104,6 +106,8 @@ impl Channel {
             credentials: settings.credentials.iter().map(Credential::new).collect(),
             limiter: RateLimiter::new(settings.credentials.iter().map(|c| c.rate_limit)),
             openings: AtomicU64::new(0),
+            failure_threshold: breaker.failure_threshold,
+            alerter: Alerter::log_only(),
             breaker: Mutex::new(CircuitBreaker::new(
                 breaker.failure_threshold,
                 breaker.open_timeout,
@@ -115,6 +119,11 @@ impl Channel {
 
     pub fn kind(&self) -> ProviderKind {
         self.kind
+    }
+
+    /// Sends this channel's alerts (circuit opened or closed, credentials refused) there.
+    pub fn set_alerter(&mut self, alerter: Alerter) {
+        self.alerter = alerter;
     }
 
     pub fn circuit_openings(&self) -> u64 {
@@ -234,12 +243,13 @@ impl Channel {
         match transition {
             Some(Transition::Opened) => {
                 self.openings.fetch_add(1, Ordering::Relaxed);
-                alerts::raise(&Alert::ProviderDown {
+                self.alerter.raise(&Alert::ProviderDown {
                     provider: self.kind,
                     reason: reason.to_string(),
+                    failures: self.failure_threshold,
                 });
             }
-            Some(Transition::Closed) => alerts::raise(&Alert::ProviderRecovered {
+            Some(Transition::Closed) => self.alerter.raise(&Alert::ProviderRecovered {
                 provider: self.kind,
             }),
             Some(Transition::Reopened) => {
@@ -254,7 +264,7 @@ impl Channel {
         let mut disabled = self.disabled.lock().expect("disabled lock");
         if disabled.is_none() {
             *disabled = Some(error.detail.clone());
-            alerts::raise(&Alert::CredentialsRejected {
+            self.alerter.raise(&Alert::CredentialsRejected {
                 provider: self.kind,
                 username: credential.username.clone(),
                 reason: error.detail.clone(),

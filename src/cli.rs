@@ -103,8 +103,9 @@ pub struct BulkArgs {
     /// Name the job [default: generated, e.g. 20261124-201500-3fa2]
     #[arg(long, value_name = "ID")]
     pub job_id: Option<String>,
-    /// Continue an interrupted job: send only to recipients not yet done (no other flags needed)
-    #[arg(long, value_name = "JOB_ID", conflicts_with_all = ["ages", "text", "source", "query", "job_id", "retry_failed", "strategy", "concurrency", "max_failure_rate"])]
+    /// Continue an interrupted or paused job (alone: the newest one not done): send only to
+    /// recipients not yet done; no other flags needed
+    #[arg(long, value_name = "JOB_ID", num_args = 0..=1, default_missing_value = "", conflicts_with_all = ["ages", "text", "source", "query", "job_id", "retry_failed", "strategy", "concurrency", "max_failure_rate"])]
     pub resume: Option<String>,
     /// A new job for only the recipients that job recorded as failed
     #[arg(long, value_name = "JOB_ID", conflicts_with_all = ["ages", "text", "source", "query"])]

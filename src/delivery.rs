@@ -7,6 +7,7 @@ use crate::config::Settings;
 use crate::phone::Phone;
 use crate::policy::routing::TokenWait;
 use crate::provider::ProviderKind;
+use crate::report::alerts::Alerter;
 
 /// How one message ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +89,15 @@ impl Router {
                 .strategy
                 .primary_wait(settings.routing.acquire_timeout),
         })
+    }
+
+    /// Sends the channels' alerts to `alerter` (the log only by default).
+    pub fn with_alerter(mut self, alerter: &Alerter) -> Self {
+        self.primary.set_alerter(alerter.clone());
+        if let Some(fallback) = &mut self.fallback {
+            fallback.set_alerter(alerter.clone());
+        }
+        self
     }
 
     pub fn channels(&self) -> impl Iterator<Item = &Channel> {

@@ -422,6 +422,28 @@ impl Journal {
         Ok(())
     }
 
+    /// Sets a job's status alone (a start refused in quiet hours, a run broken by an error).
+    pub async fn set_status(&mut self, id: &str, status: JobStatus) -> Result<(), JournalError> {
+        sqlx::query("UPDATE jobs SET status = $2, updated_at = $3 WHERE id = $1")
+            .bind(id)
+            .bind(status.name())
+            .bind(now())
+            .execute(&mut self.connection)
+            .await
+            .map_err(self.fail())?;
+        Ok(())
+    }
+
+    /// The newest job that is not done (interrupted, paused, aborted, or killed while running).
+    pub async fn latest_unfinished(&mut self) -> Result<Option<String>, JournalError> {
+        sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE status != 'DONE' ORDER BY created_at DESC, id DESC LIMIT 1",
+        )
+        .fetch_optional(&mut self.connection)
+        .await
+        .map_err(self.fail())
+    }
+
     pub async fn job(&mut self, id: &str) -> Result<JobRecord, JournalError> {
         let row = sqlx::query("SELECT * FROM jobs WHERE id = $1")
             .bind(id)

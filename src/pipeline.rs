@@ -35,6 +35,8 @@ use crate::journal::{
 use crate::phone::Phone;
 use crate::provider::ProviderKind;
 use crate::recipient::Recipient;
+use crate::report::alerts::{Figures, Watch};
+use crate::report::metrics::Metrics;
 use crate::report::progress::Progress;
 use crate::report::summary::ProviderStats;
 use crate::source::{OpenSource, SourceError, SourceRow};
@@ -54,6 +56,13 @@ pub struct Campaign {
     pub batch_size: usize,
     pub shutdown_grace: Duration,
     pub max_failure_rate: Option<f64>,
+}
+
+/// Where a run reports as it goes: the progress display, the metrics, the alert watch.
+pub struct Reporting {
+    pub progress: Progress,
+    pub metrics: Arc<Metrics>,
+    pub watch: Watch,
 }
 
 /// Why a run ended.
@@ -96,9 +105,14 @@ pub async fn run(
     source: OpenSource,
     router: Arc<Router>,
     journal: &mut Journal,
-    progress: Progress,
+    reporting: Reporting,
     shutdown: CancellationToken,
 ) -> Result<RunOutcome, PipelineError> {
+    let Reporting {
+        progress,
+        metrics,
+        watch,
+    } = reporting;
     let stop = shutdown.child_token();
     let (events, event_queue) = mpsc::channel(campaign.concurrency * 2 + 64);
     let sender = Arc::new(SendContext {
@@ -114,16 +128,27 @@ pub async fn run(
         run: campaign.run,
         retry_of: campaign.retry_of.as_deref(),
         progress: progress.clone(),
+        metrics: metrics.clone(),
+        watch,
         providers: BTreeMap::new(),
         retries: 0,
         sends: 0,
+        admitted: 0,
         attempted: 0,
         failed: 0,
         max_failure_rate: campaign.max_failure_rate,
         stop: stop.clone(),
         aborted: false,
     };
-    let producer = produce(campaign, source, events, sender, progress, stop.clone());
+    let producer = produce(
+        campaign,
+        source,
+        events,
+        sender,
+        progress,
+        &metrics,
+        stop.clone(),
+    );
     let (produced, collected) = tokio::join!(producer, collector.run(event_queue));
     let collected = collected?;
     let source_counts = produced?;
@@ -177,6 +202,7 @@ async fn produce(
     events: mpsc::Sender<Event>,
     sender: Arc<SendContext>,
     progress: Progress,
+    metrics: &Metrics,
     stop: CancellationToken,
 ) -> Result<SourceCounts, SourceError> {
     let mut counts = SourceCounts::default();
@@ -195,6 +221,7 @@ async fn produce(
                         counts.total += 1;
                         if campaign.suppression.contains(&recipient.phone) {
                             counts.suppressed += 1;
+                            metrics.skipped("suppressed");
                             progress.skipped();
                         } else {
                             batch.push(recipient);
@@ -204,6 +231,7 @@ async fn produce(
                     SourceRow::Invalid(invalid) => {
                         counts.total += 1;
                         counts.invalid += 1;
+                        metrics.skipped("invalid");
                         tracing::warn!(
                             source = %campaign.source_label,
                             line = invalid.line,
@@ -254,6 +282,7 @@ async fn produce(
                     }
                     Admission::Duplicate => {
                         counts.duplicate += 1;
+                        metrics.skipped("duplicate");
                         progress.skipped();
                     }
                     Admission::AlreadyDone => progress.skipped(),
@@ -312,9 +341,13 @@ struct Collector<'a> {
     run: u32,
     retry_of: Option<&'a str>,
     progress: Progress,
+    metrics: Arc<Metrics>,
+    watch: Watch,
     providers: BTreeMap<ProviderKind, ProviderStats>,
     retries: u64,
     sends: u64,
+    /// Recipients admitted to be sent in this run (the queue is those not finished yet).
+    admitted: u64,
     attempted: u64,
     failed: u64,
     max_failure_rate: Option<f64>,
@@ -353,7 +386,9 @@ impl Collector<'_> {
                 Event::Admit { recipients, reply } => {
                     let mut answers = Vec::with_capacity(recipients.len());
                     for (phone, line, name) in &recipients {
-                        answers.push(batch.admit(phone, *line, name, self.retry_of).await?);
+                        let answer = batch.admit(phone, *line, name, self.retry_of).await?;
+                        self.admitted += u64::from(answer == Admission::Send);
+                        answers.push(answer);
                     }
                     replies.push(Reply::Admitted(reply, answers));
                 }
@@ -365,6 +400,12 @@ impl Collector<'_> {
                     let record = outcome_record(&phone, delivery.as_ref());
                     batch.finish(&record).await?;
                     finished.push(record.state);
+                    let attempts = delivery.as_ref().map_or(&[][..], |d| &d.attempts[..]);
+                    self.metrics.finished(
+                        record.state,
+                        delivery.as_ref().and_then(|d| d.channel),
+                        attempts,
+                    );
                     if let Some(delivery) = &delivery {
                         for attempt in &delivery.attempts {
                             self.providers
@@ -388,7 +429,33 @@ impl Collector<'_> {
         for state in finished {
             self.count(state);
         }
+        self.watch_figures();
         Ok(())
+    }
+
+    /// Gauges and alert conditions, after each group.
+    fn watch_figures(&mut self) {
+        let queue = self.admitted.saturating_sub(self.sends);
+        let delivered = self.attempted - self.failed;
+        self.metrics.set_queue_size(queue);
+        if self.attempted > 0 {
+            self.metrics
+                .set_success_ratio(delivered as f64 / self.attempted as f64);
+        }
+        let p95: Vec<(ProviderKind, Duration, u64)> = self
+            .providers
+            .iter()
+            .map(|(&kind, stats)| {
+                let (p95, requests) = stats.p95();
+                (kind, p95, requests)
+            })
+            .collect();
+        self.watch.check(Figures {
+            attempted: self.attempted,
+            delivered,
+            queue,
+            p95: &p95,
+        });
     }
 
     fn count(&mut self, state: RecipientState) {

@@ -11,22 +11,30 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use tokio_util::sync::CancellationToken;
 
 use crate::cli::{BulkArgs, GlobalArgs};
 use crate::config::{DatabaseUrl, Settings};
 use crate::delivery::Router;
 use crate::error::{ExitStatus, UsageError};
 use crate::journal::{self, CampaignParams, JobStatus, Journal, JournalError, StoredSource};
-use crate::pipeline::{self, Campaign, StopReason};
+use crate::pipeline::{self, Campaign, Reporting, StopReason};
 use crate::provider::http_client;
 use crate::recipient::AgeRange;
+use crate::report::alerts::{Alerter, Watch};
+use crate::report::metrics::Metrics;
 use crate::report::progress::Progress;
 use crate::report::summary::{RunFigures, Summary};
+use crate::schedule::Clock;
 use crate::source::{self, AgeFilter, SourceSpec};
 use crate::template::{MessageTemplate, Template};
 
 mod dry_run;
+mod stops;
+
+use stops::Stops;
+
+/// How often `[metrics] textfile` is rewritten during a campaign (SPEC section 6).
+const METRICS_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub async fn run(
     global: &GlobalArgs,
@@ -35,14 +43,16 @@ pub async fn run(
 ) -> anyhow::Result<ExitStatus> {
     let settings = super::load_settings(global)?;
     let show_bar = super::progress_bar_wanted(global);
-    run_campaign(&settings, args, show_bar, shutdown).await
+    run_campaign(&settings, args, show_bar, Clock::system(), shutdown).await
 }
 
-/// Runs a campaign with settings already loaded (`demo` builds its own).
+/// Runs a campaign with settings already loaded (`demo` builds its own) and wall time from
+/// `clock` (the campaign's date, quiet hours).
 pub async fn run_campaign(
     settings: &Settings,
     args: BulkArgs,
     show_bar: bool,
+    clock: Clock,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<ExitStatus> {
     if args.resend_uncertain && args.resume.is_none() {
@@ -59,7 +69,13 @@ pub async fn run_campaign(
     } else {
         Journal::open(&settings.state_dir).await?
     };
-    let (job_id, params, db_url) = plan(settings, &args, &mut journal).await?;
+    let Some((job_id, params, db_url)) = plan(settings, &args, &mut journal, clock).await? else {
+        println!(
+            "Nothing to resume: every job in {} is done",
+            settings.state_dir.display()
+        );
+        return Ok(ExitStatus::Success);
+    };
     let template = message_template(&params)?;
     let spec = source_spec(&params.source, db_url, settings)?;
     let ages = AgeFilter {
@@ -87,14 +103,32 @@ pub async fn run_campaign(
     if args.resume.is_none() {
         journal.create_job(&job_id, &params).await?;
     }
+    let quiet_hours = settings.quiet_hours.filter(|_| !args.ignore_quiet_hours);
+    if let Some(quiet) = quiet_hours
+        && quiet.contains(clock.now_in(&settings.timezone).time())
+    {
+        // Recorded as paused, so the same cron line's `--resume` later picks it up.
+        journal.set_status(&job_id, JobStatus::Paused).await?;
+        tracing::warn!(job_id = %job_id, quiet_hours = %quiet, "inside quiet hours: not starting (--ignore-quiet-hours overrides)");
+        println!(
+            "Campaign {job_id}: PAUSED (quiet hours {quiet}); continue it with `msgsend bulk --resume {job_id}`"
+        );
+        return Ok(ExitStatus::Paused);
+    }
     let run = journal.begin_run(&job_id, args.resend_uncertain).await?;
     tracing::info!(job_id = %job_id, run, source = %spec, ages = %params.ages, date = %params.date, "campaign started");
 
     let total = source::count_in_range(&spec, ages).await?;
+    let http = http_client();
+    let alerter = Alerter::new(settings.alerts.webhook.clone(), http.clone());
+    alerter.set_job(&job_id);
     let mut routing_settings = settings.clone();
     routing_settings.routing.strategy = params.strategy;
-    let router =
-        Arc::new(Router::new(&routing_settings, http_client(), None, false).map_err(UsageError)?);
+    let router = Arc::new(
+        Router::new(&routing_settings, http.clone(), None, false)
+            .map_err(UsageError)?
+            .with_alerter(&alerter),
+    );
     let campaign = Campaign {
         job_id: job_id.clone(),
         run,
@@ -107,46 +141,62 @@ pub async fn run_campaign(
         shutdown_grace: settings.bulk.shutdown_grace,
         max_failure_rate: params.max_failure_rate,
     };
-    let stop = CancellationToken::new();
-    tokio::spawn({
-        let stop = stop.clone();
-        async move {
-            shutdown.await;
-            tracing::warn!("stopping: no new recipients; in-flight sends get the shutdown grace");
-            stop.cancel();
-        }
+    let stops = Stops::new();
+    stops.on(
+        shutdown,
+        JobStatus::Interrupted,
+        "stopping: no new recipients; in-flight sends get the shutdown grace",
+    );
+    if let Some(quiet) = quiet_hours {
+        let wait = quiet.until_start(&clock.now_in(&settings.timezone));
+        stops.on(
+            tokio::time::sleep(wait),
+            JobStatus::Paused,
+            "quiet hours begin: pausing; in-flight sends get the shutdown grace",
+        );
+    }
+    let metrics = Arc::new(Metrics::new());
+    let textfile = settings.metrics.textfile.clone().map(|path| {
+        tokio::spawn(write_metrics_every(
+            METRICS_EVERY,
+            metrics.clone(),
+            router.clone(),
+            path,
+        ))
     });
     let started = Instant::now();
     let progress = Progress::start(total, show_bar);
+    let reporting = Reporting {
+        progress: progress.clone(),
+        metrics: metrics.clone(),
+        watch: Watch::new(alerter.clone(), &settings.alerts),
+    };
     let result = pipeline::run(
         &campaign,
         opened,
         router.clone(),
         &mut journal,
-        progress.clone(),
-        stop,
+        reporting,
+        stops.token(),
     )
     .await;
     progress.finish();
+    if let Some(task) = textfile {
+        task.abort();
+    }
+    publish_metrics(settings, &metrics, &router, &http, &job_id).await;
+    alerter.flush().await;
     let outcome = match result {
         Ok(outcome) => outcome,
         Err(error) => {
             // What was recorded stays recorded; the job can be resumed once the cause is fixed.
-            let _ = journal
-                .end_run(
-                    &job_id,
-                    JobStatus::Interrupted,
-                    Default::default(),
-                    0,
-                    started.elapsed(),
-                )
-                .await;
+            let _ = journal.set_status(&job_id, JobStatus::Interrupted).await;
             return Err(error.into());
         }
     };
     let status = match outcome.stop {
         StopReason::Finished => JobStatus::Done,
-        StopReason::Interrupted => JobStatus::Interrupted,
+        StopReason::Interrupted => stops.cause().unwrap_or(JobStatus::Interrupted),
         StopReason::Aborted => JobStatus::Aborted,
     };
     let duration = started.elapsed();
@@ -197,19 +247,35 @@ async fn plan(
     settings: &Settings,
     args: &BulkArgs,
     journal: &mut Journal,
-) -> anyhow::Result<(String, CampaignParams, Option<DatabaseUrl>)> {
+    clock: Clock,
+) -> anyhow::Result<Option<(String, CampaignParams, Option<DatabaseUrl>)>> {
     if let Some(job_id) = &args.resume {
-        let job = journal.job(job_id).await?;
-        return Ok((job_id.clone(), job.params, None));
+        let job_id = if job_id.is_empty() {
+            // `--resume` alone: the newest job not done, for cron lines that just continue.
+            match journal.latest_unfinished().await? {
+                Some(id) => id,
+                None => return Ok(None),
+            }
+        } else {
+            job_id.clone()
+        };
+        let job = journal.job(&job_id).await?;
+        return Ok(Some((job_id, job.params, None)));
     }
-    let job_id = args.job_id.clone().unwrap_or_else(|| new_job_id(settings));
+    let job_id = args
+        .job_id
+        .clone()
+        .unwrap_or_else(|| new_job_id(settings, clock));
+    if job_id.is_empty() {
+        return Err(UsageError("--job-id must not be empty".into()).into());
+    }
     if let Some(original) = &args.retry_failed {
         let mut params = journal.job(original).await?.params;
         params.retry_of = Some(original.clone());
         params.strategy = args.strategy.unwrap_or(params.strategy);
         params.concurrency = args.concurrency.map_or(params.concurrency, |n| n as usize);
         params.max_failure_rate = args.max_failure_rate.or(params.max_failure_rate);
-        return Ok((job_id, params, None));
+        return Ok(Some((job_id, params, None)));
     }
     let ages = match (&args.age_group, &args.age_range) {
         (Some(group), _) => AgeRange::group(group),
@@ -269,9 +335,7 @@ async fn plan(
     let params = CampaignParams {
         source,
         ages,
-        date: jiff::Timestamp::now()
-            .to_zoned_datetime(settings.timezone.clone())
-            .date(),
+        date: clock.now_in(&settings.timezone).date(),
         message,
         header: settings.header.as_ref().map(Template::to_string),
         strategy: args.strategy.unwrap_or(settings.routing.strategy),
@@ -281,7 +345,7 @@ async fn plan(
         max_failure_rate: args.max_failure_rate,
         retry_of: None,
     };
-    Ok((job_id, params, db_url))
+    Ok(Some((job_id, params, db_url)))
 }
 
 /// A CSV path as stored: absolute, so a resume from another directory reads the same file.
@@ -291,8 +355,8 @@ fn stored_csv(path: &Path) -> StoredSource {
 }
 
 /// `20261124-201500-3fa2`: sortable by start time, unique enough for one state_dir.
-fn new_job_id(settings: &Settings) -> String {
-    let now = jiff::Timestamp::now().to_zoned_datetime(settings.timezone.clone());
+fn new_job_id(settings: &Settings, clock: Clock) -> String {
+    let now = clock.now_in(&settings.timezone);
     format!(
         "{}-{:04x}",
         now.strftime("%Y%m%d-%H%M%S"),
@@ -371,4 +435,43 @@ fn write_summary(summary: &Summary, json: Option<&Path>) -> anyhow::Result<()> {
     }
     stdout.flush()?;
     Ok(())
+}
+
+/// Rewrites the metrics textfile every `period` until aborted.
+async fn write_metrics_every(
+    period: std::time::Duration,
+    metrics: Arc<Metrics>,
+    router: Arc<Router>,
+    path: PathBuf,
+) {
+    let mut ticks = tokio::time::interval(period);
+    loop {
+        ticks.tick().await;
+        metrics.observe_circuits(&router);
+        if let Err(error) = metrics.write_textfile(&path) {
+            tracing::warn!(file = %path.display(), "cannot write the metrics textfile: {error}");
+        }
+    }
+}
+
+/// The end-of-run metrics: the textfile once more, and the Pushgateway. Failures are logged;
+/// monitoring never changes a campaign's outcome.
+async fn publish_metrics(
+    settings: &Settings,
+    metrics: &Metrics,
+    router: &Router,
+    http: &reqwest::Client,
+    job_id: &str,
+) {
+    metrics.observe_circuits(router);
+    if let Some(path) = &settings.metrics.textfile
+        && let Err(error) = metrics.write_textfile(path)
+    {
+        tracing::warn!(file = %path.display(), "cannot write the metrics textfile: {error}");
+    }
+    if let Some(gateway) = &settings.metrics.pushgateway
+        && let Err(error) = metrics.push(http, gateway, job_id).await
+    {
+        tracing::warn!(pushgateway = %gateway, "cannot push the metrics: {error}");
+    }
 }

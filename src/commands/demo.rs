@@ -95,7 +95,14 @@ header = "{{name}}님, 안녕하세요. 현대 오토에버입니다."
         ignore_quiet_hours: true,
     };
     let show_bar = super::progress_bar_wanted(global);
-    let status = super::bulk::run_campaign(&settings, args, show_bar, shutdown).await;
+    let status = super::bulk::run_campaign(
+        &settings,
+        args,
+        show_bar,
+        crate::schedule::Clock::system(),
+        shutdown,
+    )
+    .await;
     sandbox.shutdown().await;
     status
 }

@@ -2,5 +2,6 @@
 //! [`progress`] (a bar at a terminal, a log line every 10 s elsewhere) and [`alerts`].
 
 pub mod alerts;
+pub mod metrics;
 pub mod progress;
 pub mod summary;

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
+use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
@@ -43,6 +44,16 @@ impl ProviderStats {
             *self.errors.entry(attempt.outcome).or_default() += 1;
         }
         self.latency_ms.saturating_record(attempt.latency_ms.max(1));
+    }
+
+    /// The p95 response time so far and the number of requests it is taken over.
+    pub fn p95(&self) -> (Duration, u64) {
+        let p95 = if self.requests == 0 {
+            0
+        } else {
+            self.latency_ms.value_at_quantile(0.95)
+        };
+        (Duration::from_millis(p95), self.requests)
     }
 
     fn summarise(&self, circuit_openings: u64) -> ProviderSummary {

@@ -1,0 +1,309 @@
+//! Prometheus metrics of a campaign (SPEC section 6): `[metrics] textfile` is rewritten every
+//! 30 s and at the end (to a temporary file then renamed, so node_exporter's textfile collector
+//! never reads half a file), and `[metrics] pushgateway` receives them at the end of a run,
+//! grouped by `job/msgsend/job_id/<id>`.
+//!
+//! The exposition is rendered by metrics-exporter-prometheus: it writes the classic text
+//! format without sample timestamps (which the textfile collector rejects) and, unlike
+//! prometheus-client, no OpenMetrics `# EOF`. The recorder is this run's own, not a process
+//! global, so tests running campaigns side by side never mix their figures.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `msgsend_messages_total` | counter | `channel` (kakaotalk, sms, none), `outcome` (sent, fallback, failed, uncertain) |
+//! | `msgsend_recipients_skipped_total` | counter | `reason` (invalid, duplicate, suppressed) |
+//! | `msgsend_retries_total` | counter | `provider` |
+//! | `msgsend_fallbacks_total` | counter | |
+//! | `msgsend_provider_requests_total` | counter | `provider`, `result` (ok or the error class) |
+//! | `msgsend_provider_request_duration_seconds` | histogram | `provider` |
+//! | `msgsend_success_ratio` | gauge | |
+//! | `msgsend_queue_size` | gauge | |
+//! | `msgsend_circuit_open` | gauge (0/1) | `provider` |
+
+use std::path::Path;
+use std::time::Duration;
+
+use metrics::{Counter, Gauge, Histogram, Unit};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+
+use crate::channel::Attempt;
+use crate::delivery::Router;
+use crate::journal::RecipientState;
+use crate::policy::breaker::BreakerState;
+use crate::provider::ProviderKind;
+
+/// Upper bounds of the request-duration histogram, in seconds.
+const DURATION_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// One run's metrics.
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Full("msgsend_provider_request_duration_seconds".into()),
+                &DURATION_BUCKETS,
+            )
+            .expect("the buckets are not empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        let metrics = Metrics { recorder, handle };
+        metrics.with(|| {
+            metrics::describe_counter!(
+                "msgsend_messages_total",
+                "Recipients whose send ended, by channel and outcome"
+            );
+            metrics::describe_counter!(
+                "msgsend_recipients_skipped_total",
+                "Rows not sent to, by reason"
+            );
+            metrics::describe_counter!(
+                "msgsend_retries_total",
+                "Requests beyond the first per channel"
+            );
+            metrics::describe_counter!(
+                "msgsend_fallbacks_total",
+                "Recipients delivered by the fallback channel"
+            );
+            metrics::describe_counter!(
+                "msgsend_provider_requests_total",
+                "Requests made to a provider, by result"
+            );
+            metrics::describe_histogram!(
+                "msgsend_provider_request_duration_seconds",
+                Unit::Seconds,
+                "Round-trip time of provider requests"
+            );
+            metrics::describe_gauge!(
+                "msgsend_success_ratio",
+                "Delivered share of the recipients attempted in this run"
+            );
+            metrics::describe_gauge!(
+                "msgsend_queue_size",
+                "Recipients admitted and not yet finished"
+            );
+            metrics::describe_gauge!(
+                "msgsend_circuit_open",
+                "1 while the provider's circuit is open or half-open"
+            );
+            // Present from the start, so a dashboard sees zeros rather than gaps.
+            metrics::gauge!("msgsend_success_ratio").set(1.0);
+            metrics::gauge!("msgsend_queue_size").set(0.0);
+        });
+        metrics
+    }
+
+    fn with<T>(&self, f: impl FnOnce() -> T) -> T {
+        metrics::with_local_recorder(&self.recorder, f)
+    }
+
+    fn counter(&self, name: &'static str, labels: &[(&'static str, &'static str)]) -> Counter {
+        let labels: Vec<metrics::Label> = labels
+            .iter()
+            .map(|&(k, v)| metrics::Label::new(k, v))
+            .collect();
+        self.with(|| metrics::counter!(name, labels))
+    }
+
+    fn gauge(&self, name: &'static str, labels: &[(&'static str, &'static str)]) -> Gauge {
+        let labels: Vec<metrics::Label> = labels
+            .iter()
+            .map(|&(k, v)| metrics::Label::new(k, v))
+            .collect();
+        self.with(|| metrics::gauge!(name, labels))
+    }
+
+    fn histogram(&self, name: &'static str, labels: &[(&'static str, &'static str)]) -> Histogram {
+        let labels: Vec<metrics::Label> = labels
+            .iter()
+            .map(|&(k, v)| metrics::Label::new(k, v))
+            .collect();
+        self.with(|| metrics::histogram!(name, labels))
+    }
+
+    /// A recipient's send ended in `state` through `channel`, after `attempts`.
+    pub fn finished(
+        &self,
+        state: RecipientState,
+        channel: Option<ProviderKind>,
+        attempts: &[Attempt],
+    ) {
+        let channel = channel.map_or("none", ProviderKind::name);
+        self.counter(
+            "msgsend_messages_total",
+            &[("channel", channel), ("outcome", state.name())],
+        )
+        .increment(1);
+        if state == RecipientState::Fallback {
+            self.counter("msgsend_fallbacks_total", &[]).increment(1);
+        }
+        for attempt in attempts {
+            let provider = attempt.channel.name();
+            self.counter(
+                "msgsend_provider_requests_total",
+                &[("provider", provider), ("result", attempt.outcome)],
+            )
+            .increment(1);
+            self.histogram(
+                "msgsend_provider_request_duration_seconds",
+                &[("provider", provider)],
+            )
+            .record(attempt.latency_ms as f64 / 1000.0);
+            if attempt.number > 1 {
+                self.counter("msgsend_retries_total", &[("provider", provider)])
+                    .increment(1);
+            }
+        }
+    }
+
+    /// A row not sent to: `invalid`, `duplicate` or `suppressed`.
+    pub fn skipped(&self, reason: &'static str) {
+        self.counter("msgsend_recipients_skipped_total", &[("reason", reason)])
+            .increment(1);
+    }
+
+    pub fn set_success_ratio(&self, ratio: f64) {
+        self.gauge("msgsend_success_ratio", &[]).set(ratio);
+    }
+
+    pub fn set_queue_size(&self, size: u64) {
+        self.gauge("msgsend_queue_size", &[]).set(size as f64);
+    }
+
+    /// Reads each channel's circuit into `msgsend_circuit_open`.
+    pub fn observe_circuits(&self, router: &Router) {
+        for channel in router.channels() {
+            let open = !matches!(channel.breaker_state(), BreakerState::Closed { .. });
+            self.gauge(
+                "msgsend_circuit_open",
+                &[("provider", channel.kind().name())],
+            )
+            .set(if open { 1.0 } else { 0.0 });
+        }
+    }
+
+    /// The Prometheus text exposition of everything so far.
+    pub fn render(&self) -> String {
+        self.handle.render()
+    }
+
+    /// Writes the exposition to `path` atomically: a temporary file beside it, then a rename.
+    pub fn write_textfile(&self, path: &Path) -> std::io::Result<()> {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let mut file = tempfile::NamedTempFile::new_in(dir)?;
+        std::io::Write::write_all(&mut file, self.render().as_bytes())?;
+        file.as_file().sync_all()?;
+        file.persist(path).map_err(|e| e.error)?;
+        Ok(())
+    }
+
+    /// PUTs the exposition to the Pushgateway, grouped by job id.
+    pub async fn push(
+        &self,
+        http: &reqwest::Client,
+        gateway: &reqwest::Url,
+        job_id: &str,
+    ) -> Result<(), String> {
+        let mut url = gateway.clone();
+        url.path_segments_mut()
+            .map_err(|()| "the pushgateway URL cannot take a path".to_string())?
+            .pop_if_empty()
+            .extend(["metrics", "job", "msgsend", "job_id", job_id]);
+        let response = http
+            .put(url)
+            .timeout(Duration::from_secs(10))
+            .header(reqwest::header::CONTENT_TYPE, "text/plain; version=0.0.4")
+            .body(self.render())
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_timeout() {
+                    "timeout".to_string()
+                } else {
+                    "connection failed".to_string()
+                }
+            })?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("HTTP {}", response.status().as_u16()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attempt(channel: ProviderKind, number: u32, outcome: &'static str) -> Attempt {
+        Attempt {
+            channel,
+            number,
+            outcome,
+            detail: String::new(),
+            latency_ms: 42,
+        }
+    }
+
+    #[test]
+    fn the_exposition_carries_the_spec_names_and_no_timestamps() {
+        let metrics = Metrics::new();
+        metrics.finished(
+            RecipientState::Fallback,
+            Some(ProviderKind::Sms),
+            &[
+                attempt(ProviderKind::KakaoTalk, 1, "server_error"),
+                attempt(ProviderKind::KakaoTalk, 2, "rejected"),
+                attempt(ProviderKind::Sms, 1, "ok"),
+            ],
+        );
+        metrics.skipped("invalid");
+        metrics.set_queue_size(7);
+        let text = metrics.render();
+        for expected in [
+            "msgsend_messages_total{channel=\"sms\",outcome=\"fallback\"} 1",
+            "msgsend_fallbacks_total 1",
+            "msgsend_retries_total{provider=\"kakaotalk\"} 1",
+            "msgsend_provider_requests_total{provider=\"kakaotalk\",result=\"server_error\"} 1",
+            "msgsend_provider_request_duration_seconds_bucket{provider=\"sms\",le=\"0.05\"} 1",
+            "msgsend_recipients_skipped_total{reason=\"invalid\"} 1",
+            "msgsend_queue_size 7",
+            "# TYPE msgsend_provider_request_duration_seconds histogram",
+        ] {
+            assert!(text.contains(expected), "{expected} missing from\n{text}");
+        }
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            assert_eq!(
+                line.split_whitespace().count(),
+                2,
+                "a timestamp in {line:?}"
+            );
+        }
+    }
+}
