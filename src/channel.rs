@@ -33,6 +33,9 @@ pub enum ChannelFailure {
     /// No rate-limit token within the spillover `acquire_timeout`.
     #[error("no rate-limit token within {}", crate::units::format_duration(*.0))]
     NoToken(Duration),
+    /// The request gate withdrew the message before any request (the campaign stopped).
+    #[error("withdrawn before any request")]
+    Withdrawn,
 }
 
 impl Retryable for ChannelFailure {
@@ -43,6 +46,23 @@ impl Retryable for ChannelFailure {
             },
             _ => RetryAdvice::Stop,
         }
+    }
+}
+
+/// Asked once a request has its rate-limit slot, right before it goes out: `false` withdraws it
+/// (and the message) without a request. A campaign uses it to record the recipient in flight
+/// only when a request is really about to leave, and to withdraw recipients still waiting for
+/// a token when it stops.
+pub trait RequestGate: Sync {
+    fn open(&self) -> impl Future<Output = bool> + Send;
+}
+
+/// No gate: every request goes (`send`, health).
+pub struct Ungated;
+
+impl RequestGate for Ungated {
+    async fn open(&self) -> bool {
+        true
     }
 }
 
@@ -141,12 +161,13 @@ impl Channel {
         phone: &Phone,
         message: &str,
         wait: TokenWait,
+        gate: &impl RequestGate,
         log: &mut Vec<Attempt>,
     ) -> Result<Receipt, ChannelFailure> {
         let mut backoff = self.retry.backoff();
         let mut number = 1;
         loop {
-            let (result, round_trip) = self.attempt(phone, message, wait).await;
+            let (result, round_trip) = self.attempt(phone, message, wait, gate).await;
             let error = match result {
                 Ok(receipt) => {
                     log.push(Attempt::new(
@@ -182,17 +203,14 @@ impl Channel {
         phone: &Phone,
         message: &str,
         wait: TokenWait,
+        gate: &impl RequestGate,
     ) -> (Result<Receipt, ChannelFailure>, Duration) {
         let no_request = |failure| (Err(failure), Duration::ZERO);
         if self.disabled.lock().expect("disabled lock").is_some() {
             return no_request(ChannelFailure::Disabled);
         }
-        let admission = self
-            .breaker
-            .lock()
-            .expect("breaker lock")
-            .admit(Instant::now());
-        if admission == Admission::Refused {
+        // A circuit already open sends the message on at once, without waiting for a token.
+        if self.breaker_lock().would_refuse(Instant::now()) {
             return no_request(ChannelFailure::CircuitOpen);
         }
         // The slot lives until the answer is back: see the rate limiter's module doc.
@@ -200,12 +218,21 @@ impl Channel {
             TokenWait::Unbounded => self.limiter.acquire().await,
             TokenWait::AtMost(limit) => match self.limiter.acquire_within(limit).await {
                 Some(slot) => slot,
-                None => {
-                    self.record(admission, CallOutcome::Neutral, "");
-                    return no_request(ChannelFailure::NoToken(limit));
-                }
+                None => return no_request(ChannelFailure::NoToken(limit)),
             },
         };
+        // The breaker is asked only now, right before the request: the circuit may have
+        // opened (or become ready for its half-open probe) while this send waited for a slot.
+        let admission = self.breaker_lock().admit(Instant::now());
+        if admission == Admission::Refused {
+            slot.unused();
+            return no_request(ChannelFailure::CircuitOpen);
+        }
+        if !gate.open().await {
+            self.record(admission, CallOutcome::Neutral, "");
+            slot.unused();
+            return no_request(ChannelFailure::Withdrawn);
+        }
         let credential = &self.credentials[slot.credential()];
         // The round trip only: the wait for a token is the limiter's, not the provider's.
         let started = Instant::now();
@@ -234,12 +261,14 @@ impl Channel {
         (result, round_trip)
     }
 
+    fn breaker_lock(&self) -> std::sync::MutexGuard<'_, CircuitBreaker> {
+        self.breaker.lock().expect("breaker lock")
+    }
+
     fn record(&self, admission: Admission, outcome: CallOutcome, reason: &str) {
-        let transition =
-            self.breaker
-                .lock()
-                .expect("breaker lock")
-                .record(Instant::now(), admission, outcome);
+        let transition = self
+            .breaker_lock()
+            .record(Instant::now(), admission, outcome);
         match transition {
             Some(Transition::Opened) => {
                 self.openings.fetch_add(1, Ordering::Relaxed);

@@ -2,7 +2,7 @@
 //! fails for this recipient (SPEC section 3). The result says which channel delivered it, or why
 //! neither could, with every attempt made.
 
-use crate::channel::{Attempt, Channel, ChannelFailure};
+use crate::channel::{Attempt, Channel, ChannelFailure, RequestGate, Ungated};
 use crate::config::Settings;
 use crate::phone::Phone;
 use crate::policy::routing::TokenWait;
@@ -105,11 +105,23 @@ impl Router {
     }
 
     pub async fn deliver(&self, phone: &Phone, message: &str) -> Delivery {
+        self.deliver_gated(phone, message, &Ungated).await
+    }
+
+    /// Like [`deliver`](Self::deliver), but every request first passes `gate` (see
+    /// [`RequestGate`]): a campaign records the recipient in flight there, at the last moment
+    /// before its first request, and can still withdraw it while it waits for a token.
+    pub async fn deliver_gated(
+        &self,
+        phone: &Phone,
+        message: &str,
+        gate: &impl RequestGate,
+    ) -> Delivery {
         let mut attempts = Vec::new();
         let mut failures = Vec::new();
         match self
             .primary
-            .send(phone, message, self.primary_wait, &mut attempts)
+            .send(phone, message, self.primary_wait, gate, &mut attempts)
             .await
         {
             Ok(receipt) => {
@@ -124,10 +136,11 @@ impl Router {
             }
             Err(failure) => failures.push((self.primary.kind(), failure)),
         }
-        if let Some(fallback) = &self.fallback {
+        let withdrawn = matches!(failures.last(), Some((_, ChannelFailure::Withdrawn)));
+        if let Some(fallback) = self.fallback.as_ref().filter(|_| !withdrawn) {
             tracing::debug!(phone = %phone.masked(), primary = %self.primary.kind(), "falling back to {}", fallback.kind());
             match fallback
-                .send(phone, message, TokenWait::Unbounded, &mut attempts)
+                .send(phone, message, TokenWait::Unbounded, gate, &mut attempts)
                 .await
             {
                 Ok(receipt) => {

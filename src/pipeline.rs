@@ -6,9 +6,9 @@
 //!   and what an earlier run already did), and starts a send task per admitted recipient. A
 //!   semaphore bounds the tasks, so the producer (and the source behind it) waits while
 //!   `concurrency` sends are in flight: memory does not grow with the campaign.
-//! - Each **send task** has its recipient recorded `in_flight` (and waits for that commit)
-//!   before the first request, then goes through the router (limiter, breaker, retry,
-//!   fallback) and reports the outcome.
+//! - Each **send task** goes through the router (limiter, breaker, retry, fallback); once its
+//!   first request holds a rate-limit slot, and before it leaves, the recipient is recorded
+//!   `in_flight` and the task waits for that commit. It then reports the outcome.
 //! - The **collector** is the journal's only writer: it applies everything that arrived since
 //!   its last commit in one transaction (group commit), then answers the waiting tasks, counts,
 //!   moves the progress display and enforces `--max-failure-rate`.
@@ -16,18 +16,20 @@
 //! Stopping (Ctrl-C / SIGTERM, or the failure rate): no new send starts; the producer still
 //! reads the source to its end and admits what it finds (without sending), so `total`,
 //! `eligible` and the other counts are complete and the unreached recipients wait as `queued`
-//! for `--resume`; send tasks not yet started give their recipient back (it stays `queued`);
-//! sends in flight get `shutdown_grace` to finish, and those still open then are recorded
-//! `uncertain`.
+//! for `--resume`; send tasks whose first request has not gone (waiting for a slot or a
+//! token) give their recipient back (it stays `queued`); sends in flight get
+//! `shutdown_grace` to finish, and those still open then are recorded `uncertain`.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::channel::{ChannelFailure, RequestGate};
 use crate::delivery::{Delivery, DeliveryOutcome, Router};
 use crate::journal::{
     Admission, Journal, JournalError, OutcomeRecord, RecipientState, SourceCounts,
@@ -115,8 +117,10 @@ pub async fn run(
     } = reporting;
     let stop = shutdown.child_token();
     let (events, event_queue) = mpsc::channel(campaign.concurrency * 2 + 64);
+    let failure_budget = Arc::new(FailureBudget::new(campaign.max_failure_rate));
     let sender = Arc::new(SendContext {
         router,
+        failure_budget: failure_budget.clone(),
         template: campaign.template.clone(),
         events: events.clone(),
         stop: stop.clone(),
@@ -136,9 +140,7 @@ pub async fn run(
         admitted: 0,
         attempted: 0,
         failed: 0,
-        max_failure_rate: campaign.max_failure_rate,
         stop: stop.clone(),
-        aborted: false,
     };
     let producer = produce(
         campaign,
@@ -152,7 +154,7 @@ pub async fn run(
     let (produced, collected) = tokio::join!(producer, collector.run(event_queue));
     let collected = collected?;
     let source_counts = produced?;
-    let stop_reason = if collected.aborted {
+    let stop_reason = if failure_budget.exceeded() {
         StopReason::Aborted
     } else if shutdown.is_cancelled() {
         StopReason::Interrupted
@@ -187,9 +189,57 @@ enum Event {
     },
 }
 
+/// `--max-failure-rate`: counted by the send tasks themselves as each delivery ends, so the
+/// campaign stops the moment the rate is crossed rather than when the collector catches up
+/// (failures without a request, both circuits open, end in microseconds).
+struct FailureBudget {
+    limit: Option<f64>,
+    attempted: AtomicU64,
+    failed: AtomicU64,
+    exceeded: AtomicBool,
+}
+
+/// The minimum of attempted recipients before `--max-failure-rate` may abort (SPEC).
+const FAILURE_RATE_MINIMUM: u64 = 100;
+
+impl FailureBudget {
+    fn new(limit: Option<f64>) -> FailureBudget {
+        FailureBudget {
+            limit,
+            attempted: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            exceeded: AtomicBool::new(false),
+        }
+    }
+
+    fn record(&self, failed: bool, stop: &CancellationToken) {
+        let Some(limit) = self.limit else { return };
+        let attempted = self.attempted.fetch_add(1, Ordering::SeqCst) + 1;
+        let failed = self.failed.fetch_add(u64::from(failed), Ordering::SeqCst) + u64::from(failed);
+        let rate = failed as f64 / attempted as f64;
+        if attempted >= FAILURE_RATE_MINIMUM
+            && rate > limit
+            && !self.exceeded.swap(true, Ordering::SeqCst)
+        {
+            tracing::error!(
+                failed,
+                attempted,
+                "aborting the campaign: {:.1} % of attempted recipients failed, above --max-failure-rate {limit}",
+                rate * 100.0
+            );
+            stop.cancel();
+        }
+    }
+
+    fn exceeded(&self) -> bool {
+        self.exceeded.load(Ordering::SeqCst)
+    }
+}
+
 /// What every send task shares.
 struct SendContext {
     router: Arc<Router>,
+    failure_budget: Arc<FailureBudget>,
     template: MessageTemplate,
     events: mpsc::Sender<Event>,
     stop: CancellationToken,
@@ -308,23 +358,39 @@ async fn send_one(context: &SendContext, recipient: Recipient) {
     if context.stop.is_cancelled() {
         return; // not started: it stays `queued` for a resume
     }
-    let (reply, committed) = oneshot::channel();
-    let start = Event::Start {
-        phone: recipient.phone.clone(),
-        reply,
-    };
-    if context.events.send(start).await.is_err() || committed.await.is_err() {
-        return; // the journal could not record it: no request may go
-    }
     let text = context.template.render(|field| recipient.field(field));
-    let grace_over = async {
+    let gate = InFlightGate {
+        context,
+        phone: &recipient.phone,
+        opened: AtomicBool::new(false),
+    };
+    // After a stop, a recipient whose first request has not gone yet (it waits for a token)
+    // is withdrawn at once; one already in flight gets the shutdown grace.
+    let stopped = async {
         context.stop.cancelled().await;
-        tokio::time::sleep(context.grace).await;
+        if gate.opened() {
+            tokio::time::sleep(context.grace).await;
+        }
     };
     let delivery = tokio::select! {
-        delivery = context.router.deliver(&recipient.phone, &text) => Some(delivery),
-        () = grace_over => None,
+        delivery = context.router.deliver_gated(&recipient.phone, &text, &gate) => Some(delivery),
+        () = stopped => None,
     };
+    let withdrawn = match &delivery {
+        None => !gate.opened(),
+        Some(delivery) => delivery
+            .failures
+            .iter()
+            .any(|(_, failure)| *failure == ChannelFailure::Withdrawn),
+    };
+    if withdrawn {
+        return; // stopped before any request: it stays `queued` for a resume
+    }
+    if let Some(delivery) = &delivery {
+        context
+            .failure_budget
+            .record(!delivery.delivered(), &context.stop);
+    }
     let _ = context
         .events
         .send(Event::Finish {
@@ -332,6 +398,42 @@ async fn send_one(context: &SendContext, recipient: Recipient) {
             delivery,
         })
         .await;
+}
+
+/// Records the recipient `in_flight` (and waits for the commit) when its first request is
+/// about to go, and withdraws it if the campaign stopped before that.
+struct InFlightGate<'a> {
+    context: &'a SendContext,
+    phone: &'a Phone,
+    opened: AtomicBool,
+}
+
+impl InFlightGate<'_> {
+    fn opened(&self) -> bool {
+        self.opened.load(Ordering::SeqCst)
+    }
+}
+
+impl RequestGate for InFlightGate<'_> {
+    async fn open(&self) -> bool {
+        if self.opened() {
+            return true; // a retry or the fallback: already recorded in flight
+        }
+        if self.context.stop.is_cancelled() {
+            return false;
+        }
+        let (reply, committed) = oneshot::channel();
+        let start = Event::Start {
+            phone: self.phone.clone(),
+            reply,
+        };
+        // No commit, no request: the journal must know before the provider does.
+        if self.context.events.send(start).await.is_err() || committed.await.is_err() {
+            return false;
+        }
+        self.opened.store(true, Ordering::SeqCst);
+        true
+    }
 }
 
 /// The journal's only writer, and the owner of the run's counts.
@@ -350,9 +452,7 @@ struct Collector<'a> {
     admitted: u64,
     attempted: u64,
     failed: u64,
-    max_failure_rate: Option<f64>,
     stop: CancellationToken,
-    aborted: bool,
 }
 
 /// An answer owed once the transaction holding its write is committed.
@@ -360,9 +460,6 @@ enum Reply {
     Admitted(oneshot::Sender<Vec<Admission>>, Vec<Admission>),
     Started(oneshot::Sender<()>),
 }
-
-/// The minimum of attempted recipients before `--max-failure-rate` may abort (SPEC).
-const FAILURE_RATE_MINIMUM: u64 = 100;
 
 impl Collector<'_> {
     async fn run(mut self, mut events: mpsc::Receiver<Event>) -> Result<Self, JournalError> {
@@ -466,19 +563,6 @@ impl Collector<'_> {
         }
         self.attempted += 1;
         self.failed += u64::from(state == RecipientState::Failed);
-        if let Some(limit) = self.max_failure_rate {
-            let rate = self.failed as f64 / self.attempted as f64;
-            if !self.aborted && self.attempted >= FAILURE_RATE_MINIMUM && rate > limit {
-                self.aborted = true;
-                tracing::error!(
-                    failed = self.failed,
-                    attempted = self.attempted,
-                    "aborting the campaign: {:.1} % of attempted recipients failed, above --max-failure-rate {limit}",
-                    rate * 100.0
-                );
-                self.stop.cancel();
-            }
-        }
     }
 }
 

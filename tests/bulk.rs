@@ -23,18 +23,6 @@ fn summary(output: &Output) -> serde_json::Value {
     })
 }
 
-/// Writes the crowd as `people.csv` and its opt-outs as `optout.txt` (configured).
-fn with_csv(world: &mut World, crowd: &Crowd) -> String {
-    let csv = world.path("people.csv");
-    crowd.write_csv(&csv);
-    crowd.write_suppression(&world.path("optout.txt"));
-    world.set(
-        "source.suppression",
-        world.path("optout.txt").display().to_string(),
-    );
-    csv.display().to_string()
-}
-
 fn bulk_args<'a>(source: &'a [&'a str], extra: &'a [&'a str]) -> Vec<&'a str> {
     let mut args = vec!["bulk", "--age-group", "20s", "--message", MESSAGE];
     args.extend_from_slice(source);
@@ -96,7 +84,7 @@ async fn a_csv_campaign_with_faults_reaches_every_eligible_recipient_exactly_onc
         config.sms.faults.fail_rate = 0.1;
     })
     .await;
-    let csv = with_csv(&mut world, &crowd);
+    let csv = world.with_crowd(&crowd);
     let output = world
         .msgsend(&bulk_args(&["--csv", &csv], &["--summary-json", "-"]))
         .await;
@@ -158,7 +146,7 @@ async fn a_sqlite_campaign_under_spillover_uses_both_quotas_and_sends_once() {
     world
         .set("providers.kakaotalk.rate_limit", "20/s")
         .set("routing.acquire_timeout", "50ms");
-    with_csv(&mut world, &crowd);
+    world.with_crowd(&crowd);
     crowd.write_sqlite(&world.path("people.sqlite")).await;
     let output = world
         .msgsend(&bulk_args(
@@ -189,7 +177,7 @@ async fn a_postgres_campaign_reads_dates_and_sends_once() {
     };
     let crowd = crowd(60);
     let mut world = World::start(|_| {}).await;
-    with_csv(&mut world, &crowd);
+    world.with_crowd(&crowd);
     let table = format!("users_{}", std::process::id());
     crowd.write_postgres(&url, &table).await;
     let query = format!("SELECT name, phone, birth_date, city FROM {table}");
@@ -215,7 +203,7 @@ async fn a_postgres_campaign_reads_dates_and_sends_once() {
 async fn sigterm_stops_with_130_and_resume_finishes_without_sending_twice() {
     let crowd = crowd(100);
     let mut world = slow_world("25/s", Duration::from_millis(50)).await;
-    let csv = with_csv(&mut world, &crowd);
+    let csv = world.with_crowd(&crowd);
     let child = world
         .command(&bulk_args(
             &["--csv", &csv],
@@ -259,7 +247,7 @@ async fn sigterm_stops_with_130_and_resume_finishes_without_sending_twice() {
 async fn after_a_hard_kill_resume_never_sends_twice_and_counts_the_unknown_as_uncertain() {
     let crowd = crowd(100);
     let mut world = slow_world("40/s", Duration::from_millis(300)).await;
-    let csv = with_csv(&mut world, &crowd);
+    let csv = world.with_crowd(&crowd);
     let mut child = world
         .command(&bulk_args(
             &["--csv", &csv],
@@ -297,7 +285,7 @@ async fn after_a_hard_kill_resume_never_sends_twice_and_counts_the_unknown_as_un
 async fn a_second_bulk_on_the_same_state_dir_is_refused_within_two_seconds() {
     let crowd = crowd(60);
     let mut world = slow_world("10/s", Duration::ZERO).await;
-    let csv = with_csv(&mut world, &crowd);
+    let csv = world.with_crowd(&crowd);
     let mut first = world
         .command(&bulk_args(&["--csv", &csv], &[]))
         .spawn()
@@ -321,7 +309,7 @@ async fn a_second_bulk_on_the_same_state_dir_is_refused_within_two_seconds() {
 async fn dry_run_counts_and_renders_but_sends_nothing() {
     let crowd = crowd(30);
     let mut world = World::start(|_| {}).await;
-    let csv = with_csv(&mut world, &crowd);
+    let csv = world.with_crowd(&crowd);
     let output = world
         .msgsend(&bulk_args(&["--csv", &csv], &["--dry-run"]))
         .await;
@@ -351,7 +339,7 @@ async fn dry_run_counts_and_renders_but_sends_nothing() {
 async fn off_a_terminal_there_is_no_bar_but_a_progress_line_every_ten_seconds() {
     let crowd = crowd(50);
     let mut world = slow_world("4/s", Duration::ZERO).await;
-    let csv = with_csv(&mut world, &crowd);
+    let csv = world.with_crowd(&crowd);
     let output = world.msgsend(&bulk_args(&["--csv", &csv], &[])).await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let log = stderr(&output);
@@ -370,7 +358,7 @@ async fn failed_recipients_land_in_the_failed_csv_and_retry_failed_sends_only_th
         config.kakaotalk.faults.reject_phones = rejected.iter().map(|p| p.to_string()).collect();
     })
     .await;
-    let csv = with_csv(&mut world, &crowd);
+    let csv = world.with_crowd(&crowd);
     world
         .sandbox
         .sms
@@ -431,7 +419,7 @@ async fn failed_recipients_land_in_the_failed_csv_and_retry_failed_sends_only_th
 async fn usage_and_source_errors_send_nothing() {
     let crowd = crowd(10);
     let mut world = World::start(|_| {}).await;
-    let csv = with_csv(&mut world, &crowd);
+    let csv = world.with_crowd(&crowd);
     std::fs::write(
         world.path("no_phone.csv"),
         "name,birth_date\n홍길동,2000-01-01\n",
@@ -565,7 +553,7 @@ fn nix_kill(pid: u32, signal: &str) {
 async fn a_campaign_failing_above_max_failure_rate_aborts_after_a_hundred_attempts() {
     let crowd = crowd(200);
     let mut world = World::start(|_| {}).await;
-    let csv = with_csv(&mut world, &crowd);
+    let csv = world.with_crowd(&crowd);
     for sim in [&world.sandbox.kakaotalk, &world.sandbox.sms] {
         sim.control
             .down

@@ -74,6 +74,15 @@ impl CircuitBreaker {
         self.state
     }
 
+    /// Whether [`admit`](Self::admit) would refuse a call now, without changing anything.
+    pub fn would_refuse(&self, now: Instant) -> bool {
+        match self.state {
+            BreakerState::Closed { .. } | BreakerState::HalfOpen { probing: false } => false,
+            BreakerState::Open { until } => now < until,
+            BreakerState::HalfOpen { probing: true } => true,
+        }
+    }
+
     pub fn admit(&mut self, now: Instant) -> Admission {
         match self.state {
             BreakerState::Closed { .. } => Admission::Allowed,
@@ -141,6 +150,18 @@ mod tests {
     use super::*;
 
     const OPEN_FOR: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn would_refuse_peeks_without_taking_the_probe() {
+        let start = Instant::now();
+        let mut breaker = opened(start);
+        assert!(breaker.would_refuse(start));
+        let later = start + OPEN_FOR;
+        assert!(!breaker.would_refuse(later));
+        assert!(!breaker.would_refuse(later), "peeking took nothing");
+        assert_eq!(breaker.admit(later), Admission::Probe);
+        assert!(breaker.would_refuse(later), "the probe is out");
+    }
 
     fn opened(start: Instant) -> CircuitBreaker {
         let mut breaker = CircuitBreaker::new(3, OPEN_FOR);

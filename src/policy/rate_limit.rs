@@ -119,17 +119,29 @@ impl Slot<'_> {
     pub fn credential(&self) -> usize {
         self.credential
     }
-}
 
-impl Drop for Slot<'_> {
-    fn drop(&mut self) {
+    /// Gives the slot back without a request having been made: it does not count.
+    pub fn unused(self) {
+        self.release(false);
+        std::mem::forget(self);
+    }
+
+    fn release(&self, used: bool) {
         {
             let mut credentials = self.limiter.lock();
             let log = &mut credentials[self.credential];
             log.in_flight -= 1;
-            log.completed.push_back(Instant::now());
+            if used {
+                log.completed.push_back(Instant::now());
+            }
         }
         self.limiter.completed.notify_waiters();
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.release(true);
     }
 }
 
@@ -396,6 +408,15 @@ mod tests {
         let _slot = limiter.acquire().await;
         // One second (plus the 1 % margin) after the first slot, not after the abandoned one.
         assert_eq!(Instant::now() - before, Duration::from_millis(510));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unused_slot_does_not_count() {
+        let limiter = RateLimiter::new(["1/s".parse().unwrap()]);
+        limiter.acquire().await.unused();
+        let before = Instant::now();
+        let _slot = limiter.acquire().await;
+        assert_eq!(Instant::now(), before);
     }
 
     #[tokio::test(start_paused = true)]

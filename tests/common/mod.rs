@@ -8,6 +8,7 @@ use std::process::Output;
 use std::sync::atomic::AtomicU64;
 
 pub mod crowd;
+pub mod receiver;
 
 use msgsend::sandbox::{RecordedMessage, Sandbox, SandboxConfig, SimStats};
 use tempfile::TempDir;
@@ -76,6 +77,17 @@ header = "{{name}}님, 안녕하세요. 현대 오토에버입니다."
             record,
             config,
         }
+    }
+
+    /// Writes `crowd` as `people.csv` and its opt-outs as `optout.txt` (configured as the
+    /// suppression list); returns the CSV's path.
+    pub fn with_crowd(&mut self, crowd: &crowd::Crowd) -> String {
+        let csv = self.path("people.csv");
+        crowd.write_csv(&csv);
+        crowd.write_suppression(&self.path("optout.txt"));
+        let optout = self.path("optout.txt").display().to_string();
+        self.set("source.suppression", optout);
+        csv.display().to_string()
     }
 
     /// A path inside the scratch directory.
@@ -208,4 +220,42 @@ pub fn postgres_url() -> Option<String> {
             None
         }
     }
+}
+
+/// Checks a Prometheus text exposition with `promtool check metrics` (Debian's `prometheus`
+/// package, which `.ci/run` installs). Without promtool the check is skipped, loudly, unless
+/// `MSGSEND_REQUIRE_PROMTOOL=1` (set by `.ci/run`) makes that a failure.
+pub fn promtool_check(exposition: &str) {
+    use std::io::Write as _;
+    let child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(_) => {
+            let required = std::env::var("MSGSEND_REQUIRE_PROMTOOL").is_ok_and(|v| v == "1");
+            assert!(
+                !required,
+                "MSGSEND_REQUIRE_PROMTOOL=1 but promtool is not installed"
+            );
+            eprintln!("SKIPPED: promtool not found (install Debian's prometheus, as .ci/run does)");
+            return;
+        }
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(exposition.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "promtool check metrics failed:\n{}{}\n{exposition}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
