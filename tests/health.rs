@@ -42,6 +42,11 @@ async fn rejected_credentials_and_outages_exit_4_and_say_why() {
     assert_eq!(reports[1]["provider"], "sms");
     assert_eq!(reports[1]["status"], "unhealthy");
     assert_eq!(reports[1]["detail"], "HTTP 503");
+    // The state a campaign started now would begin in, and each provider's role.
+    assert_eq!(reports[0]["run_state"], "disabled");
+    assert_eq!(reports[0]["role"], "primary");
+    assert_eq!(reports[1]["run_state"], "opens");
+    assert_eq!(reports[1]["role"], "fallback");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -58,6 +63,6 @@ async fn an_unreachable_or_slow_provider_is_unhealthy() {
     let output = world.msgsend(&["health", "--json"]).await;
     assert_eq!(output.status.code(), Some(4));
     let reports = json(&output);
-    assert_eq!(reports[0]["detail"], "connection failed");
+    assert_eq!(reports[0]["detail"], "connection refused");
     assert_eq!(reports[1]["detail"], "timeout");
 }

@@ -157,12 +157,14 @@ pub async fn run_campaign(
     }
     let metrics = Arc::new(Metrics::new());
     let textfile = settings.metrics.textfile.clone().map(|path| {
-        tokio::spawn(write_metrics_every(
-            METRICS_EVERY,
-            metrics.clone(),
-            router.clone(),
-            path,
-        ))
+        let router = router.clone();
+        tokio::spawn(
+            metrics
+                .clone()
+                .write_every(METRICS_EVERY, path, move |metrics| {
+                    metrics.observe_circuits(&router);
+                }),
+        )
     });
     let started = Instant::now();
     let progress = Progress::start(total, show_bar);
@@ -435,23 +437,6 @@ fn write_summary(summary: &Summary, json: Option<&Path>) -> anyhow::Result<()> {
     }
     stdout.flush()?;
     Ok(())
-}
-
-/// Rewrites the metrics textfile every `period` until aborted.
-async fn write_metrics_every(
-    period: std::time::Duration,
-    metrics: Arc<Metrics>,
-    router: Arc<Router>,
-    path: PathBuf,
-) {
-    let mut ticks = tokio::time::interval(period);
-    loop {
-        ticks.tick().await;
-        metrics.observe_circuits(&router);
-        if let Err(error) = metrics.write_textfile(&path) {
-            tracing::warn!(file = %path.display(), "cannot write the metrics textfile: {error}");
-        }
-    }
 }
 
 /// The end-of-run metrics: the textfile once more, and the Pushgateway. Failures are logged;

@@ -162,7 +162,18 @@ impl ProviderError {
         if error.is_timeout() {
             ProviderError::new(Class::Timeout, "timeout")
         } else if error.is_connect() {
-            ProviderError::new(Class::Connect, "connection failed")
+            let refused =
+                std::iter::successors(Some(&error as &(dyn std::error::Error + 'static)), |e| {
+                    e.source()
+                })
+                .filter_map(|e| e.downcast_ref::<std::io::Error>())
+                .any(|e| e.kind() == std::io::ErrorKind::ConnectionRefused);
+            let detail = if refused {
+                "connection refused"
+            } else {
+                "connection failed"
+            };
+            ProviderError::new(Class::Connect, detail)
         } else {
             ProviderError::new(
                 Class::Connect,

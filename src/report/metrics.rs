@@ -20,7 +20,8 @@
 //! | `msgsend_queue_size` | gauge | |
 //! | `msgsend_circuit_open` | gauge (0/1) | `provider` |
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram, Unit};
@@ -220,6 +221,25 @@ impl Metrics {
         Ok(())
     }
 
+    /// Rewrites the textfile every `period` (the first time at once) until the task is
+    /// dropped, calling `refresh` first (to read the circuits). A failed write is logged and
+    /// retried at the next tick: monitoring never stops a campaign.
+    pub async fn write_every(
+        self: Arc<Self>,
+        period: Duration,
+        path: PathBuf,
+        refresh: impl Fn(&Metrics),
+    ) {
+        let mut ticks = tokio::time::interval(period);
+        loop {
+            ticks.tick().await;
+            refresh(&self);
+            if let Err(error) = self.write_textfile(&path) {
+                tracing::warn!(file = %path.display(), "cannot write the metrics textfile: {error}");
+            }
+        }
+    }
+
     /// PUTs the exposition to the Pushgateway, grouped by job id.
     pub async fn push(
         &self,
@@ -266,6 +286,34 @@ mod tests {
             detail: String::new(),
             latency_ms: 42,
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_textfile_is_rewritten_every_period() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("msgsend.prom");
+        let metrics = Arc::new(Metrics::new());
+        let writer = tokio::spawn(metrics.clone().write_every(
+            Duration::from_secs(30),
+            path.clone(),
+            |_| {},
+        ));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(path.exists(), "written at once");
+        metrics.set_queue_size(3);
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        assert!(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .contains("msgsend_queue_size 0")
+        );
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .contains("msgsend_queue_size 3")
+        );
+        writer.abort();
     }
 
     #[test]
