@@ -34,6 +34,34 @@ fn seoul(time: &str) -> Clock {
     )
 }
 
+/// `bulk --age-group 20s --csv CSV --message hi`, then `extra`.
+fn campaign<'a>(csv: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "bulk",
+        "--age-group",
+        "20s",
+        "--csv",
+        csv,
+        "--message",
+        "hi",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// Runs a campaign in-process with the clock reading `time` (Seoul, today) at its start.
+async fn run_at(settings: &msgsend::config::Settings, args: BulkArgs, time: &str) -> ExitStatus {
+    msgsend::commands::bulk::run_campaign(
+        settings,
+        args,
+        false,
+        seoul(time),
+        std::future::pending(),
+    )
+    .await
+    .unwrap()
+}
+
 async fn job_status(world: &World, id: &str) -> JobStatus {
     let mut journal = Journal::open(&world.path("state")).await.unwrap();
     journal.job(id).await.unwrap().status
@@ -59,43 +87,19 @@ async fn a_campaign_reaching_quiet_hours_pauses_with_75_and_resume_finishes_it()
         "evening",
     ]);
     // Two seconds before quiet hours: the campaign starts, then pauses.
-    let status = msgsend::commands::bulk::run_campaign(
-        &settings,
-        args,
-        false,
-        seoul("20:59:58"),
-        std::future::pending(),
-    )
-    .await
-    .unwrap();
+    let status = run_at(&settings, args, "20:59:58").await;
     assert_eq!(status, ExitStatus::Paused);
     assert_eq!(job_status(&world, "evening").await, JobStatus::Paused);
     let before = world.recorded().len();
     assert!(before > 0 && before < crowd.eligible.len(), "{before}");
 
     // Inside quiet hours a resume refuses to start, sending nothing.
-    let status = msgsend::commands::bulk::run_campaign(
-        &settings,
-        bulk(&["--resume", "evening"]),
-        false,
-        seoul("23:30:00"),
-        std::future::pending(),
-    )
-    .await
-    .unwrap();
+    let status = run_at(&settings, bulk(&["--resume", "evening"]), "23:30:00").await;
     assert_eq!(status, ExitStatus::Paused);
     assert_eq!(world.recorded().len(), before);
 
     // The next morning `--resume` alone (as a cron line would run it) finishes the job.
-    let status = msgsend::commands::bulk::run_campaign(
-        &settings,
-        bulk(&["--resume"]),
-        false,
-        seoul("09:00:00"),
-        std::future::pending(),
-    )
-    .await
-    .unwrap();
+    let status = run_at(&settings, bulk(&["--resume"]), "09:00:00").await;
     assert_eq!(status, ExitStatus::Success);
     assert_eq!(job_status(&world, "evening").await, JobStatus::Done);
     let mut phones: Vec<String> = world.recorded().into_iter().map(|m| m.phone).collect();
@@ -149,18 +153,7 @@ async fn an_outage_alerts_the_webhook_once_down_and_once_recovered() {
         .set("alerts.webhook", hook.url());
     let csv = world.with_crowd(&crowd);
     let output = world
-        .msgsend(&[
-            "-v",
-            "bulk",
-            "--age-group",
-            "20s",
-            "--csv",
-            &csv,
-            "--message",
-            "hi",
-            "--job-id",
-            "hooked",
-        ])
+        .msgsend(&campaign(&csv, &["--job-id", "hooked"]))
         .await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let alerts = hook.json();
@@ -206,17 +199,7 @@ async fn low_success_and_a_long_queue_alert_once_each_even_through_a_failing_web
             .store(true, std::sync::atomic::Ordering::SeqCst);
     }
     let csv = world.with_crowd(&crowd);
-    let output = world
-        .msgsend(&[
-            "bulk",
-            "--age-group",
-            "20s",
-            "--csv",
-            &csv,
-            "--message",
-            "hi",
-        ])
-        .await;
+    let output = world.msgsend(&campaign(&csv, &[])).await;
     // Everyone failed, and the webhook answered 500 to every alert: the campaign still ran
     // to its end and reported.
     assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
@@ -245,17 +228,7 @@ async fn slow_responses_alert_once_and_an_unreachable_webhook_changes_nothing() 
         .set("alerts.webhook", dead_url)
         .set("alerts.max_response_time", "10ms");
     let csv = world.with_crowd(&crowd);
-    let output = world
-        .msgsend(&[
-            "bulk",
-            "--age-group",
-            "20s",
-            "--csv",
-            &csv,
-            "--message",
-            "hi",
-        ])
-        .await;
+    let output = world.msgsend(&campaign(&csv, &[])).await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let log = stderr(&output);
     assert_eq!(log.matches("p95 response time").count(), 1, "{log}");
@@ -281,17 +254,7 @@ async fn the_metrics_textfile_passes_promtool_and_the_pushgateway_gets_the_run()
         .set("metrics.pushgateway", gateway.url());
     let csv = world.with_crowd(&crowd);
     let output = world
-        .msgsend(&[
-            "bulk",
-            "--age-group",
-            "20s",
-            "--csv",
-            &csv,
-            "--message",
-            "hi",
-            "--job-id",
-            "metered",
-        ])
+        .msgsend(&campaign(&csv, &["--job-id", "metered"]))
         .await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let text = std::fs::read_to_string(&textfile).unwrap();

@@ -40,6 +40,13 @@ const DURATION_BUCKETS: [f64; 12] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
+fn to_labels(pairs: &[(&'static str, &'static str)]) -> Vec<metrics::Label> {
+    pairs
+        .iter()
+        .map(|&(key, value)| metrics::Label::new(key, value))
+        .collect()
+}
+
 /// One run's metrics.
 pub struct Metrics {
     recorder: PrometheusRecorder,
@@ -119,27 +126,15 @@ impl Metrics {
     }
 
     fn counter(&self, name: &'static str, labels: &[(&'static str, &'static str)]) -> Counter {
-        let labels: Vec<metrics::Label> = labels
-            .iter()
-            .map(|&(k, v)| metrics::Label::new(k, v))
-            .collect();
-        self.with(|| metrics::counter!(name, labels))
+        self.with(|| metrics::counter!(name, to_labels(labels)))
     }
 
     fn gauge(&self, name: &'static str, labels: &[(&'static str, &'static str)]) -> Gauge {
-        let labels: Vec<metrics::Label> = labels
-            .iter()
-            .map(|&(k, v)| metrics::Label::new(k, v))
-            .collect();
-        self.with(|| metrics::gauge!(name, labels))
+        self.with(|| metrics::gauge!(name, to_labels(labels)))
     }
 
     fn histogram(&self, name: &'static str, labels: &[(&'static str, &'static str)]) -> Histogram {
-        let labels: Vec<metrics::Label> = labels
-            .iter()
-            .map(|&(k, v)| metrics::Label::new(k, v))
-            .collect();
-        self.with(|| metrics::histogram!(name, labels))
+        self.with(|| metrics::histogram!(name, to_labels(labels)))
     }
 
     /// A recipient's send ended in `state` through `channel`, after `attempts`.
