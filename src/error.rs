@@ -20,6 +20,9 @@ pub enum ExitStatus {
     Paused,
     /// A campaign stopped by Ctrl-C / SIGTERM; resumable.
     Interrupted,
+    /// A campaign stopped by a runtime condition (every provider unusable) after recording
+    /// and reporting everything; resumable. Exit 1, like other runtime errors.
+    Stopped,
 }
 
 impl ExitStatus {
@@ -30,6 +33,7 @@ impl ExitStatus {
             ExitStatus::Unhealthy => 4,
             ExitStatus::Paused => 75,
             ExitStatus::Interrupted => 130,
+            ExitStatus::Stopped => 1,
         }
     }
 }

@@ -665,6 +665,11 @@ impl Batch<'_> {
         self.set_state(phone, RecipientState::InFlight).await
     }
 
+    /// Records that every request for `phone` so far failed for certain: it waits to be sent.
+    pub async fn requeue(&mut self, phone: &Phone) -> Result<(), JournalError> {
+        self.set_state(phone, RecipientState::Queued).await
+    }
+
     async fn set_state(
         &mut self,
         phone: &Phone,

@@ -58,6 +58,8 @@ pub struct Campaign {
     pub batch_size: usize,
     pub shutdown_grace: Duration,
     pub max_failure_rate: Option<f64>,
+    /// How long to wait for a channel to come back once all are unusable.
+    pub all_open_wait: Duration,
 }
 
 /// Where a run reports as it goes: the progress display, the metrics, the alert watch.
@@ -68,7 +70,7 @@ pub struct Reporting {
 }
 
 /// Why a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StopReason {
     /// The source was read to its end and every admitted recipient has an outcome.
     Finished,
@@ -76,6 +78,9 @@ pub enum StopReason {
     Interrupted,
     /// More than `--max-failure-rate` of the attempted recipients failed.
     Aborted,
+    /// Every channel stayed unusable (circuits open, credentials refused) for longer than
+    /// `all_open_wait`; the reason says which and why.
+    ProvidersUnusable(String),
 }
 
 /// What a run measured.
@@ -118,9 +123,11 @@ pub async fn run(
     let stop = shutdown.child_token();
     let (events, event_queue) = mpsc::channel(campaign.concurrency * 2 + 64);
     let failure_budget = Arc::new(FailureBudget::new(campaign.max_failure_rate));
+    let outage = Arc::new(Outage::new(campaign.all_open_wait));
     let sender = Arc::new(SendContext {
         router,
         failure_budget: failure_budget.clone(),
+        outage: outage.clone(),
         template: campaign.template.clone(),
         events: events.clone(),
         stop: stop.clone(),
@@ -156,6 +163,8 @@ pub async fn run(
     let source_counts = produced?;
     let stop_reason = if failure_budget.exceeded() {
         StopReason::Aborted
+    } else if let Some(reason) = outage.gave_up() {
+        StopReason::ProvidersUnusable(reason)
     } else if shutdown.is_cancelled() {
         StopReason::Interrupted
     } else {
@@ -179,6 +188,11 @@ enum Event {
     },
     /// Record `phone` in flight; the reply comes once that is committed.
     Start {
+        phone: Phone,
+        reply: oneshot::Sender<()>,
+    },
+    /// Record `phone` queued again (its requests failed for certain, it waits to be retried).
+    Requeue {
         phone: Phone,
         reply: oneshot::Sender<()>,
     },
@@ -236,10 +250,125 @@ impl FailureBudget {
     }
 }
 
+/// Why no channel would take a message, when no request was made at all.
+struct Unusable {
+    reason: String,
+    /// Every channel refused the credentials: waiting cannot help.
+    permanent: bool,
+}
+
+impl Unusable {
+    /// `None` when the delivery is this recipient's own outcome. Otherwise no channel would
+    /// take the message: every channel refused it without a request (circuit open,
+    /// credentials refused, no token), or, once an outage has begun, the only requests made
+    /// were half-open probes (or other sends) that failed transiently.
+    fn of(delivery: &Delivery, outage_begun: bool) -> Option<Unusable> {
+        if delivery.delivered() || delivery.failures.is_empty() {
+            return None;
+        }
+        let refused = |failure: &ChannelFailure| {
+            matches!(
+                failure,
+                ChannelFailure::CircuitOpen | ChannelFailure::Disabled | ChannelFailure::NoToken(_)
+            )
+        };
+        let refused_only = delivery.attempts.is_empty()
+            && delivery
+                .failures
+                .iter()
+                .all(|(_, failure)| refused(failure));
+        let transient_in_outage = outage_begun
+            && delivery.failures.iter().all(|(_, failure)| {
+                refused(failure)
+                    || matches!(failure, ChannelFailure::Provider(e) if e.class.is_transient())
+            });
+        (refused_only || transient_in_outage).then(|| Unusable {
+            reason: delivery.reason(),
+            permanent: delivery
+                .failures
+                .iter()
+                .all(|(_, failure)| *failure == ChannelFailure::Disabled),
+        })
+    }
+}
+
+/// Every channel unusable at once. Send tasks wait here (holding their concurrency slot, so
+/// the producer waits too) for at most `all_open_wait` from the moment it began; then the
+/// campaign stops, resumable, with the reason.
+struct Outage {
+    limit: Duration,
+    since: std::sync::Mutex<Option<tokio::time::Instant>>,
+    gave_up: std::sync::Mutex<Option<String>>,
+}
+
+enum AfterOutage {
+    TryAgain,
+    GiveUp,
+}
+
+/// How often a waiting send looks again whether a channel takes messages.
+const OUTAGE_POLL: Duration = Duration::from_millis(250);
+
+impl Outage {
+    fn new(limit: Duration) -> Outage {
+        Outage {
+            limit,
+            since: std::sync::Mutex::new(None),
+            gave_up: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn begun(&self) -> bool {
+        self.since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    /// A message was delivered: a channel is usable again.
+    fn clear(&self) {
+        *self.since.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    async fn wait(&self, unusable: Unusable, stop: &CancellationToken) -> AfterOutage {
+        if stop.is_cancelled() {
+            return AfterOutage::GiveUp;
+        }
+        let now = tokio::time::Instant::now();
+        let since = *self
+            .since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(now);
+        if unusable.permanent || now - since >= self.limit {
+            let mut gave_up = self.gave_up.lock().unwrap_or_else(|p| p.into_inner());
+            if gave_up.is_none() {
+                let reason = format!("every channel is unusable ({})", unusable.reason);
+                tracing::error!("stopping the campaign: {reason}; `--resume` continues it");
+                *gave_up = Some(reason);
+                stop.cancel();
+            }
+            return AfterOutage::GiveUp;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(OUTAGE_POLL) => AfterOutage::TryAgain,
+            () = stop.cancelled() => AfterOutage::GiveUp,
+        }
+    }
+
+    fn gave_up(&self) -> Option<String> {
+        self.gave_up
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
 /// What every send task shares.
 struct SendContext {
     router: Arc<Router>,
     failure_budget: Arc<FailureBudget>,
+    outage: Arc<Outage>,
     template: MessageTemplate,
     events: mpsc::Sender<Event>,
     stop: CancellationToken,
@@ -364,17 +493,42 @@ async fn send_one(context: &SendContext, recipient: Recipient) {
         phone: &recipient.phone,
         opened: AtomicBool::new(false),
     };
-    // After a stop, a recipient whose first request has not gone yet (it waits for a token)
-    // is withdrawn at once; one already in flight gets the shutdown grace.
-    let stopped = async {
-        context.stop.cancelled().await;
-        if gate.opened() {
-            tokio::time::sleep(context.grace).await;
+    let delivery = loop {
+        // After a stop, a recipient whose first request has not gone yet (it waits for a
+        // token) is withdrawn at once; one already in flight gets the shutdown grace.
+        let stopped = async {
+            context.stop.cancelled().await;
+            if gate.opened() {
+                tokio::time::sleep(context.grace).await;
+            }
+        };
+        let delivery = tokio::select! {
+            delivery = context.router.deliver_gated(&recipient.phone, &text, &gate) => Some(delivery),
+            () = stopped => None,
+        };
+        let Some(done) = &delivery else {
+            break delivery;
+        };
+        match Unusable::of(done, context.outage.begun()) {
+            // No channel would take it: not this recipient's failure. Wait for one to come
+            // back (a half-open probe) rather than burn through the list.
+            Some(unusable) => {
+                // What was tried failed for certain: the recipient is back in the queue.
+                if gate.opened() {
+                    gate.requeue().await;
+                }
+                match context.outage.wait(unusable, &context.stop).await {
+                    AfterOutage::TryAgain => continue,
+                    AfterOutage::GiveUp => return, // stays `queued` for a resume
+                }
+            }
+            None => {
+                if done.delivered() {
+                    context.outage.clear();
+                }
+                break delivery;
+            }
         }
-    };
-    let delivery = tokio::select! {
-        delivery = context.router.deliver_gated(&recipient.phone, &text, &gate) => Some(delivery),
-        () = stopped => None,
     };
     let withdrawn = match &delivery {
         None => !gate.opened(),
@@ -405,12 +559,29 @@ async fn send_one(context: &SendContext, recipient: Recipient) {
 struct InFlightGate<'a> {
     context: &'a SendContext,
     phone: &'a Phone,
+    /// Set before the `in_flight` record is even sent, so that a stop arriving while the
+    /// record is on its way treats the recipient as in flight (grace, then `uncertain`) and
+    /// never leaves an `in_flight` row behind a send it dropped.
     opened: AtomicBool,
 }
 
 impl InFlightGate<'_> {
+    /// Whether the journal may hold this recipient `in_flight`.
     fn opened(&self) -> bool {
         self.opened.load(Ordering::SeqCst)
+    }
+
+    /// Records the recipient `queued` again (every request made for it failed for certain)
+    /// and closes the gate, so the next request records it in flight anew.
+    async fn requeue(&self) {
+        let (reply, committed) = oneshot::channel();
+        let requeue = Event::Requeue {
+            phone: self.phone.clone(),
+            reply,
+        };
+        if self.context.events.send(requeue).await.is_ok() && committed.await.is_ok() {
+            self.opened.store(false, Ordering::SeqCst);
+        }
     }
 }
 
@@ -422,6 +593,7 @@ impl RequestGate for InFlightGate<'_> {
         if self.context.stop.is_cancelled() {
             return false;
         }
+        self.opened.store(true, Ordering::SeqCst);
         let (reply, committed) = oneshot::channel();
         let start = Event::Start {
             phone: self.phone.clone(),
@@ -429,9 +601,9 @@ impl RequestGate for InFlightGate<'_> {
         };
         // No commit, no request: the journal must know before the provider does.
         if self.context.events.send(start).await.is_err() || committed.await.is_err() {
+            self.opened.store(false, Ordering::SeqCst);
             return false;
         }
-        self.opened.store(true, Ordering::SeqCst);
         true
     }
 }
@@ -491,6 +663,10 @@ impl Collector<'_> {
                 }
                 Event::Start { phone, reply } => {
                     batch.start(&phone).await?;
+                    replies.push(Reply::Started(reply));
+                }
+                Event::Requeue { phone, reply } => {
+                    batch.requeue(&phone).await?;
                     replies.push(Reply::Started(reply));
                 }
                 Event::Finish { phone, delivery } => {

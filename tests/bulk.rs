@@ -358,6 +358,8 @@ async fn failed_recipients_land_in_the_failed_csv_and_retry_failed_sends_only_th
         config.kakaotalk.faults.reject_phones = rejected.iter().map(|p| p.to_string()).collect();
     })
     .await;
+    // SMS's circuit stays closed, so both reasons name its answer.
+    world.set("circuit_breaker.failure_threshold", 100);
     let csv = world.with_crowd(&crowd);
     world
         .sandbox
@@ -553,6 +555,8 @@ fn nix_kill(pid: u32, signal: &str) {
 async fn a_campaign_failing_above_max_failure_rate_aborts_after_a_hundred_attempts() {
     let crowd = crowd(200);
     let mut world = World::start(|_| {}).await;
+    // Circuits that never open: every recipient is really attempted and fails.
+    world.set("circuit_breaker.failure_threshold", 100_000);
     let csv = world.with_crowd(&crowd);
     for sim in [&world.sandbox.kakaotalk, &world.sandbox.sms] {
         sim.control
@@ -585,4 +589,72 @@ async fn a_campaign_failing_above_max_failure_rate_aborts_after_a_hundred_attemp
     let jobs: serde_json::Value = serde_json::from_slice(&jobs.stdout).unwrap();
     assert_eq!(jobs[0]["job_id"], "doomed");
     assert_eq!(jobs[0]["status"], "ABORTED");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_every_channel_down_a_campaign_waits_then_stops_resumable_instead_of_failing_everyone()
+{
+    let crowd = crowd(100);
+    let mut world = World::start(|_| {}).await;
+    world
+        .set("circuit_breaker.failure_threshold", 2)
+        .set("circuit_breaker.open_timeout", "200ms")
+        .set("circuit_breaker.all_open_wait", "1s")
+        .set("retry.max_attempts", 1);
+    let csv = world.with_crowd(&crowd);
+    let down = |world: &World, down: bool| {
+        for sim in [&world.sandbox.kakaotalk, &world.sandbox.sms] {
+            sim.control
+                .down
+                .store(down, std::sync::atomic::Ordering::SeqCst);
+        }
+    };
+    down(&world, true);
+    let started = Instant::now();
+    let output = world
+        .msgsend(&bulk_args(
+            &["--csv", &csv],
+            &[
+                "--job-id",
+                "blackout",
+                "--concurrency",
+                "5",
+                "--summary-json",
+                "-",
+            ],
+        ))
+        .await;
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let first = summary(&output);
+    assert_eq!(first["status"], "INTERRUPTED");
+    assert!(
+        first["reason"]
+            .as_str()
+            .unwrap()
+            .contains("every channel is unusable"),
+        "{first}"
+    );
+    // Only the sends that met the outage before the circuits opened failed; the rest wait.
+    let failed = first["failed"].as_u64().unwrap();
+    assert!(failed <= 10, "{first}");
+    assert_eq!(
+        first["pending"].as_u64().unwrap() + failed,
+        crowd.eligible.len() as u64,
+        "{first}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+
+    down(&world, false);
+    let resumed = world
+        .msgsend(&["bulk", "--resume", "blackout", "--summary-json", "-"])
+        .await;
+    let second = summary(&resumed);
+    assert_eq!(second["status"], "DONE", "{}", stderr(&resumed));
+    assert_eq!(second["failed"].as_u64().unwrap(), failed);
+    assert_eq!(
+        second["sent"].as_u64().unwrap() + second["fallback"].as_u64().unwrap() + failed,
+        crowd.eligible.len() as u64,
+        "{second}"
+    );
+    assert_eq!(resumed.status.code(), Some(if failed > 0 { 3 } else { 0 }));
 }

@@ -192,7 +192,8 @@ async fn low_success_and_a_long_queue_alert_once_each_even_through_a_failing_web
     world
         .set("alerts.webhook", hook.url())
         .set("alerts.max_queue", 5)
-        .set("retry.max_attempts", 1);
+        .set("retry.max_attempts", 1)
+        .set("circuit_breaker.failure_threshold", 100_000);
     for sim in [&world.sandbox.kakaotalk, &world.sandbox.sms] {
         sim.control
             .down

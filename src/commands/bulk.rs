@@ -140,6 +140,7 @@ pub async fn run_campaign(
         batch_size: settings.bulk.batch_size,
         shutdown_grace: settings.bulk.shutdown_grace,
         max_failure_rate: params.max_failure_rate,
+        all_open_wait: settings.breaker.all_open_wait,
     };
     let stops = Stops::new();
     stops.on(
@@ -196,10 +197,11 @@ pub async fn run_campaign(
             return Err(error.into());
         }
     };
-    let status = match outcome.stop {
-        StopReason::Finished => JobStatus::Done,
-        StopReason::Interrupted => stops.cause().unwrap_or(JobStatus::Interrupted),
-        StopReason::Aborted => JobStatus::Aborted,
+    let (status, stop_reason) = match &outcome.stop {
+        StopReason::Finished => (JobStatus::Done, None),
+        StopReason::Interrupted => (stops.cause().unwrap_or(JobStatus::Interrupted), None),
+        StopReason::Aborted => (JobStatus::Aborted, None),
+        StopReason::ProvidersUnusable(reason) => (JobStatus::Interrupted, Some(reason.clone())),
     };
     let duration = started.elapsed();
     journal
@@ -209,6 +211,7 @@ pub async fn run_campaign(
     let summary = Summary::new(RunFigures {
         job_id: &job_id,
         status,
+        reason: stop_reason.clone(),
         source: outcome.source,
         states: job.states,
         retries: job.retries,
@@ -233,6 +236,8 @@ pub async fn run_campaign(
     }
     write_summary(&summary, args.summary_json.as_deref())?;
     Ok(match status {
+        // Stopped by a runtime condition (every provider unusable), not by the operator.
+        JobStatus::Interrupted if stop_reason.is_some() => ExitStatus::Stopped,
         JobStatus::Interrupted => ExitStatus::Interrupted,
         JobStatus::Paused => ExitStatus::Paused,
         JobStatus::Aborted => ExitStatus::NotDelivered,

@@ -76,6 +76,7 @@ struct ResolvedRetry {
 struct ResolvedBreaker {
     failure_threshold: u32,
     open_timeout: String,
+    all_open_wait: String,
 }
 
 #[derive(Serialize)]
@@ -168,6 +169,7 @@ impl From<&Settings> for Resolved {
             circuit_breaker: ResolvedBreaker {
                 failure_threshold: s.breaker.failure_threshold,
                 open_timeout: format_duration(s.breaker.open_timeout),
+                all_open_wait: format_duration(s.breaker.all_open_wait),
             },
             bulk: ResolvedBulk {
                 concurrency: s.bulk.concurrency,

@@ -79,6 +79,9 @@ pub struct RoutingSettings {
 pub struct BreakerSettings {
     pub failure_threshold: u32,
     pub open_timeout: Duration,
+    /// How long a campaign waits, once every channel is unusable (circuits open), for a
+    /// half-open probe to bring one back before it stops.
+    pub all_open_wait: Duration,
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -93,6 +93,7 @@ pub struct RawRetry {
 pub struct RawCircuitBreaker {
     pub failure_threshold: Option<u32>,
     pub open_timeout: Option<Expanded<Dur>>,
+    pub all_open_wait: Option<Expanded<Dur>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -86,6 +86,10 @@ pub(super) fn resolve(raw: RawConfig, at: &Locator) -> Result<Settings, ConfigEr
             .circuit_breaker
             .open_timeout
             .map_or(Duration::from_secs(30), |d| d.0.0),
+        all_open_wait: raw
+            .circuit_breaker
+            .all_open_wait
+            .map_or(Duration::from_secs(120), |d| d.0.0),
     };
 
     let bulk = BulkSettings {

@@ -90,6 +90,8 @@ pub struct ProviderSummary {
 pub struct Summary {
     pub job_id: String,
     pub status: JobStatus,
+    /// Why the run stopped early on its own (every provider unusable); null otherwise.
+    pub reason: Option<String>,
     pub total: u64,
     pub eligible: u64,
     pub sent: u64,
@@ -112,6 +114,7 @@ pub struct Summary {
 pub struct RunFigures<'a> {
     pub job_id: &'a str,
     pub status: JobStatus,
+    pub reason: Option<String>,
     pub source: SourceCounts,
     pub states: StateCounts,
     pub retries: u64,
@@ -127,6 +130,7 @@ impl Summary {
         Summary {
             job_id: figures.job_id.to_string(),
             status: figures.status,
+            reason: figures.reason,
             total: figures.source.total,
             eligible: figures.states.eligible(),
             sent: figures.states.sent,
@@ -155,6 +159,13 @@ impl Summary {
 
     pub fn write_text(&self, out: &mut impl Write) -> io::Result<()> {
         writeln!(out, "Campaign {}: {}", self.job_id, self.status.name())?;
+        if let Some(reason) = &self.reason {
+            writeln!(
+                out,
+                "  stopped: {reason}; `msgsend bulk --resume {}` continues it",
+                self.job_id
+            )?;
+        }
         let rows: [(&str, String); 13] = [
             ("total read", self.total.to_string()),
             ("eligible", self.eligible.to_string()),
