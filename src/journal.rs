@@ -290,10 +290,7 @@ pub struct Journal {
 impl Journal {
     /// Opens (creating when needed) the journal of `state_dir`.
     pub async fn open(state_dir: &Path) -> Result<Journal, JournalError> {
-        std::fs::create_dir_all(state_dir).map_err(|source| JournalError::StateDir {
-            path: state_dir.display().to_string(),
-            source,
-        })?;
+        create_state_dir(state_dir)?;
         let path = journal_path(state_dir);
         let options = SqliteConnectOptions::new()
             .filename(&path)
@@ -718,6 +715,21 @@ impl Batch<'_> {
     }
 }
 
+/// Creates the state directory when missing, readable by its owner only (mode 0700): the
+/// journal holds phone numbers and names. An existing directory keeps its mode.
+fn create_state_dir(state_dir: &Path) -> Result<(), JournalError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(state_dir)
+        .map_err(|source| JournalError::StateDir {
+            path: state_dir.display().to_string(),
+            source,
+        })
+}
+
 /// Holds the state directory's lock for as long as it lives; the OS releases it when the
 /// process dies, so a killed run never leaves a stale lock behind.
 #[derive(Debug)]
@@ -727,10 +739,7 @@ pub struct StateLock {
 
 /// Takes the lock of `state_dir` or fails at once when another process holds it.
 pub fn lock(state_dir: &Path) -> Result<StateLock, JournalError> {
-    std::fs::create_dir_all(state_dir).map_err(|source| JournalError::StateDir {
-        path: state_dir.display().to_string(),
-        source,
-    })?;
+    create_state_dir(state_dir)?;
     let lock_path = state_dir.join("bulk.lock");
     let file = File::options()
         .create(true)
@@ -833,6 +842,17 @@ mod tests {
         // --resend-uncertain puts the uncertain one back in the queue.
         let run = journal.begin_run("job", true).await.unwrap();
         assert_eq!(admit(&mut journal, run, &b).await, Admission::Send);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_new_state_dir_is_private_to_its_owner() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let _lock = lock(&state).unwrap();
+        let mode = std::fs::metadata(&state).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
     }
 
     #[tokio::test]

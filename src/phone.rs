@@ -97,6 +97,39 @@ impl fmt::Display for Phone {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_text_parses_or_is_refused_without_panic(text in "\\PC{0,40}") {
+            if let Ok(phone) = Phone::parse(&text) {
+                // What was accepted is normal: parsing it again changes nothing.
+                prop_assert_eq!(Phone::parse(phone.as_str()), Ok(phone.clone()));
+            }
+        }
+
+        #[test]
+        fn every_mobile_number_reads_the_same_in_every_accepted_form(
+            prefix in prop::sample::select(vec!["010", "011", "016", "017", "018", "019"]),
+            middle in "[0-9]{3,4}",
+            last in "[0-9]{4}",
+        ) {
+            let normal = format!("{prefix}-{middle}-{last}");
+            for written in [
+                format!("{prefix}{middle}{last}"),
+                format!("{prefix} {middle} {last}"),
+                format!("+82 {}-{middle}-{last}", &prefix[1..]),
+                format!("+82 {prefix} {middle} {last}"),
+                normal.clone(),
+            ] {
+                let phone = Phone::parse(&written).unwrap();
+                prop_assert_eq!(phone.as_str(), normal.as_str());
+                let masked = phone.masked();
+                prop_assert!(!masked.contains(&middle), "{} shows its middle", masked);
+                prop_assert!(masked.ends_with(&last));
+            }
+        }
+    }
 
     #[test]
     fn accepted_forms_normalise_to_dashed_form() {

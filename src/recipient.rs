@@ -358,6 +358,23 @@ mod tests {
 
     proptest! {
         #[test]
+        fn any_row_is_a_recipient_or_an_invalid_row_without_panic(
+            fields in proptest::collection::vec("\\PC{0,30}", 0..6),
+            line in 1u64..1_000_000,
+        ) {
+            let shape = shape(&["name", "phone", "birth_date", "city", "rrn"]);
+            let raw: Vec<&str> = fields.iter().map(String::as_str).collect();
+            match shape.recipient(line, &raw) {
+                Ok(recipient) => {
+                    prop_assert!(!recipient.name.is_empty());
+                    prop_assert_eq!(recipient.line, line);
+                }
+                Err(invalid) => prop_assert_eq!(invalid.line, line),
+            }
+            let _ = birth_date_from_rrn(raw.first().copied().unwrap_or(""));
+        }
+
+        #[test]
         fn sql_bounds_agree_with_the_age_rule(
             birth_days in 0i32..50_000,
             today_days in 0i32..50_000,

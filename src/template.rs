@@ -149,6 +149,28 @@ impl MessageTemplate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_text_is_a_template_or_an_error_without_panic(text in "\\PC{0,60}") {
+            if let Ok(template) = Template::parse(&text) {
+                // Printed back, a template parses to itself.
+                prop_assert_eq!(Template::parse(&template.to_string()), Ok(template.clone()));
+                // Rendering never panics, whatever the values.
+                let mut out = String::new();
+                template.render_into(|_| Some("값 {x} }}"), &mut out);
+            }
+        }
+
+        #[test]
+        fn literal_text_with_escaped_braces_renders_as_written(text in "[^{}]{0,30}") {
+            let template = Template::parse(&format!("{{{{{text}}}}}")).unwrap();
+            let mut out = String::new();
+            template.render_into(|_| None, &mut out);
+            prop_assert_eq!(out, format!("{{{text}}}"));
+        }
+    }
 
     fn render(template: &str, fields: &[(&str, &str)]) -> String {
         let mut out = String::new();

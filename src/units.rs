@@ -23,21 +23,20 @@ pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
     let amount: u64 = digits
         .parse()
         .map_err(|_| UnitError::new(text, "the number is too large"))?;
-    let unit_length = unit_length(unit.trim())
+    let unit_millis = unit_millis(unit.trim())
         .ok_or_else(|| UnitError::new(text, "unknown unit (expected ms, s, m, min or h)"))?;
-    unit_length
-        .checked_mul(
-            u32::try_from(amount).map_err(|_| UnitError::new(text, "the number is too large"))?,
-        )
+    amount
+        .checked_mul(unit_millis)
+        .map(Duration::from_millis)
         .ok_or_else(|| UnitError::new(text, "the duration is too long"))
 }
 
-fn unit_length(unit: &str) -> Option<Duration> {
+fn unit_millis(unit: &str) -> Option<u64> {
     Some(match unit {
-        "ms" => Duration::from_millis(1),
-        "s" => Duration::from_secs(1),
-        "m" | "min" => Duration::from_secs(60),
-        "h" => Duration::from_secs(3600),
+        "ms" => 1,
+        "s" => 1000,
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
         _ => return None,
     })
 }
@@ -87,7 +86,7 @@ impl FromStr for Rate {
             return Err(UnitError::new(text, "the count must be at least 1"));
         }
         let window = window.trim();
-        let per = match unit_length(window) {
+        let per = match unit_millis(window).map(Duration::from_millis) {
             Some(length) => length,
             None => parse_duration(window).map_err(|_| {
                 UnitError::new(
@@ -134,6 +133,31 @@ impl UnitError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_text_is_a_rate_or_an_error_without_panic(text in "\\PC{0,24}") {
+            if let Ok(rate) = text.parse::<Rate>() {
+                // A valid rate prints as a rate that parses back to itself.
+                prop_assert_eq!(rate.to_string().parse::<Rate>(), Ok(rate));
+                prop_assert!(rate.count > 0 && !rate.per.is_zero());
+            }
+            let _ = parse_duration(&text);
+        }
+
+        #[test]
+        fn durations_print_and_parse_back(millis in 1u64..10_000_000_000) {
+            let duration = Duration::from_millis(millis);
+            prop_assert_eq!(parse_duration(&format_duration(duration)), Ok(duration));
+        }
+
+        #[test]
+        fn rates_print_and_parse_back(count in 1u32..1_000_000, seconds in 1u64..100_000) {
+            let rate = Rate { count, per: Duration::from_secs(seconds) };
+            prop_assert_eq!(rate.to_string().parse::<Rate>(), Ok(rate));
+        }
+    }
 
     #[test]
     fn durations_take_one_integer_and_one_unit() {

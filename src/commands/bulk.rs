@@ -418,12 +418,28 @@ fn write_failed_csv(path: &PathBuf, rows: &[journal::Undelivered]) -> anyhow::Re
         csv::Writer::from_path(path).with_context(|| format!("--failed-csv {}", path.display()))?;
     writer.write_record(["phone", "name", "reason", "line"])?;
     for row in rows {
-        writer.write_record([&row.phone, &row.name, &row.reason, &row.line.to_string()])?;
+        writer.write_record([
+            row.phone.as_str(),
+            &spreadsheet_safe(&row.name),
+            &spreadsheet_safe(&row.reason),
+            &row.line.to_string(),
+        ])?;
     }
     writer
         .flush()
         .with_context(|| format!("--failed-csv {}", path.display()))?;
     Ok(())
+}
+
+/// A cell a spreadsheet will not evaluate: source text starting with `=`, `+`, `-`, `@`, a tab
+/// or a carriage return (a formula, e.g. `=cmd|' /C calc'!A0`) gets a leading `'`, which
+/// spreadsheets show as text. The CSV quoting itself is the csv crate's.
+fn spreadsheet_safe(cell: &str) -> std::borrow::Cow<'_, str> {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{cell}").into()
+    } else {
+        cell.into()
+    }
 }
 
 /// The table on stdout; with `--summary-json -` the JSON instead, with `--summary-json FILE`

@@ -5,6 +5,7 @@
 
 mod raw;
 mod resolve;
+pub mod security;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -167,7 +168,7 @@ pub fn config_path(from_cli: Option<&Path>) -> PathBuf {
     from_cli.map_or_else(|| PathBuf::from(DEFAULT_CONFIG_FILE), Path::to_path_buf)
 }
 
-/// Reads, parses and validates the config file.
+/// Reads, parses and validates the config file, and logs what it exposes (see [`security`]).
 pub fn load(file: &Path) -> Result<Settings, ConfigError> {
     let text = std::fs::read_to_string(file).map_err(|error| ConfigError::Unreadable {
         file: file.to_path_buf(),
@@ -178,7 +179,11 @@ pub fn load(file: &Path) -> Result<Settings, ConfigError> {
             _ => error.to_string(),
         },
     })?;
-    parse(file, &text)
+    let settings = parse(file, &text)?;
+    for warning in security::warnings(&settings, file, &text) {
+        tracing::warn!("{warning}");
+    }
+    Ok(settings)
 }
 
 /// Parses and validates config text; `file` is only used in error messages.
