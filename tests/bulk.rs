@@ -428,7 +428,7 @@ async fn usage_and_source_errors_send_nothing() {
     )
     .unwrap();
     std::fs::write(world.path("empty.csv"), "").unwrap();
-    let cases: [(Vec<&str>, i32, &str); 7] = [
+    let cases: [(Vec<&str>, i32, &str); 8] = [
         (
             vec![
                 "bulk",
@@ -511,6 +511,19 @@ async fn usage_and_source_errors_send_nothing() {
             ],
             1,
             "missing.sqlite",
+        ),
+        (
+            vec![
+                "bulk",
+                "--age-group",
+                "20s",
+                "--csv",
+                &csv,
+                "--message",
+                "{name",
+            ],
+            2,
+            "unclosed",
         ),
     ];
     for (args, code, mentions) in cases {
@@ -657,4 +670,23 @@ async fn with_every_channel_down_a_campaign_waits_then_stops_resumable_instead_o
         "{second}"
     );
     assert_eq!(resumed.status.code(), Some(if failed > 0 { 3 } else { 0 }));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unusable_state_dir_stops_before_any_request() {
+    let crowd = crowd(5);
+    let mut world = World::start(|_| {}).await;
+    let csv = world.with_crowd(&crowd);
+    // A regular file where the state directory should be.
+    let not_a_dir = world.path("state-is-a-file");
+    std::fs::write(&not_a_dir, "").unwrap();
+    world.set("state_dir", not_a_dir.display().to_string());
+    let output = world.msgsend(&bulk_args(&["--csv", &csv], &[])).await;
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains(&format!("state directory {}", not_a_dir.display())),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(count(&world.sandbox.kakaotalk.stats.requests), 0);
 }

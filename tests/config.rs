@@ -145,11 +145,17 @@ fn a_bad_duration_or_rate_is_named_with_its_line_and_key() {
         (line, key.as_deref()),
         (Some(6), Some("providers.kakaotalk.rate_limit"))
     );
-    let (_, key, _) = error_of(&MINIMAL.replace(
-        "password = \"1234\"",
-        "password = \"1234\"\nrate_limit = \"0/s\"",
-    ));
-    assert_eq!(key.as_deref(), Some("providers.kakaotalk.rate_limit"));
+    for zero_or_negative in ["0/s", "-5/s", "5/0s", "5/-1s"] {
+        let (_, key, message) = error_of(&MINIMAL.replace(
+            "password = \"1234\"",
+            &format!("password = \"1234\"\nrate_limit = \"{zero_or_negative}\""),
+        ));
+        assert_eq!(
+            key.as_deref(),
+            Some("providers.kakaotalk.rate_limit"),
+            "{zero_or_negative}: {message}"
+        );
+    }
 }
 
 #[test]

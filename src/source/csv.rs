@@ -187,6 +187,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn quoted_newlines_stay_in_their_field_and_lines_keep_counting() {
+        let rows = read(
+            "name,phone,birth_date\n\"두 줄\n이름\",010-1111-2222,2000-01-01\nb,bad,2000-01-01\n"
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let SourceRow::InRange(first) = &rows[0] else {
+            panic!("{rows:?}")
+        };
+        assert_eq!((first.line, first.name.as_str()), (2, "두 줄\n이름"));
+        let SourceRow::Invalid(bad) = &rows[1] else {
+            panic!("{rows:?}")
+        };
+        assert_eq!((bad.line, bad.field), (4, "phone"));
+    }
+
+    #[tokio::test]
+    async fn a_ten_megabyte_line_is_one_bad_row_and_the_next_row_is_read() {
+        let mut bytes = b"name,phone,birth_date\na,".to_vec();
+        bytes.extend(std::iter::repeat_n(b'7', 10 * 1024 * 1024));
+        bytes.extend_from_slice(b",2000-01-01\nb,010-1111-2222,2000-01-01\n");
+        let rows = read(&bytes).await.unwrap();
+        assert_eq!(rows.len(), 2);
+        let SourceRow::Invalid(bad) = &rows[0] else {
+            panic!("the long row was accepted")
+        };
+        assert_eq!((bad.line, bad.field), (2, "phone"));
+        assert!(bad.reason.len() < 200, "the reason does not echo the field");
+        assert_eq!(phones(&rows), ["010-1111-2222"]);
+    }
+
+    #[tokio::test]
     async fn a_missing_column_or_an_empty_file_stops_before_any_row() {
         let missing = read(b"name,birth_date\na,2000-01-01\n").await;
         assert!(
