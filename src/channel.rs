@@ -36,6 +36,9 @@ pub enum ChannelFailure {
     /// The request gate withdrew the message before any request (the campaign stopped).
     #[error("withdrawn before any request")]
     Withdrawn,
+    /// The message is longer than the provider takes (`max_message_length`); not sent to it.
+    #[error("message too long ({length} > {max} characters)")]
+    TooLong { length: usize, max: usize },
 }
 
 impl Retryable for ChannelFailure {
@@ -107,6 +110,7 @@ pub struct Channel {
     openings: AtomicU64,
     failure_threshold: u32,
     alerter: Alerter,
+    max_message_length: usize,
     breaker: Mutex<CircuitBreaker>,
     /// Set once the provider refuses msgsend's credentials: the provider is out for the run.
     disabled: Mutex<Option<String>>,
@@ -128,6 +132,7 @@ impl Channel {
             openings: AtomicU64::new(0),
             failure_threshold: breaker.failure_threshold,
             alerter: Alerter::log_only(),
+            max_message_length: settings.max_message_length,
             breaker: Mutex::new(CircuitBreaker::new(
                 breaker.failure_threshold,
                 breaker.open_timeout,
@@ -144,6 +149,10 @@ impl Channel {
     /// Sends this channel's alerts (circuit opened or closed, credentials refused) there.
     pub fn set_alerter(&mut self, alerter: Alerter) {
         self.alerter = alerter;
+    }
+
+    pub fn max_message_length(&self) -> usize {
+        self.max_message_length
     }
 
     pub fn circuit_openings(&self) -> u64 {
@@ -164,6 +173,13 @@ impl Channel {
         gate: &impl RequestGate,
         log: &mut Vec<Attempt>,
     ) -> Result<Receipt, ChannelFailure> {
+        let length = message.chars().count();
+        if length > self.max_message_length {
+            return Err(ChannelFailure::TooLong {
+                length,
+                max: self.max_message_length,
+            });
+        }
         let mut backoff = self.retry.backoff();
         let mut number = 1;
         loop {

@@ -690,3 +690,57 @@ async fn an_unusable_state_dir_stops_before_any_request() {
     );
     assert_eq!(count(&world.sandbox.kakaotalk.stats.requests), 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_too_long_for_every_provider_fails_that_recipient_without_a_request() {
+    let mut world = World::start(|_| {}).await;
+    let long_city = "가".repeat(1200);
+    std::fs::write(
+        world.path("people.csv"),
+        format!(
+            "name,phone,birth_date,city\n짧은,010-6000-0001,{0},서울\n긴,010-6000-0002,{0},{long_city}\n",
+            common::crowd::today_in_seoul()
+                .checked_sub(jiff::Span::new().years(25))
+                .unwrap()
+        ),
+    )
+    .unwrap();
+    let output = world
+        .msgsend(&bulk_args(
+            &["--csv", "people.csv"],
+            &["--summary-json", "-", "--failed-csv", "failed.csv"],
+        ))
+        .await;
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    let summary = summary(&output);
+    assert_eq!(
+        (summary["sent"].as_u64(), summary["failed"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(count(&world.sandbox.kakaotalk.stats.requests), 1);
+    assert_eq!(count(&world.sandbox.sms.stats.requests), 0);
+    let failed = std::fs::read_to_string(world.path("failed.csv")).unwrap();
+    assert!(
+        failed.contains(
+            "kakaotalk: message too long (1241 > 1000 characters); sms: message too long"
+        ),
+        "{failed}"
+    );
+
+    // A body too long before any placeholder is filled is refused before anything is sent.
+    let too_long = "x".repeat(1001);
+    let refused = world
+        .msgsend(&[
+            "bulk",
+            "--age-group",
+            "20s",
+            "--csv",
+            "people.csv",
+            "--message",
+            &too_long,
+        ])
+        .await;
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    assert!(stderr(&refused).contains("max_message_length"));
+    assert_eq!(count(&world.sandbox.kakaotalk.stats.requests), 1);
+}

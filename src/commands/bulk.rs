@@ -92,6 +92,11 @@ pub async fn run_campaign(
     template
         .check_fields(&available)
         .map_err(|e| UsageError(format!("the message or [message] header: {e}")))?;
+    super::check_length(
+        settings,
+        &template.render(|_| Some("")),
+        "before any placeholder is filled",
+    )?;
     let suppression = match &settings.source.suppression {
         Some(path) => source::suppression::load(path)?,
         None => Default::default(),

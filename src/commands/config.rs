@@ -44,6 +44,7 @@ struct ResolvedProvider {
     base_url: String,
     timeout: String,
     health_path: String,
+    max_message_length: usize,
     credentials: Vec<ResolvedCredential>,
 }
 
@@ -140,6 +141,7 @@ impl From<&Settings> for Resolved {
                         base_url: p.base_url.to_string(),
                         timeout: format_duration(p.timeout),
                         health_path: p.health_path.clone(),
+                        max_message_length: p.max_message_length,
                         credentials: p
                             .credentials
                             .iter()

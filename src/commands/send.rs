@@ -42,6 +42,7 @@ pub async fn run(global: &GlobalArgs, args: SendArgs) -> anyhow::Result<ExitStat
         _ => None,
     });
 
+    super::check_length(&settings, &text, "")?;
     let router = Router::new(&settings, http_client(), args.channel, args.no_fallback)
         .map_err(UsageError)?;
     let delivery = router.deliver(&phone, &text).await;

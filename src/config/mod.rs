@@ -58,6 +58,8 @@ pub struct ProviderSettings {
     pub credentials: Vec<CredentialSettings>,
     pub timeout: Duration,
     pub health_path: String,
+    /// The longest message (in characters) the provider takes; longer ones are not sent to it.
+    pub max_message_length: usize,
 }
 
 #[derive(Debug, Clone)]

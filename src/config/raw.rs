@@ -59,6 +59,7 @@ pub struct RawProvider {
     pub rate_limit: Option<Expanded<Rate>>,
     pub timeout: Option<Expanded<Dur>>,
     pub health_path: Option<Expanded<String>>,
+    pub max_message_length: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

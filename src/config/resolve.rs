@@ -255,12 +255,19 @@ fn resolve_provider(
     if timeout.is_zero() {
         return Err(at.error(&key("timeout"), "must be longer than zero"));
     }
+    let max_message_length = positive(
+        raw.max_message_length
+            .unwrap_or(crate::provider::DEFAULT_MAX_MESSAGE_LENGTH),
+        &key("max_message_length"),
+        at,
+    )? as usize;
     Ok(ProviderSettings {
         kind,
         base_url,
         credentials,
         timeout,
         health_path,
+        max_message_length,
     })
 }
 

@@ -238,6 +238,11 @@ impl fmt::Debug for Credential {
 }
 
 /// The HTTP client every provider shares: rustls, keep-alive, HTTP/1.1 and HTTP/2.
+/// The longest message, in characters, a provider takes unless its config says otherwise:
+/// KakaoTalk's notification messages hold 1,000 characters, and an SMS long message (LMS)
+/// 2,000 bytes, which is 1,000 Korean characters in the carriers' EUC-KR encoding.
+pub const DEFAULT_MAX_MESSAGE_LENGTH: u32 = 1000;
+
 pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         .pool_idle_timeout(Duration::from_secs(90))

@@ -172,6 +172,11 @@ async fn message(
         Ok(parsed) => parsed,
         Err(reason) => return bad_request(&state, reason),
     };
+    // As strict as the real providers: a message over their length limit is refused.
+    let limit = crate::provider::DEFAULT_MAX_MESSAGE_LENGTH as usize;
+    if text.chars().count() > limit {
+        return bad_request(&state, "message too long");
+    }
     if state.kind == ProviderKind::KakaoTalk && state.faults.reject_phones.contains(&phone) {
         return bad_request(&state, "recipient rejected");
     }
