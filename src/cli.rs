@@ -229,6 +229,18 @@ pub struct SandboxArgs {
     /// Answer 500 to the first N message requests
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub fail_first: u64,
+    /// Share of accepted messages whose answer is cut off mid-body (0..1)
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = parse_probability)]
+    pub reset_rate: f64,
+    /// Share of accepted messages answered 200 with a body that is not JSON (0..1)
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = parse_probability)]
+    pub garbage_rate: f64,
+    /// Answer 429 to everything for this long after start
+    #[arg(long, value_name = "DURATION", default_value = "0ms", value_parser = parse_duration)]
+    pub storm_for: Duration,
+    /// During --storm-for, send no Retry-After header
+    #[arg(long)]
+    pub storm_without_retry_after: bool,
     /// Which provider the fault options above apply to
     #[arg(long, value_enum, default_value_t = FaultTarget::Both)]
     pub faults_on: FaultTarget,

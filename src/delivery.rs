@@ -18,6 +18,9 @@ pub enum DeliveryOutcome {
     Fallback { message_id: Option<String> },
     /// Not delivered; each channel tried and why it gave up.
     Failed,
+    /// Not known: the connection broke after a request went out (the provider may have the
+    /// message), so it was neither retried nor sent to the fallback.
+    Uncertain,
 }
 
 #[derive(Debug, Clone)]
@@ -32,7 +35,19 @@ pub struct Delivery {
 
 impl Delivery {
     pub fn delivered(&self) -> bool {
-        !matches!(self.outcome, DeliveryOutcome::Failed)
+        matches!(
+            self.outcome,
+            DeliveryOutcome::Sent { .. } | DeliveryOutcome::Fallback { .. }
+        )
+    }
+
+    fn uncertain(failures: Vec<(ProviderKind, ChannelFailure)>, attempts: Vec<Attempt>) -> Self {
+        Delivery {
+            outcome: DeliveryOutcome::Uncertain,
+            channel: None,
+            failures,
+            attempts,
+        }
     }
 
     /// `kakaotalk: HTTP 400; sms: timeout`, the reason for an undelivered message.
@@ -43,6 +58,16 @@ impl Delivery {
             .collect::<Vec<_>>()
             .join("; ")
     }
+}
+
+/// Whether the last channel tried lost its answer (see [`Class::AnswerLost`]).
+///
+/// [`Class::AnswerLost`]: crate::provider::Class::AnswerLost
+fn answer_lost(failures: &[(ProviderKind, ChannelFailure)]) -> bool {
+    matches!(
+        failures.last(),
+        Some((_, ChannelFailure::Provider(error))) if error.class == crate::provider::Class::AnswerLost
+    )
 }
 
 /// The channels of a run and the strategy between them.
@@ -136,6 +161,9 @@ impl Router {
             }
             Err(failure) => failures.push((self.primary.kind(), failure)),
         }
+        if answer_lost(&failures) {
+            return Delivery::uncertain(failures, attempts);
+        }
         let withdrawn = matches!(failures.last(), Some((_, ChannelFailure::Withdrawn)));
         if let Some(fallback) = self.fallback.as_ref().filter(|_| !withdrawn) {
             tracing::debug!(phone = %phone.masked(), primary = %self.primary.kind(), "falling back to {}", fallback.kind());
@@ -154,6 +182,9 @@ impl Router {
                     };
                 }
                 Err(failure) => failures.push((fallback.kind(), failure)),
+            }
+            if answer_lost(&failures) {
+                return Delivery::uncertain(failures, attempts);
             }
         }
         Delivery {

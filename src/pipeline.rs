@@ -543,7 +543,7 @@ async fn send_one(context: &SendContext, recipient: Recipient) {
     if let Some(delivery) = &delivery {
         context
             .failure_budget
-            .record(!delivery.delivered(), &context.stop);
+            .record(delivery.outcome == DeliveryOutcome::Failed, &context.stop);
     }
     let _ = context
         .events
@@ -759,13 +759,14 @@ fn outcome_record<'a>(phone: &'a Phone, delivery: Option<&'a Delivery>) -> Outco
             (RecipientState::Fallback, message_id.as_deref())
         }
         DeliveryOutcome::Failed => (RecipientState::Failed, None),
+        DeliveryOutcome::Uncertain => (RecipientState::Uncertain, None),
     };
     OutcomeRecord {
         phone,
         state,
         channel: delivery.channel.map(ProviderKind::name),
         reason: match state {
-            RecipientState::Failed => delivery.reason(),
+            RecipientState::Failed | RecipientState::Uncertain => delivery.reason(),
             _ => String::new(),
         },
         message_id,

@@ -76,6 +76,10 @@ fn config_from(args: SandboxArgs) -> Result<SandboxConfig, UsageError> {
         outage_for: args.outage_for,
         fail_first: args.fail_first,
         reject_phones: HashSet::new(),
+        reset_rate: args.reset_rate,
+        garbage_rate: args.garbage_rate,
+        storm_for: args.storm_for,
+        storm_without_retry_after: args.storm_without_retry_after,
     };
     if matches!(args.faults_on, FaultTarget::Both | FaultTarget::Kakaotalk) {
         config.kakaotalk.faults = faults.clone();

@@ -72,7 +72,7 @@ fn json_result(phone: &Phone, delivery: &Delivery) -> serde_json::Value {
         DeliveryOutcome::Sent { message_id } | DeliveryOutcome::Fallback { message_id } => {
             message_id.clone()
         }
-        DeliveryOutcome::Failed => None,
+        DeliveryOutcome::Failed | DeliveryOutcome::Uncertain => None,
     };
     serde_json::json!({
         "delivered": delivery.delivered(),

@@ -87,12 +87,17 @@ pub enum Class {
     RateLimited,
     /// No answer within the provider's `timeout`: transient, counted by the breaker.
     Timeout,
-    /// The connection could not be made or broke: transient, counted by the breaker.
+    /// The connection could not be made: the request never left. Transient, counted by the
+    /// breaker.
     Connect,
     /// 400 or another 4xx: permanent for this recipient, not retried, goes to the fallback.
     Rejected,
     /// 401/403: permanent for the provider, which is taken out of the run.
     Auth,
+    /// The connection broke after the request went out and before the answer came back: the
+    /// provider may have the message. Not retried and not sent to the fallback (either could
+    /// deliver it twice); the recipient is recorded `uncertain`. Counted by the breaker.
+    AnswerLost,
 }
 
 impl Class {
@@ -105,7 +110,10 @@ impl Class {
 
     /// Whether the circuit breaker counts this as a failure of the provider (SPEC section 7).
     pub fn counts_for_breaker(self) -> bool {
-        matches!(self, Class::ServerError | Class::Timeout | Class::Connect)
+        matches!(
+            self,
+            Class::ServerError | Class::Timeout | Class::Connect | Class::AnswerLost
+        )
     }
 
     pub fn name(self) -> &'static str {
@@ -116,6 +124,7 @@ impl Class {
             Class::Connect => "connect",
             Class::Rejected => "rejected",
             Class::Auth => "auth",
+            Class::AnswerLost => "answer_lost",
         }
     }
 }
@@ -175,9 +184,13 @@ impl ProviderError {
             };
             ProviderError::new(Class::Connect, detail)
         } else {
+            // Connected, request sent (at least in part), no answer: the provider may have it.
             ProviderError::new(
-                Class::Connect,
-                format!("transport error: {}", root_cause(&error)),
+                Class::AnswerLost,
+                format!(
+                    "connection broke before the answer ({})",
+                    root_cause(&error)
+                ),
             )
         }
     }
@@ -303,10 +316,11 @@ impl ProviderClient {
             .await
             .map_err(ProviderError::from_transport)?;
         let response = check_status(response)?;
-        let body = response
-            .bytes()
-            .await
-            .map_err(ProviderError::from_transport)?;
+        // The status said yes; an answer cut off after it must not make msgsend send the
+        // message again (the provider has it). An unreadable body reads as an empty one:
+        // KakaoTalk's success needs no body; SMS's needs `{"result": "OK"}` and so becomes a
+        // rejection that is not retried.
+        let body = response.bytes().await.unwrap_or_default();
         match self.kind {
             ProviderKind::KakaoTalk => Ok(kakaotalk::receipt(&body)),
             ProviderKind::Sms => sms::receipt(&body),

@@ -46,6 +46,15 @@ pub struct Faults {
     pub fail_first: u64,
     /// Phones (normalised) answered 400 (KakaoTalk only, as SPEC section 4 says).
     pub reject_phones: HashSet<String>,
+    /// Share of accepted messages whose answer is cut off: status 200 is sent, then the
+    /// connection breaks in the middle of the body. The message counts as accepted.
+    pub reset_rate: f64,
+    /// Share of accepted messages answered 200 with a body that is not JSON.
+    pub garbage_rate: f64,
+    /// 429 to every request for this long after start (a storm), with `Retry-After: 1`
+    /// unless `storm_without_retry_after`.
+    pub storm_for: Duration,
+    pub storm_without_retry_after: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -126,6 +126,16 @@ async fn admit(state: &SimState, headers: &HeaderMap) -> Result<String, Response
         )
             .into_response());
     }
+    if state.started.elapsed() < state.faults.storm_for {
+        state.stats.rate_limited.fetch_add(1, Ordering::SeqCst);
+        let mut response = (StatusCode::TOO_MANY_REQUESTS, "rate limited (storm)").into_response();
+        if !state.faults.storm_without_retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(1u64));
+        }
+        return Err(response);
+    }
     if state.control.down.load(Ordering::SeqCst)
         || state.started.elapsed() < state.faults.outage_for
     {
@@ -196,11 +206,25 @@ async fn message(
         });
     }
     state.stats.accepted.fetch_add(1, Ordering::SeqCst);
+    if chance(state.faults.reset_rate) {
+        // The status line goes out, then the body fails: hyper breaks the connection.
+        let broken = futures_util::stream::once(async {
+            Err::<Bytes, std::io::Error>(std::io::Error::other("injected reset"))
+        });
+        return (StatusCode::OK, axum::body::Body::from_stream(broken)).into_response();
+    }
+    if chance(state.faults.garbage_rate) {
+        return (StatusCode::OK, "<html>accepted</html>").into_response();
+    }
     let answer = match state.kind {
         ProviderKind::KakaoTalk => serde_json::json!({ "messageId": id }),
         ProviderKind::Sms => serde_json::json!({ "result": "OK", "smsId": id }),
     };
     (StatusCode::OK, axum::Json(answer)).into_response()
+}
+
+fn chance(rate: f64) -> bool {
+    rate > 0.0 && rand::random::<f64>() < rate
 }
 
 fn bad_request(state: &SimState, reason: &'static str) -> Response {
