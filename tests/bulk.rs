@@ -693,7 +693,7 @@ async fn an_unusable_state_dir_stops_before_any_request() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_message_too_long_for_every_provider_fails_that_recipient_without_a_request() {
-    let mut world = World::start(|_| {}).await;
+    let world = World::start(|_| {}).await;
     let long_city = "가".repeat(1200);
     std::fs::write(
         world.path("people.csv"),
