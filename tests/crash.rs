@@ -100,19 +100,7 @@ async fn twenty_hard_kills_lose_nothing_and_send_no_one_twice() {
     .await;
     world.set("providers.kakaotalk.rate_limit", "60/s");
     let csv = world.with_crowd(&crowd);
-    let start_args = [
-        "bulk",
-        "--age-group",
-        "20s",
-        "--csv",
-        &csv,
-        "--message",
-        "hi {name}",
-        "--job-id",
-        "killer",
-        "--concurrency",
-        "10",
-    ];
+    let start_args = common::campaign_args(&csv, &["--job-id", "killer", "--concurrency", "10"]);
     let resume_args = ["bulk", "--resume", "killer"];
 
     for _ in 0..kills {

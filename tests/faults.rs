@@ -26,17 +26,7 @@ async fn campaign_under(
     }
     let csv = world.with_crowd(&crowd);
     let output = world
-        .msgsend(&[
-            "bulk",
-            "--age-group",
-            "20s",
-            "--csv",
-            &csv,
-            "--message",
-            "hi",
-            "--summary-json",
-            "-",
-        ])
+        .msgsend(&common::campaign_args(&csv, &["--summary-json", "-"]))
         .await;
     let summary: serde_json::Value = serde_json::from_slice(&output.stdout)
         .unwrap_or_else(|e| panic!("no summary ({e}): {}", stderr(&output)));

@@ -34,21 +34,6 @@ fn seoul(time: &str) -> Clock {
     )
 }
 
-/// `bulk --age-group 20s --csv CSV --message hi`, then `extra`.
-fn campaign<'a>(csv: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec![
-        "bulk",
-        "--age-group",
-        "20s",
-        "--csv",
-        csv,
-        "--message",
-        "hi",
-    ];
-    args.extend_from_slice(extra);
-    args
-}
-
 /// Runs a campaign in-process with the clock reading `time` (Seoul, today) at its start.
 async fn run_at(settings: &msgsend::config::Settings, args: BulkArgs, time: &str) -> ExitStatus {
     msgsend::commands::bulk::run_campaign(
@@ -114,21 +99,12 @@ async fn inside_quiet_hours_bulk_exits_75_with_nothing_sent_unless_told_to_ignor
     let mut world = World::start(|_| {}).await;
     world.set("schedule.quiet_hours", "00:00-23:59");
     let csv = world.with_crowd(&crowd);
-    let args = [
-        "bulk",
-        "--age-group",
-        "20s",
-        "--csv",
-        &csv,
-        "--message",
-        "hi",
-    ];
+    let args = common::campaign_args(&csv, &[]);
     let refused = world.msgsend(&args).await;
     assert_eq!(refused.status.code(), Some(75), "{}", stderr(&refused));
     assert!(stdout(&refused).contains("PAUSED"));
     assert_eq!(count(&world.sandbox.kakaotalk.stats.requests), 0);
-    let mut ignoring = args.to_vec();
-    ignoring.push("--ignore-quiet-hours");
+    let ignoring = common::campaign_args(&csv, &["--ignore-quiet-hours"]);
     let sent = world.msgsend(&ignoring).await;
     assert_eq!(sent.status.code(), Some(0), "{}", stderr(&sent));
     assert_eq!(world.recorded().len(), crowd.eligible.len());
@@ -153,7 +129,7 @@ async fn an_outage_alerts_the_webhook_once_down_and_once_recovered() {
         .set("alerts.webhook", hook.url());
     let csv = world.with_crowd(&crowd);
     let output = world
-        .msgsend(&campaign(&csv, &["--job-id", "hooked"]))
+        .msgsend(&common::campaign_args(&csv, &["--job-id", "hooked"]))
         .await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let alerts = hook.json();
@@ -200,7 +176,7 @@ async fn low_success_and_a_long_queue_alert_once_each_even_through_a_failing_web
             .store(true, std::sync::atomic::Ordering::SeqCst);
     }
     let csv = world.with_crowd(&crowd);
-    let output = world.msgsend(&campaign(&csv, &[])).await;
+    let output = world.msgsend(&common::campaign_args(&csv, &[])).await;
     // Everyone failed, and the webhook answered 500 to every alert: the campaign still ran
     // to its end and reported.
     assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
@@ -229,7 +205,7 @@ async fn slow_responses_alert_once_and_an_unreachable_webhook_changes_nothing() 
         .set("alerts.webhook", dead_url)
         .set("alerts.max_response_time", "10ms");
     let csv = world.with_crowd(&crowd);
-    let output = world.msgsend(&campaign(&csv, &[])).await;
+    let output = world.msgsend(&common::campaign_args(&csv, &[])).await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let log = stderr(&output);
     assert_eq!(log.matches("p95 response time").count(), 1, "{log}");
@@ -255,7 +231,7 @@ async fn the_metrics_textfile_passes_promtool_and_the_pushgateway_gets_the_run()
         .set("metrics.pushgateway", gateway.url());
     let csv = world.with_crowd(&crowd);
     let output = world
-        .msgsend(&campaign(&csv, &["--job-id", "metered"]))
+        .msgsend(&common::campaign_args(&csv, &["--job-id", "metered"]))
         .await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let text = std::fs::read_to_string(&textfile).unwrap();

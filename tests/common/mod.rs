@@ -259,3 +259,18 @@ pub fn promtool_check(exposition: &str) {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// `bulk --age-group 20s --csv CSV --message hi`, then `extra`.
+pub fn campaign_args<'a>(csv: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "bulk",
+        "--age-group",
+        "20s",
+        "--csv",
+        csv,
+        "--message",
+        "hi",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
