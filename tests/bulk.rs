@@ -263,13 +263,15 @@ async fn after_a_hard_kill_resume_never_sends_twice_and_counts_the_unknown_as_un
         .msgsend(&["bulk", "--resume", "killed", "--summary-json", "-"])
         .await;
     let summary = summary(&second);
-    // Requests in flight at the kill are `uncertain`: not resent, so exit 3.
-    assert_eq!(second.status.code(), Some(3), "{}", stderr(&second));
+    // Requests in flight at the kill are `uncertain`: not resent, so exit 3 (0 in the rare
+    // case that the kill fell between two requests).
+    let uncertain = summary["uncertain"].as_u64().unwrap();
+    let expected = if uncertain > 0 { 3 } else { 0 };
+    assert_eq!(second.status.code(), Some(expected), "{}", stderr(&second));
     let deliveries = deliveries(&world);
     for (phone, providers) in &deliveries {
         assert_eq!(providers.len(), 1, "{phone} got {providers:?}");
     }
-    let uncertain = summary["uncertain"].as_u64().unwrap();
     let delivered = summary["sent"].as_u64().unwrap() + summary["fallback"].as_u64().unwrap();
     assert_eq!(
         delivered + uncertain,
