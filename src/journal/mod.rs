@@ -14,14 +14,20 @@
 //! Writes are grouped: the pipeline's collector applies everything that arrived since its last
 //! commit in one transaction ([`Journal::batch`]), so a commit (and its fsync) serves many sends.
 
-use std::fs::File;
+mod batch;
+mod lock;
+
+pub use batch::Batch;
+use lock::create_state_dir;
+pub use lock::{StateLock, lock};
+
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
 use jiff::civil::Date;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
-use sqlx::{ConnectOptions as _, Connection as _, Row as _, Sqlite, Transaction};
+use sqlx::{ConnectOptions as _, Connection as _, Row as _};
 
 use crate::phone::Phone;
 use crate::policy::routing::Strategy;
@@ -579,188 +585,6 @@ fn database_error(path: &str) -> impl Fn(sqlx::Error) -> JournalError + use<> {
 
 fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-/// One transaction of journal writes; nothing is durable before [`commit`](Self::commit).
-pub struct Batch<'j> {
-    tx: Transaction<'j, Sqlite>,
-    job: &'j str,
-    run: u32,
-    path: String,
-}
-
-impl Batch<'_> {
-    fn fail(&self) -> impl Fn(sqlx::Error) -> JournalError + use<> {
-        database_error(&self.path)
-    }
-
-    /// Admits a recipient to this run (see [`Admission`]).
-    pub async fn admit(
-        &mut self,
-        phone: &Phone,
-        line: u64,
-        name: &str,
-        retry_of: Option<&str>,
-    ) -> Result<Admission, JournalError> {
-        let fail = self.fail();
-        if let Some(original) = retry_of {
-            let state: Option<String> =
-                sqlx::query_scalar("SELECT state FROM recipients WHERE job_id = $1 AND phone = $2")
-                    .bind(original)
-                    .bind(phone.as_str())
-                    .fetch_optional(&mut *self.tx)
-                    .await
-                    .map_err(&fail)?;
-            if state.as_deref() != Some(RecipientState::Failed.name()) {
-                return Ok(Admission::NotToRetry);
-            }
-        }
-        let existing =
-            sqlx::query("SELECT state, seen_run FROM recipients WHERE job_id = $1 AND phone = $2")
-                .bind(self.job)
-                .bind(phone.as_str())
-                .fetch_optional(&mut *self.tx)
-                .await
-                .map_err(&fail)?;
-        let Some(existing) = existing else {
-            sqlx::query(
-                "INSERT INTO recipients (job_id, phone, line, name, state, seen_run, updated_at) \
-                 VALUES ($1, $2, $3, $4, 'queued', $5, $6)",
-            )
-            .bind(self.job)
-            .bind(phone.as_str())
-            .bind(to_i64(line))
-            .bind(name)
-            .bind(i64::from(self.run))
-            .bind(now())
-            .execute(&mut *self.tx)
-            .await
-            .map_err(&fail)?;
-            return Ok(Admission::Send);
-        };
-        let seen_run: i64 = existing.get("seen_run");
-        if seen_run == i64::from(self.run) {
-            return Ok(Admission::Duplicate);
-        }
-        sqlx::query("UPDATE recipients SET seen_run = $3 WHERE job_id = $1 AND phone = $2")
-            .bind(self.job)
-            .bind(phone.as_str())
-            .bind(i64::from(self.run))
-            .execute(&mut *self.tx)
-            .await
-            .map_err(fail)?;
-        Ok(
-            match RecipientState::parse(&existing.get::<String, _>("state")) {
-                RecipientState::Queued => Admission::Send,
-                _ => Admission::AlreadyDone,
-            },
-        )
-    }
-
-    /// Records that a request for `phone` is about to go.
-    pub async fn start(&mut self, phone: &Phone) -> Result<(), JournalError> {
-        self.set_state(phone, RecipientState::InFlight).await
-    }
-
-    /// Records that every request for `phone` so far failed for certain: it waits to be sent.
-    pub async fn requeue(&mut self, phone: &Phone) -> Result<(), JournalError> {
-        self.set_state(phone, RecipientState::Queued).await
-    }
-
-    async fn set_state(
-        &mut self,
-        phone: &Phone,
-        state: RecipientState,
-    ) -> Result<(), JournalError> {
-        let fail = self.fail();
-        sqlx::query(
-            "UPDATE recipients SET state = $3, updated_at = $4 WHERE job_id = $1 AND phone = $2",
-        )
-        .bind(self.job)
-        .bind(phone.as_str())
-        .bind(state.name())
-        .bind(now())
-        .execute(&mut *self.tx)
-        .await
-        .map_err(fail)?;
-        Ok(())
-    }
-
-    pub async fn finish(&mut self, outcome: &OutcomeRecord<'_>) -> Result<(), JournalError> {
-        let fail = self.fail();
-        sqlx::query(
-            "UPDATE recipients SET state = $3, channel = $4, reason = $5, message_id = $6, \
-             attempts = attempts + $7, updated_at = $8 WHERE job_id = $1 AND phone = $2",
-        )
-        .bind(self.job)
-        .bind(outcome.phone.as_str())
-        .bind(outcome.state.name())
-        .bind(outcome.channel)
-        .bind(&outcome.reason)
-        .bind(outcome.message_id)
-        .bind(i64::from(outcome.attempts))
-        .bind(now())
-        .execute(&mut *self.tx)
-        .await
-        .map_err(fail)?;
-        Ok(())
-    }
-
-    pub async fn commit(self) -> Result<(), JournalError> {
-        let path = self.path;
-        self.tx
-            .commit()
-            .await
-            .map_err(|source| JournalError::Database { path, source })
-    }
-}
-
-/// Creates the state directory when missing, readable by its owner only (mode 0700): the
-/// journal holds phone numbers and names. An existing directory keeps its mode.
-fn create_state_dir(state_dir: &Path) -> Result<(), JournalError> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder
-        .create(state_dir)
-        .map_err(|source| JournalError::StateDir {
-            path: state_dir.display().to_string(),
-            source,
-        })
-}
-
-/// Holds the state directory's lock for as long as it lives; the OS releases it when the
-/// process dies, so a killed run never leaves a stale lock behind.
-#[derive(Debug)]
-pub struct StateLock {
-    _file: File,
-}
-
-/// Takes the lock of `state_dir` or fails at once when another process holds it.
-pub fn lock(state_dir: &Path) -> Result<StateLock, JournalError> {
-    create_state_dir(state_dir)?;
-    let lock_path = state_dir.join("bulk.lock");
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|source| JournalError::StateDir {
-            path: lock_path.display().to_string(),
-            source,
-        })?;
-    match file.try_lock() {
-        Ok(()) => Ok(StateLock { _file: file }),
-        Err(std::fs::TryLockError::WouldBlock) => Err(JournalError::Locked {
-            path: state_dir.display().to_string(),
-            lock: lock_path.display().to_string(),
-        }),
-        Err(std::fs::TryLockError::Error(source)) => Err(JournalError::StateDir {
-            path: lock_path.display().to_string(),
-            source,
-        }),
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,55 @@
+//! The state directory: created private to its owner, and locked so that one `bulk` at a time
+//! runs on it.
+
+use std::fs::File;
+use std::path::Path;
+
+use super::JournalError;
+
+/// Creates the state directory when missing, readable by its owner only (mode 0700): the
+/// journal holds phone numbers and names. An existing directory keeps its mode.
+pub(super) fn create_state_dir(state_dir: &Path) -> Result<(), JournalError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(state_dir)
+        .map_err(|source| JournalError::StateDir {
+            path: state_dir.display().to_string(),
+            source,
+        })
+}
+
+/// Holds the state directory's lock for as long as it lives; the OS releases it when the
+/// process dies, so a killed run never leaves a stale lock behind.
+#[derive(Debug)]
+pub struct StateLock {
+    _file: File,
+}
+
+/// Takes the lock of `state_dir` or fails at once when another process holds it.
+pub fn lock(state_dir: &Path) -> Result<StateLock, JournalError> {
+    create_state_dir(state_dir)?;
+    let lock_path = state_dir.join("bulk.lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|source| JournalError::StateDir {
+            path: lock_path.display().to_string(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(StateLock { _file: file }),
+        Err(std::fs::TryLockError::WouldBlock) => Err(JournalError::Locked {
+            path: state_dir.display().to_string(),
+            lock: lock_path.display().to_string(),
+        }),
+        Err(std::fs::TryLockError::Error(source)) => Err(JournalError::StateDir {
+            path: lock_path.display().to_string(),
+            source,
+        }),
+    }
+}

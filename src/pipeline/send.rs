@@ -1,0 +1,314 @@
+//! The send task of one recipient: the router (limiter, breaker, retry, fallback) behind an
+//! in-flight gate that records the recipient in the journal right before its first request;
+//! the `--max-failure-rate` budget; and the wait when every channel is unusable.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::Event;
+use crate::channel::{ChannelFailure, RequestGate};
+use crate::delivery::{Delivery, DeliveryOutcome, Router};
+use crate::phone::Phone;
+use crate::recipient::Recipient;
+use crate::template::MessageTemplate;
+
+/// `--max-failure-rate`: counted by the send tasks themselves as each delivery ends, so the
+/// campaign stops the moment the rate is crossed rather than when the collector catches up
+/// (failures without a request, both circuits open, end in microseconds).
+pub(super) struct FailureBudget {
+    limit: Option<f64>,
+    attempted: AtomicU64,
+    failed: AtomicU64,
+    exceeded: AtomicBool,
+}
+
+/// The minimum of attempted recipients before `--max-failure-rate` may abort (SPEC).
+const FAILURE_RATE_MINIMUM: u64 = 100;
+
+impl FailureBudget {
+    pub(super) fn new(limit: Option<f64>) -> FailureBudget {
+        FailureBudget {
+            limit,
+            attempted: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            exceeded: AtomicBool::new(false),
+        }
+    }
+
+    fn record(&self, failed: bool, stop: &CancellationToken) {
+        let Some(limit) = self.limit else { return };
+        let attempted = self.attempted.fetch_add(1, Ordering::SeqCst) + 1;
+        let failed = self.failed.fetch_add(u64::from(failed), Ordering::SeqCst) + u64::from(failed);
+        let rate = failed as f64 / attempted as f64;
+        if attempted >= FAILURE_RATE_MINIMUM
+            && rate > limit
+            && !self.exceeded.swap(true, Ordering::SeqCst)
+        {
+            tracing::error!(
+                failed,
+                attempted,
+                "aborting the campaign: {:.1} % of attempted recipients failed, above --max-failure-rate {limit}",
+                rate * 100.0
+            );
+            stop.cancel();
+        }
+    }
+
+    pub(super) fn exceeded(&self) -> bool {
+        self.exceeded.load(Ordering::SeqCst)
+    }
+}
+
+/// Why no channel would take a message, when no request was made at all.
+struct Unusable {
+    reason: String,
+    /// Every channel refused the credentials: waiting cannot help.
+    permanent: bool,
+}
+
+impl Unusable {
+    /// `None` when the delivery is this recipient's own outcome. Otherwise no channel would
+    /// take the message: every channel refused it without a request (circuit open,
+    /// credentials refused, no token), or, once an outage has begun, the only requests made
+    /// were half-open probes (or other sends) that failed transiently.
+    fn of(delivery: &Delivery, outage_begun: bool) -> Option<Unusable> {
+        if delivery.delivered() || delivery.failures.is_empty() {
+            return None;
+        }
+        let refused = |failure: &ChannelFailure| {
+            matches!(
+                failure,
+                ChannelFailure::CircuitOpen | ChannelFailure::Disabled | ChannelFailure::NoToken(_)
+            )
+        };
+        let refused_only = delivery.attempts.is_empty()
+            && delivery
+                .failures
+                .iter()
+                .all(|(_, failure)| refused(failure));
+        let transient_in_outage = outage_begun
+            && delivery.failures.iter().all(|(_, failure)| {
+                refused(failure)
+                    || matches!(failure, ChannelFailure::Provider(e) if e.class.is_transient())
+            });
+        (refused_only || transient_in_outage).then(|| Unusable {
+            reason: delivery.reason(),
+            permanent: delivery
+                .failures
+                .iter()
+                .all(|(_, failure)| *failure == ChannelFailure::Disabled),
+        })
+    }
+}
+
+/// Every channel unusable at once. Send tasks wait here (holding their concurrency slot, so
+/// the producer waits too) for at most `all_open_wait` from the moment it began; then the
+/// campaign stops, resumable, with the reason.
+pub(super) struct Outage {
+    limit: Duration,
+    since: std::sync::Mutex<Option<tokio::time::Instant>>,
+    gave_up: std::sync::Mutex<Option<String>>,
+}
+
+enum AfterOutage {
+    TryAgain,
+    GiveUp,
+}
+
+/// How often a waiting send looks again whether a channel takes messages.
+const OUTAGE_POLL: Duration = Duration::from_millis(250);
+
+impl Outage {
+    pub(super) fn new(limit: Duration) -> Outage {
+        Outage {
+            limit,
+            since: std::sync::Mutex::new(None),
+            gave_up: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn begun(&self) -> bool {
+        self.since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    /// A message was delivered: a channel is usable again.
+    fn clear(&self) {
+        *self.since.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    async fn wait(&self, unusable: Unusable, stop: &CancellationToken) -> AfterOutage {
+        if stop.is_cancelled() {
+            return AfterOutage::GiveUp;
+        }
+        let now = tokio::time::Instant::now();
+        let since = *self
+            .since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(now);
+        if unusable.permanent || now - since >= self.limit {
+            let mut gave_up = self.gave_up.lock().unwrap_or_else(|p| p.into_inner());
+            if gave_up.is_none() {
+                let reason = format!("every channel is unusable ({})", unusable.reason);
+                tracing::error!("stopping the campaign: {reason}; `--resume` continues it");
+                *gave_up = Some(reason);
+                stop.cancel();
+            }
+            return AfterOutage::GiveUp;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(OUTAGE_POLL) => AfterOutage::TryAgain,
+            () = stop.cancelled() => AfterOutage::GiveUp,
+        }
+    }
+
+    pub(super) fn gave_up(&self) -> Option<String> {
+        self.gave_up
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// What every send task shares.
+pub(super) struct SendContext {
+    pub(super) router: Arc<Router>,
+    pub(super) failure_budget: Arc<FailureBudget>,
+    pub(super) outage: Arc<Outage>,
+    pub(super) template: MessageTemplate,
+    pub(super) events: mpsc::Sender<Event>,
+    pub(super) stop: CancellationToken,
+    pub(super) grace: Duration,
+}
+
+pub(super) async fn send_one(context: &SendContext, recipient: Recipient) {
+    if context.stop.is_cancelled() {
+        return; // not started: it stays `queued` for a resume
+    }
+    let text = context.template.render(|field| recipient.field(field));
+    let gate = InFlightGate {
+        context,
+        phone: &recipient.phone,
+        opened: AtomicBool::new(false),
+    };
+    let delivery = loop {
+        // After a stop, a recipient whose first request has not gone yet (it waits for a
+        // token) is withdrawn at once; one already in flight gets the shutdown grace.
+        let stopped = async {
+            context.stop.cancelled().await;
+            if gate.opened() {
+                tokio::time::sleep(context.grace).await;
+            }
+        };
+        let delivery = tokio::select! {
+            delivery = context.router.deliver_gated(&recipient.phone, &text, &gate) => Some(delivery),
+            () = stopped => None,
+        };
+        let Some(done) = &delivery else {
+            break delivery;
+        };
+        match Unusable::of(done, context.outage.begun()) {
+            // No channel would take it: not this recipient's failure. Wait for one to come
+            // back (a half-open probe) rather than burn through the list.
+            Some(unusable) => {
+                // What was tried failed for certain: the recipient is back in the queue.
+                if gate.opened() {
+                    gate.requeue().await;
+                }
+                match context.outage.wait(unusable, &context.stop).await {
+                    AfterOutage::TryAgain => continue,
+                    AfterOutage::GiveUp => return, // stays `queued` for a resume
+                }
+            }
+            None => {
+                if done.delivered() {
+                    context.outage.clear();
+                }
+                break delivery;
+            }
+        }
+    };
+    let withdrawn = match &delivery {
+        None => !gate.opened(),
+        Some(delivery) => delivery
+            .failures
+            .iter()
+            .any(|(_, failure)| *failure == ChannelFailure::Withdrawn),
+    };
+    if withdrawn {
+        return; // stopped before any request: it stays `queued` for a resume
+    }
+    if let Some(delivery) = &delivery {
+        context
+            .failure_budget
+            .record(delivery.outcome == DeliveryOutcome::Failed, &context.stop);
+    }
+    let _ = context
+        .events
+        .send(Event::Finish {
+            phone: recipient.phone,
+            delivery,
+        })
+        .await;
+}
+
+/// Records the recipient `in_flight` (and waits for the commit) when its first request is
+/// about to go, and withdraws it if the campaign stopped before that.
+struct InFlightGate<'a> {
+    context: &'a SendContext,
+    phone: &'a Phone,
+    /// Set before the `in_flight` record is even sent, so that a stop arriving while the
+    /// record is on its way treats the recipient as in flight (grace, then `uncertain`) and
+    /// never leaves an `in_flight` row behind a send it dropped.
+    opened: AtomicBool,
+}
+
+impl InFlightGate<'_> {
+    /// Whether the journal may hold this recipient `in_flight`.
+    fn opened(&self) -> bool {
+        self.opened.load(Ordering::SeqCst)
+    }
+
+    /// Records the recipient `queued` again (every request made for it failed for certain)
+    /// and closes the gate, so the next request records it in flight anew.
+    async fn requeue(&self) {
+        let (reply, committed) = oneshot::channel();
+        let requeue = Event::Requeue {
+            phone: self.phone.clone(),
+            reply,
+        };
+        if self.context.events.send(requeue).await.is_ok() && committed.await.is_ok() {
+            self.opened.store(false, Ordering::SeqCst);
+        }
+    }
+}
+
+impl RequestGate for InFlightGate<'_> {
+    async fn open(&self) -> bool {
+        if self.opened() {
+            return true; // a retry or the fallback: already recorded in flight
+        }
+        if self.context.stop.is_cancelled() {
+            return false;
+        }
+        self.opened.store(true, Ordering::SeqCst);
+        let (reply, committed) = oneshot::channel();
+        let start = Event::Start {
+            phone: self.phone.clone(),
+            reply,
+        };
+        // No commit, no request: the journal must know before the provider does.
+        if self.context.events.send(start).await.is_err() || committed.await.is_err() {
+            self.opened.store(false, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+}
