@@ -6,11 +6,15 @@
 //! - [`cli`]: the clap command line; [`commands`]: one module per subcommand.
 //! - [`config`]: the TOML file → typed [`config::Settings`], errors with file, line and key.
 //! - [`phone`], [`template`], [`units`], [`schedule`], [`secret`]: the domain values.
+//! - [`recipient`]: a validated source row, ages and age groups; [`source`]: CSV, SQLite and
+//!   PostgreSQL recipients, streamed.
+//! - [`pipeline`]: a campaign — source → producer → bounded sends → collector;
+//!   [`journal`]: what every campaign and recipient became, durably, and the lock.
 //! - [`delivery`]: the path of one message, primary channel then fallback.
 //! - [`channel`]: one provider as a send sees it (limiter, breaker, retries).
 //! - [`policy`]: rate limiter, retry, circuit breaker, routing strategy.
 //! - [`provider`]: the HTTP contract with KakaoTalk and SMS and error classification.
-//! - [`report`] (summary, progress, alerts), [`logging`]: what the operator is told.
+//! - [`report`] (summary, progress, alerts, metrics), [`logging`]: what the operator is told.
 //! - [`sandbox`]: the simulated providers that `msgsend sandbox` serves and tests talk to.
 //! - [`error`]: exit codes.
 

@@ -13,8 +13,8 @@
 //!   its last commit in one transaction (group commit), then answers the waiting tasks, counts,
 //!   moves the progress display, the metrics and the alert watch.
 //!
-//! Files: this one holds the run and the producer; [`send`] the send task (in-flight gate,
-//! failure budget, outage wait); [`collector`] the collector.
+//! Files: this one holds the run and the producer; `send.rs` the send task (in-flight gate,
+//! failure budget, outage wait); `collector.rs` the collector.
 //!
 //! Stopping (Ctrl-C / SIGTERM, or the failure rate): no new send starts; the producer still
 //! reads the source to its end and admits what it finds (without sending), so `total`,
