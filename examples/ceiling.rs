@@ -22,13 +22,12 @@ async fn main() {
     let started = Instant::now();
     let ok = futures_util::stream::iter(0..n)
         .map(|i| {
-            let request = http
-                .post(&url)
-                .basic_auth("autoever", Some("1234"))
-                .json(&serde_json::json!({
+            let request = http.post(&url).basic_auth("autoever", Some("1234")).json(
+                &serde_json::json!({
                     "phone": format!("010-{:04}-{:04}", 1000 + i / 10_000, i % 10_000),
                     "message": format!("사람{i}님, 안녕하세요. 현대 오토에버입니다.\nhi 사람{i}"),
-                }));
+                }),
+            );
             async move { request.send().await.is_ok_and(|r| r.status().is_success()) }
         })
         .buffer_unordered(concurrency)
