@@ -54,7 +54,7 @@ concurrency = $C
 header = "{name}님, 안녕하세요. 현대 오토에버입니다."
 TOML
 start=$(date +%s.%N)
-target/release/msgsend --config "$dir/msgsend.toml" -q --no-progress bulk --age-group 20s \
+${MSGSEND_BENCH_WRAP:-} target/release/msgsend --config "$dir/msgsend.toml" -q --no-progress bulk --age-group 20s \
     --csv "$dir/users.csv" --message "hi {name}" --summary-json "$dir/summary.json" >/dev/null
 end=$(date +%s.%N)
 sent=$(python3 -c "import json; print(json.load(open('$dir/summary.json'))['sent'])")

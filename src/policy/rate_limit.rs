@@ -77,7 +77,10 @@ impl CredentialLog {
             rate,
             margin: margin_for(rate.per),
             in_flight: 0,
-            completed: VecDeque::with_capacity(rate.count as usize),
+            // Grown on demand, not sized to the quota: the ring buffer's head walks through
+            // its whole capacity before wrapping, so a capacity of `count` (100 M for a quota
+            // set "off" in a benchmark) would touch fresh memory with every request.
+            completed: VecDeque::new(),
         }
     }
 

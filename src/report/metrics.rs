@@ -51,7 +51,14 @@ fn to_labels(pairs: &[(&'static str, &'static str)]) -> Vec<metrics::Label> {
 pub struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
+    /// Sends recorded so far, to drain histogram samples every [`UPKEEP_EVERY`].
+    finished: std::sync::atomic::AtomicU64,
 }
+
+/// The exporter keeps raw histogram samples until they are drained into buckets (on render or
+/// upkeep); without a textfile nothing renders during a run, so memory would grow with every
+/// request. Draining every this many sends keeps it flat.
+const UPKEEP_EVERY: u64 = 1024;
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -75,7 +82,11 @@ impl Metrics {
             .expect("the buckets are not empty")
             .build_recorder();
         let handle = recorder.handle();
-        let metrics = Metrics { recorder, handle };
+        let metrics = Metrics {
+            recorder,
+            handle,
+            finished: std::sync::atomic::AtomicU64::new(0),
+        };
         metrics.with(|| {
             metrics::describe_counter!(
                 "msgsend_messages_total",
@@ -152,6 +163,12 @@ impl Metrics {
         .increment(1);
         if state == RecipientState::Fallback {
             self.counter("msgsend_fallbacks_total", &[]).increment(1);
+        }
+        let finished = self
+            .finished
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if finished % UPKEEP_EVERY == UPKEEP_EVERY - 1 {
+            self.handle.run_upkeep();
         }
         for attempt in attempts {
             let provider = attempt.channel.name();
