@@ -151,10 +151,6 @@ impl Channel {
         self.alerter = alerter;
     }
 
-    pub fn max_message_length(&self) -> usize {
-        self.max_message_length
-    }
-
     pub fn circuit_openings(&self) -> u64 {
         self.openings.load(Ordering::Relaxed)
     }

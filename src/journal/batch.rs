@@ -3,7 +3,7 @@
 
 use sqlx::{Row as _, Sqlite, Transaction};
 
-use super::{Admission, JournalError, OutcomeRecord, RecipientState, database_error, now, to_i64};
+use super::{Admission, JournalError, OutcomeRecord, RecipientState, database_error, to_i64};
 use crate::phone::Phone;
 
 /// One transaction of journal writes; nothing is durable before [`commit`](Self::commit).
@@ -12,6 +12,8 @@ pub struct Batch<'j> {
     pub(super) job: &'j str,
     pub(super) run: u32,
     pub(super) path: String,
+    /// The group's `updated_at`.
+    pub(super) at: String,
 }
 
 impl Batch<'_> {
@@ -57,7 +59,7 @@ impl Batch<'_> {
             .bind(to_i64(line))
             .bind(name)
             .bind(i64::from(self.run))
-            .bind(now())
+            .bind(&self.at)
             .execute(&mut *self.tx)
             .await
             .map_err(&fail)?;
@@ -104,7 +106,7 @@ impl Batch<'_> {
         .bind(self.job)
         .bind(phone.as_str())
         .bind(state.name())
-        .bind(now())
+        .bind(&self.at)
         .execute(&mut *self.tx)
         .await
         .map_err(fail)?;
@@ -124,7 +126,7 @@ impl Batch<'_> {
         .bind(&outcome.reason)
         .bind(outcome.message_id)
         .bind(i64::from(outcome.attempts))
-        .bind(now())
+        .bind(&self.at)
         .execute(&mut *self.tx)
         .await
         .map_err(fail)?;

@@ -275,11 +275,10 @@ CREATE TABLE IF NOT EXISTS recipients (
 ) WITHOUT ROWID;
 ";
 
+/// The time written into `updated_at` columns, to the second.
 fn now() -> String {
-    jiff::Timestamp::now()
-        .round(jiff::Unit::Second)
-        .unwrap_or(jiff::Timestamp::now())
-        .to_string()
+    let now = jiff::Timestamp::now();
+    now.round(jiff::Unit::Second).unwrap_or(now).to_string()
 }
 
 /// The journal file of a state directory.
@@ -562,16 +561,17 @@ impl Journal {
         job: &'j str,
         run: u32,
     ) -> Result<Batch<'j>, JournalError> {
-        let path = self.path.clone();
-        let tx = self
-            .connection
-            .begin()
-            .await
-            .map_err(|source| JournalError::Database {
-                path: path.clone(),
-                source,
-            })?;
-        Ok(Batch { tx, job, run, path })
+        let fail = self.fail();
+        let tx = self.connection.begin().await.map_err(fail)?;
+        // One timestamp for the whole group: the writes of one commit happen together, and
+        // formatting it per recipient would put that work on every send.
+        Ok(Batch {
+            tx,
+            job,
+            run,
+            path: self.path.clone(),
+            at: now(),
+        })
     }
 }
 

@@ -41,6 +41,7 @@ use crate::delivery::{Delivery, Router};
 use crate::journal::{Admission, Journal, JournalError, SourceCounts};
 use crate::phone::Phone;
 use crate::provider::ProviderKind;
+use crate::recipient::Recipient;
 use crate::report::alerts::Watch;
 use crate::report::metrics::Metrics;
 use crate::report::progress::Progress;
@@ -183,6 +184,44 @@ pub async fn run(
     })
 }
 
+/// What a source row is to a campaign before the journal is asked about it.
+pub enum Screened {
+    /// Valid, in the age range, not suppressed: to be admitted (or found a duplicate).
+    Candidate(Box<Recipient>),
+    Suppressed,
+    Invalid,
+    OutOfRange,
+}
+
+/// Counts a source row into `counts` (SPEC section 7's `total`, `invalid`, `suppressed`),
+/// reports an invalid one, and says what is left to do with it. A run and `--dry-run` share it.
+pub fn screen(
+    row: SourceRow,
+    suppression: &HashSet<Phone>,
+    counts: &mut SourceCounts,
+    source_label: &str,
+) -> Screened {
+    counts.total += 1;
+    match row {
+        SourceRow::InRange(recipient) if suppression.contains(&recipient.phone) => {
+            counts.suppressed += 1;
+            Screened::Suppressed
+        }
+        SourceRow::InRange(recipient) => Screened::Candidate(recipient),
+        SourceRow::OutOfRange => Screened::OutOfRange,
+        SourceRow::Invalid(invalid) => {
+            counts.invalid += 1;
+            tracing::warn!(
+                source = %source_label,
+                line = invalid.line,
+                field = invalid.field,
+                "skipped an invalid row: {invalid}"
+            );
+            Screened::Invalid
+        }
+    }
+}
+
 /// A message to the collector.
 pub(super) enum Event {
     /// Admit these recipients (phone, line, name) to the run; the answers come in order.
@@ -227,29 +266,19 @@ async fn produce(
             let mut batch = Vec::new();
             let mut next = Some(first);
             while let Some(row) = next.take() {
-                match row? {
-                    SourceRow::InRange(recipient) => {
-                        counts.total += 1;
-                        if campaign.suppression.contains(&recipient.phone) {
-                            counts.suppressed += 1;
-                            metrics.skipped("suppressed");
-                            progress.skipped();
-                        } else {
-                            batch.push(recipient);
-                        }
+                match screen(
+                    row?,
+                    &campaign.suppression,
+                    &mut counts,
+                    &campaign.source_label,
+                ) {
+                    Screened::Candidate(recipient) => batch.push(recipient),
+                    Screened::Suppressed => {
+                        metrics.skipped("suppressed");
+                        progress.skipped();
                     }
-                    SourceRow::OutOfRange => counts.total += 1,
-                    SourceRow::Invalid(invalid) => {
-                        counts.total += 1;
-                        counts.invalid += 1;
-                        metrics.skipped("invalid");
-                        tracing::warn!(
-                            source = %campaign.source_label,
-                            line = invalid.line,
-                            field = invalid.field,
-                            "skipped an invalid row: {invalid}"
-                        );
-                    }
+                    Screened::Invalid => metrics.skipped("invalid"),
+                    Screened::OutOfRange => {}
                 }
                 if batch.len() < campaign.batch_size {
                     next = source.rows.try_recv().ok();

@@ -7,9 +7,10 @@ use std::collections::HashSet;
 use std::io::Write;
 
 use crate::error::ExitStatus;
-use crate::journal::{Admission, CampaignParams, Journal};
+use crate::journal::{Admission, CampaignParams, Journal, SourceCounts};
 use crate::phone::Phone;
-use crate::source::{OpenSource, SourceRow, SourceSpec};
+use crate::pipeline::{Screened, screen};
+use crate::source::{OpenSource, SourceSpec};
 use crate::template::MessageTemplate;
 
 /// How many rendered messages the dry run shows.
@@ -26,28 +27,19 @@ pub(super) async fn run(
     const JOB: &str = "dry-run";
     journal.create_job(JOB, params).await?;
     let run = journal.begin_run(JOB, false).await?;
-    let (mut total, mut invalid, mut suppressed, mut duplicate, mut eligible) = (0, 0, 0, 0, 0);
+    let mut counts = SourceCounts::default();
+    let mut eligible = 0;
     let mut samples = Vec::new();
+    let label = spec.to_string();
+    // One transaction for the whole dry run: the journal is in memory and thrown away.
+    let mut batch = journal.batch(JOB, run).await?;
     while let Some(row) = source.rows.recv().await {
-        total += 1;
-        let recipient = match row? {
-            SourceRow::InRange(recipient) => recipient,
-            SourceRow::OutOfRange => continue,
-            SourceRow::Invalid(row) => {
-                invalid += 1;
-                tracing::warn!(source = %spec, line = row.line, field = row.field, "invalid row: {row}");
-                continue;
-            }
-        };
-        if suppression.contains(&recipient.phone) {
-            suppressed += 1;
+        let Screened::Candidate(recipient) = screen(row?, suppression, &mut counts, &label) else {
             continue;
-        }
-        let mut batch = journal.batch(JOB, run).await?;
+        };
         let admission = batch
             .admit(&recipient.phone, recipient.line, &recipient.name, None)
             .await?;
-        batch.commit().await?;
         match admission {
             Admission::Send => {
                 eligible += 1;
@@ -59,7 +51,7 @@ pub(super) async fn run(
                     ));
                 }
             }
-            Admission::Duplicate => duplicate += 1,
+            Admission::Duplicate => counts.duplicate += 1,
             Admission::AlreadyDone | Admission::NotToRetry => {}
         }
     }
@@ -70,10 +62,10 @@ pub(super) async fn run(
         params.ages, params.date
     )?;
     for (label, value) in [
-        ("total read", total),
-        ("invalid", invalid),
-        ("duplicate", duplicate),
-        ("suppressed", suppressed),
+        ("total read", counts.total),
+        ("invalid", counts.invalid),
+        ("duplicate", counts.duplicate),
+        ("suppressed", counts.suppressed),
         ("eligible", eligible),
     ] {
         writeln!(out, "  {label:<12} {value:>10}")?;
