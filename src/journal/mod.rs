@@ -17,7 +17,7 @@
 mod batch;
 mod lock;
 
-pub use batch::Batch;
+pub use batch::{Batch, Candidate};
 use lock::create_state_dir;
 pub use lock::{StateLock, lock};
 
@@ -613,9 +613,12 @@ mod tests {
 
     async fn admit(journal: &mut Journal, run: u32, p: &Phone) -> Admission {
         let mut batch = journal.batch("job", run).await.unwrap();
-        let admission = batch.admit(p, 2, "a", None).await.unwrap();
+        let admission = batch
+            .admit(&[(p.clone(), 2, "a".into())], None)
+            .await
+            .unwrap();
         batch.commit().await.unwrap();
-        admission
+        admission[0]
     }
 
     #[tokio::test]
@@ -638,17 +641,17 @@ mod tests {
         assert_eq!(admit(&mut journal, run, &c).await, Admission::Send);
         let mut batch = journal.batch("job", run).await.unwrap();
         batch
-            .finish(&OutcomeRecord {
+            .finish(&[OutcomeRecord {
                 phone: &a,
                 state: RecipientState::Sent,
                 channel: Some("kakaotalk"),
                 reason: String::new(),
                 message_id: None,
                 attempts: 1,
-            })
+            }])
             .await
             .unwrap();
-        batch.start(&b).await.unwrap(); // then the process dies
+        batch.start(&[b.clone()]).await.unwrap(); // then the process dies
         batch.commit().await.unwrap();
 
         let run = journal.begin_run("job", false).await.unwrap();
@@ -666,6 +669,72 @@ mod tests {
         // --resend-uncertain puts the uncertain one back in the queue.
         let run = journal.begin_run("job", true).await.unwrap();
         assert_eq!(admit(&mut journal, run, &b).await, Admission::Send);
+    }
+
+    #[tokio::test]
+    async fn a_group_is_admitted_and_recorded_in_a_few_statements_with_the_same_answers() {
+        let mut journal = Journal::in_memory().await.unwrap();
+        journal.create_job("job", &params()).await.unwrap();
+        let phones: Vec<Phone> = (0..600)
+            .map(|i| phone(&format!("010-1000-{i:04}")))
+            .collect();
+        let run = journal.begin_run("job", false).await.unwrap();
+        // Each phone twice in one group: the second is the duplicate.
+        let candidates: Vec<Candidate> = phones
+            .iter()
+            .chain(&phones)
+            .enumerate()
+            .map(|(line, p)| (p.clone(), line as u64 + 2, format!("n{line}")))
+            .collect();
+        let mut batch = journal.batch("job", run).await.unwrap();
+        let answers = batch.admit(&candidates, None).await.unwrap();
+        assert!(answers[..600].iter().all(|a| *a == Admission::Send));
+        assert!(answers[600..].iter().all(|a| *a == Admission::Duplicate));
+        batch.start(&phones[..400]).await.unwrap();
+        batch.requeue(&phones[300..400]).await.unwrap();
+        let outcomes: Vec<OutcomeRecord> = phones[..300]
+            .iter()
+            .enumerate()
+            .map(|(i, p)| OutcomeRecord {
+                phone: p,
+                state: if i % 3 == 0 {
+                    RecipientState::Failed
+                } else {
+                    RecipientState::Sent
+                },
+                channel: Some("sms"),
+                reason: if i % 3 == 0 {
+                    "rejected".into()
+                } else {
+                    String::new()
+                },
+                message_id: None,
+                attempts: 2,
+            })
+            .collect();
+        batch.finish(&outcomes).await.unwrap();
+        batch.commit().await.unwrap();
+        let counts = journal.state_counts("job").await.unwrap();
+        assert_eq!(
+            (counts.sent, counts.failed, counts.queued, counts.uncertain),
+            (200, 100, 300, 0)
+        );
+        let undelivered = journal.undelivered("job").await.unwrap();
+        assert_eq!(undelivered.len(), 100);
+        assert!(undelivered.iter().all(|u| u.reason.contains("rejected")));
+
+        // A retry of the failed ones admits exactly those.
+        journal.create_job("retry", &params()).await.unwrap();
+        let run = journal.begin_run("retry", false).await.unwrap();
+        let mut batch = journal.batch("retry", run).await.unwrap();
+        let answers = batch.admit(&candidates[..600], Some("job")).await.unwrap();
+        let to_send = answers.iter().filter(|a| **a == Admission::Send).count();
+        assert_eq!(to_send, 100);
+        assert!(
+            answers
+                .iter()
+                .all(|a| matches!(a, Admission::Send | Admission::NotToRetry))
+        );
     }
 
     #[cfg(unix)]

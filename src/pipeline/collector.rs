@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{Event, MAX_GROUP};
@@ -38,12 +38,6 @@ pub(super) struct Collector<'a> {
     pub(super) stop: CancellationToken,
 }
 
-/// An answer owed once the transaction holding its write is committed.
-enum Reply {
-    Admitted(oneshot::Sender<Vec<Admission>>, Vec<Admission>),
-    Started(oneshot::Sender<()>),
-}
-
 impl Collector<'_> {
     pub(super) async fn run(
         mut self,
@@ -62,59 +56,64 @@ impl Collector<'_> {
 
     async fn apply(&mut self, group: &mut Vec<Event>) -> Result<(), JournalError> {
         let mut replies = Vec::new();
-        let mut finished = Vec::new();
-        let mut batch = self.journal.batch(self.job_id, self.run).await?;
+        let mut admissions = Vec::new();
+        let mut starts = Vec::new();
+        let mut requeues = Vec::new();
+        let mut finishes = Vec::new();
         for event in group.drain(..) {
             match event {
-                Event::Admit { recipients, reply } => {
-                    let mut answers = Vec::with_capacity(recipients.len());
-                    for (phone, line, name) in &recipients {
-                        let answer = batch.admit(phone, *line, name, self.retry_of).await?;
-                        self.admitted += u64::from(answer == Admission::Send);
-                        answers.push(answer);
-                    }
-                    replies.push(Reply::Admitted(reply, answers));
-                }
+                Event::Admit { recipients, reply } => admissions.push((recipients, reply)),
                 Event::Start { phone, reply } => {
-                    batch.start(&phone).await?;
-                    replies.push(Reply::Started(reply));
+                    starts.push(phone);
+                    replies.push(reply);
                 }
                 Event::Requeue { phone, reply } => {
-                    batch.requeue(&phone).await?;
-                    replies.push(Reply::Started(reply));
+                    requeues.push(phone);
+                    replies.push(reply);
                 }
-                Event::Finish { phone, delivery } => {
-                    let record = outcome_record(&phone, delivery.as_ref());
-                    batch.finish(&record).await?;
-                    finished.push(record.state);
-                    let attempts = delivery.as_ref().map_or(&[][..], |d| &d.attempts[..]);
-                    self.metrics.finished(
-                        record.state,
-                        delivery.as_ref().and_then(|d| d.channel),
-                        attempts,
-                    );
-                    if let Some(delivery) = &delivery {
-                        for attempt in &delivery.attempts {
-                            self.providers
-                                .entry(attempt.channel)
-                                .or_default()
-                                .record(attempt);
-                            self.retries += u64::from(attempt.number > 1);
-                        }
-                    }
-                }
+                Event::Finish { phone, delivery } => finishes.push((phone, delivery)),
             }
         }
-        batch.commit().await?;
-        for reply in replies {
-            // A task that gave up waiting needs no answer.
-            let _ = match reply {
-                Reply::Admitted(reply, answers) => reply.send(answers).map_err(drop),
-                Reply::Started(reply) => reply.send(()).map_err(drop),
-            };
+        // A phone has at most one of start, requeue and finish in a group (each waits for the
+        // commit of the one before), so the order of the statements below does not matter.
+        let mut batch = self.journal.batch(self.job_id, self.run).await?;
+        let mut admitted = Vec::with_capacity(admissions.len());
+        for (recipients, reply) in admissions {
+            let answers = batch.admit(&recipients, self.retry_of).await?;
+            self.admitted += answers.iter().filter(|a| **a == Admission::Send).count() as u64;
+            admitted.push((reply, answers));
         }
-        for state in finished {
-            self.count(state);
+        batch.start(&starts).await?;
+        batch.requeue(&requeues).await?;
+        let records: Vec<OutcomeRecord> = finishes
+            .iter()
+            .map(|(phone, delivery)| outcome_record(phone, delivery.as_ref()))
+            .collect();
+        batch.finish(&records).await?;
+        batch.commit().await?;
+
+        // A task that gave up waiting needs no answer.
+        for (reply, answers) in admitted {
+            let _ = reply.send(answers);
+        }
+        for reply in replies {
+            let _ = reply.send(());
+        }
+        for (record, (_, delivery)) in records.iter().zip(&finishes) {
+            let attempts = delivery.as_ref().map_or(&[][..], |d| &d.attempts[..]);
+            self.metrics.finished(
+                record.state,
+                delivery.as_ref().and_then(|d| d.channel),
+                attempts,
+            );
+            for attempt in attempts {
+                self.providers
+                    .entry(attempt.channel)
+                    .or_default()
+                    .record(attempt);
+                self.retries += u64::from(attempt.number > 1);
+            }
+            self.count(record.state);
         }
         self.watch_figures();
         Ok(())

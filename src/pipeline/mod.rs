@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::delivery::{Delivery, Router};
-use crate::journal::{Admission, Journal, JournalError, SourceCounts};
+use crate::journal::{Admission, Candidate, Journal, JournalError, SourceCounts};
 use crate::phone::Phone;
 use crate::provider::ProviderKind;
 use crate::recipient::Recipient;
@@ -226,7 +226,7 @@ pub fn screen(
 pub(super) enum Event {
     /// Admit these recipients (phone, line, name) to the run; the answers come in order.
     Admit {
-        recipients: Vec<(Phone, u64, String)>,
+        recipients: Vec<Candidate>,
         reply: oneshot::Sender<Vec<Admission>>,
     },
     /// Record `phone` in flight; the reply comes once that is committed.

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::io::Write;
 
 use crate::error::ExitStatus;
-use crate::journal::{Admission, CampaignParams, Journal, SourceCounts};
+use crate::journal::{Admission, CampaignParams, Candidate, Journal, SourceCounts};
 use crate::phone::Phone;
 use crate::pipeline::{Screened, screen};
 use crate::source::{OpenSource, SourceSpec};
@@ -15,6 +15,9 @@ use crate::template::MessageTemplate;
 
 /// How many rendered messages the dry run shows.
 const SAMPLES: usize = 3;
+
+/// How many recipients are admitted to the in-memory journal at a time.
+const CHUNK: usize = 512;
 
 pub(super) async fn run(
     params: &CampaignParams,
@@ -33,26 +36,42 @@ pub(super) async fn run(
     let label = spec.to_string();
     // One transaction for the whole dry run: the journal is in memory and thrown away.
     let mut batch = journal.batch(JOB, run).await?;
-    while let Some(row) = source.rows.recv().await {
-        let Screened::Candidate(recipient) = screen(row?, suppression, &mut counts, &label) else {
-            continue;
-        };
-        let admission = batch
-            .admit(&recipient.phone, recipient.line, &recipient.name, None)
-            .await?;
-        match admission {
-            Admission::Send => {
-                eligible += 1;
-                if samples.len() < SAMPLES {
-                    samples.push((
-                        recipient.line,
-                        recipient.phone.masked(),
-                        template.render(|field| recipient.field(field)),
-                    ));
+    let mut chunk = Vec::with_capacity(CHUNK);
+    let mut more = true;
+    while more {
+        match source.rows.recv().await {
+            Some(row) => {
+                if let Screened::Candidate(recipient) =
+                    screen(row?, suppression, &mut counts, &label)
+                {
+                    chunk.push(*recipient);
+                }
+                if chunk.len() < CHUNK {
+                    continue;
                 }
             }
-            Admission::Duplicate => counts.duplicate += 1,
-            Admission::AlreadyDone | Admission::NotToRetry => {}
+            None => more = false,
+        }
+        let candidates: Vec<Candidate> = chunk
+            .iter()
+            .map(|r| (r.phone.clone(), r.line, r.name.clone()))
+            .collect();
+        let admissions = batch.admit(&candidates, None).await?;
+        for (recipient, admission) in chunk.drain(..).zip(admissions) {
+            match admission {
+                Admission::Send => {
+                    eligible += 1;
+                    if samples.len() < SAMPLES {
+                        samples.push((
+                            recipient.line,
+                            recipient.phone.masked(),
+                            template.render(|field| recipient.field(field)),
+                        ));
+                    }
+                }
+                Admission::Duplicate => counts.duplicate += 1,
+                Admission::AlreadyDone | Admission::NotToRetry => {}
+            }
         }
     }
     let mut out = std::io::stdout().lock();
