@@ -651,7 +651,7 @@ mod tests {
             }])
             .await
             .unwrap();
-        batch.start(&[b.clone()]).await.unwrap(); // then the process dies
+        batch.start(std::slice::from_ref(&b)).await.unwrap(); // then the process dies
         batch.commit().await.unwrap();
 
         let run = journal.begin_run("job", false).await.unwrap();
