@@ -250,7 +250,12 @@ impl Channel {
         let started = Instant::now();
         let answer = self.client.send(credential, phone, message).await;
         let round_trip = started.elapsed();
-        drop(slot);
+        match &answer {
+            Err(error) if error.class == Class::RateLimited => {
+                slot.rate_limited(error.retry_after);
+            }
+            _ => drop(slot),
+        }
         let result = match answer {
             Ok(receipt) => {
                 self.record(admission, CallOutcome::Success, "");

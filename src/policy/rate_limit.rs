@@ -25,6 +25,16 @@
 //! The `margin` (1 % of W, at most 250 ms) absorbs a provider that counts in coarse clock
 //! ticks. It costs at most 1 % of the quota.
 //!
+//! **Adaptive pacing**: the configured quota is a ceiling, not a promise. A 429 tells the
+//! limiter the provider's real quota is lower (another client shares the credential, or the
+//! config is wrong), so that credential's *allowance* (requests per window, at most the quota)
+//! is cut: to the larger of half the allowance and the requests the provider accepted in the
+//! last window (what it demonstrably takes), at most once per window since the requests of one
+//! window were let go together. A `Retry-After` also pauses the credential until then. Every
+//! window without a cut raises the allowance again by 5 % of the quota (at least one request),
+//! up to the quota: additive increase, multiplicative decrease, as TCP does. The invariant above
+//! holds for the allowance, hence for the quota.
+//!
 //! Waiters are served in arrival order: one async mutex (FIFO in tokio) is held while a waiter
 //! waits for its slot, so the next waiter looks for a slot only after the previous one took
 //! its own. A waiter that gives up (dropped by `tokio::time::timeout`) takes no slot.
@@ -39,6 +49,9 @@ use crate::units::Rate;
 
 /// The largest margin kept beyond the window (see module doc).
 const MAX_MARGIN: Duration = Duration::from_millis(250);
+
+/// How much of the quota a window without a 429 gives back to a cut allowance.
+const RECOVERY_PER_WINDOW: f64 = 0.05;
 
 /// Rate limits for the credentials of one provider; [`acquire`](Self::acquire) picks the
 /// credential that can send soonest, which spreads a campaign over all of them.
@@ -58,8 +71,17 @@ struct CredentialLog {
     rate: Rate,
     margin: Duration,
     in_flight: usize,
-    /// Completion times of the requests that still count, oldest first.
-    completed: VecDeque<Instant>,
+    /// Completions of the requests that still count, oldest first: when, and whether the
+    /// provider accepted the request (anything but a 429).
+    completed: VecDeque<(Instant, bool)>,
+    /// Requests allowed per window now: the quota, or less after a 429 (adaptive pacing).
+    allowance: usize,
+    /// The provider asked (`Retry-After`) not to be called before then.
+    paused_until: Option<Instant>,
+    /// When the allowance was last cut (one cut per window).
+    last_cut: Option<Instant>,
+    /// When the allowance was last cut or raised (one raise per window without a cut).
+    last_change: Option<Instant>,
 }
 
 /// When a credential can take another request.
@@ -81,26 +103,86 @@ impl CredentialLog {
             // its whole capacity before wrapping, so a capacity of `count` (100 M for a quota
             // set "off" in a benchmark) would touch fresh memory with every request.
             completed: VecDeque::new(),
+            allowance: quota(rate),
+            paused_until: None,
+            last_cut: None,
+            last_change: None,
         }
     }
 
     fn availability(&mut self, now: Instant) -> Availability {
         let hold = self.rate.per + self.margin;
-        while self.completed.front().is_some_and(|&at| at + hold <= now) {
+        while self
+            .completed
+            .front()
+            .is_some_and(|&(at, _)| at + hold <= now)
+        {
             self.completed.pop_front();
         }
-        if self.in_flight + self.completed.len() < self.rate.count as usize {
-            Availability::Now
-        } else if let Some(&oldest) = self.completed.front() {
-            Availability::At(oldest + hold)
-        } else {
-            Availability::AfterACompletion
+        self.recover(now);
+        if let Some(until) = self.paused_until {
+            if now < until {
+                return Availability::At(until);
+            }
+            self.paused_until = None;
+        }
+        // Counted slots must fall below the allowance: the in-flight ones free only on their
+        // completion, the completed ones expire oldest first.
+        let Some(free_while_in_flight) = self.allowance.checked_sub(self.in_flight + 1) else {
+            return Availability::AfterACompletion;
+        };
+        match self.completed.len().checked_sub(free_while_in_flight) {
+            None | Some(0) => Availability::Now,
+            Some(to_expire) => Availability::At(self.completed[to_expire - 1].0 + hold),
         }
     }
 
     fn last_completion(&self) -> Option<Instant> {
-        self.completed.back().copied()
+        self.completed.back().map(|&(at, _)| at)
     }
+
+    /// A 429: pause for `retry_after` if given, and cut the allowance (see the module doc).
+    fn rate_limited(&mut self, now: Instant, retry_after: Option<Duration>) {
+        if let Some(after) = retry_after {
+            self.paused_until = self.paused_until.max(Some(now + after));
+        }
+        if self.last_cut.is_some_and(|cut| now < cut + self.rate.per) {
+            return;
+        }
+        let accepted = self
+            .completed
+            .iter()
+            .filter(|&&(at, accepted)| accepted && at + self.rate.per > now)
+            .count();
+        let cut = (self.allowance / 2).max(accepted).max(1);
+        self.allowance = cut.min(self.allowance.saturating_sub(1)).max(1);
+        self.last_cut = Some(now);
+        self.last_change = Some(now);
+    }
+
+    /// Raises a cut allowance by one step per whole window since it last changed.
+    fn recover(&mut self, now: Instant) {
+        let quota = quota(self.rate);
+        let Some(changed) = self.last_change.filter(|_| self.allowance < quota) else {
+            return;
+        };
+        let windows = (now - changed).as_nanos() / self.rate.per.as_nanos().max(1);
+        if windows == 0 {
+            return;
+        }
+        let step = ((quota as f64 * RECOVERY_PER_WINDOW) as usize).max(1);
+        let windows = usize::try_from(windows).unwrap_or(usize::MAX);
+        self.allowance = self
+            .allowance
+            .saturating_add(step.saturating_mul(windows))
+            .min(quota);
+        self.last_change =
+            Some(changed + self.rate.per * u32::try_from(windows).unwrap_or(u32::MAX));
+    }
+}
+
+fn quota(rate: Rate) -> usize {
+    usize::try_from(rate.count).unwrap_or(usize::MAX)
 }
 
 /// The spacing kept beyond the window: 1 % of it, at most [`MAX_MARGIN`].
@@ -125,26 +207,49 @@ impl Slot<'_> {
 
     /// Gives the slot back without a request having been made: it does not count.
     pub fn unused(self) {
-        self.release(false);
+        self.release(Release::Unused);
         std::mem::forget(self);
     }
 
-    fn release(&self, used: bool) {
+    /// The provider answered 429 (with its `Retry-After`, if any): the slot counts, and the
+    /// credential's pace adapts (see the module doc).
+    pub fn rate_limited(self, retry_after: Option<Duration>) {
+        self.release(Release::RateLimited(retry_after));
+        std::mem::forget(self);
+    }
+
+    fn release(&self, how: Release) {
         {
             let mut credentials = self.limiter.lock();
             let log = &mut credentials[self.credential];
             log.in_flight -= 1;
-            if used {
-                log.completed.push_back(Instant::now());
+            let now = Instant::now();
+            match how {
+                Release::Unused => {}
+                Release::Answered => log.completed.push_back((now, true)),
+                Release::RateLimited(retry_after) => {
+                    log.completed.push_back((now, false));
+                    log.rate_limited(now, retry_after);
+                }
             }
         }
         self.limiter.completed.notify_waiters();
     }
 }
 
+/// How a slot ends.
+enum Release {
+    /// No request was made.
+    Unused,
+    /// The request completed: answered (anything but a 429), or failed on the way.
+    Answered,
+    /// The provider answered 429.
+    RateLimited(Option<Duration>),
+}
+
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        self.release(true);
+        self.release(Release::Answered);
     }
 }
 
@@ -439,5 +544,72 @@ mod tests {
         drop(slow);
         let second = waiter.await.unwrap();
         assert_eq!(second - start, Duration::from_millis(4_010));
+    }
+
+    fn allowance(limiter: &RateLimiter) -> usize {
+        limiter.lock()[0].allowance
+    }
+
+    /// How many slots can be taken right now, all given back answered.
+    async fn takeable_now(limiter: &RateLimiter) -> usize {
+        let mut slots = Vec::new();
+        while let Some(slot) = limiter.acquire_within(Duration::from_millis(1)).await {
+            slots.push(slot);
+        }
+        slots.len()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_cuts_the_pace_to_what_the_provider_took_and_clean_windows_raise_it() {
+        let limiter = RateLimiter::new(["20/s".parse().unwrap()]);
+        let mut slots = Vec::new();
+        for _ in 0..20 {
+            slots.push(limiter.acquire().await);
+        }
+        // The provider took 12 and refused 8: one cut (the 8 answers belong to one window),
+        // to the 12 it took, more than half the allowance.
+        for (i, slot) in slots.into_iter().enumerate() {
+            if i < 12 {
+                drop(slot);
+            } else {
+                slot.rate_limited(None);
+            }
+        }
+        assert_eq!(allowance(&limiter), 12);
+        tokio::time::advance(Duration::from_millis(1_010)).await;
+        // A window after the cut the first step back (5 % of 20 = 1) is already due.
+        assert_eq!(takeable_now(&limiter).await, 13);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(takeable_now(&limiter).await, 18);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(takeable_now(&limiter).await, 20, "never above the quota");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_accepted_requests_a_429_halves_the_pace() {
+        let limiter = RateLimiter::new(["100/min".parse().unwrap()]);
+        limiter.acquire().await.rate_limited(None);
+        assert_eq!(allowance(&limiter), 50);
+        // A second 429 within the same window does not cut again...
+        limiter.acquire().await.rate_limited(None);
+        assert_eq!(allowance(&limiter), 50);
+        // ...one a window later does, from the allowance that clean window raised (50 + 5).
+        tokio::time::advance(Duration::from_secs(60)).await;
+        limiter.acquire().await.rate_limited(None);
+        assert_eq!(allowance(&limiter), 27);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_pauses_the_credential() {
+        let limiter = RateLimiter::new(["10/s".parse().unwrap(), "10/s".parse().unwrap()]);
+        let first = limiter.acquire_for(0).await;
+        first.rate_limited(Some(Duration::from_secs(3)));
+        let before = Instant::now();
+        // The other credential is not paused...
+        assert_eq!(limiter.acquire().await.credential(), 1);
+        assert_eq!(Instant::now(), before);
+        // ...this one is, for the 3 s the provider asked.
+        let _slot = limiter.acquire_for(0).await;
+        assert_eq!(Instant::now() - before, Duration::from_secs(3));
     }
 }
