@@ -1,0 +1,660 @@
+//! The campaign benchmark (issue 6): msgsend against the sandbox on 127.0.0.1, measured side by
+//! side in one run and reported as ratios. Sections (all by default, or name them):
+//!
+//! - `overhead`: an N-recipient CSV with the sandbox's limits far above what loopback carries,
+//!   journal on; beside it, the ceiling: a bare reqwest loop (this binary re-run as a child
+//!   with `--ceiling-child`) POSTing the same messages to the same sandbox. msgsend ÷ ceiling.
+//! - `memory`: peak RSS (wait4's ru_maxrss) of `bulk` over 100 k and 1 M CSV rows, and 10 M as
+//!   a job interrupted (SIGTERM) at half and resumed: the resume section's figure, time from
+//!   `--resume` to its first send, comes from that same job.
+//! - `postgres`: peak RSS over 100 k, 1 M and 10 M PostgreSQL rows (MSGSEND_BENCH_POSTGRES_URL,
+//!   or MSGSEND_TEST_POSTGRES_URL; skipped without one).
+//! - `pacing`: strict sliding windows of 50/s and 250/s, config equal: achieved ÷ quota in the
+//!   steady state (the rate between 10 % and 90 % of the messages accepted), and the 429s.
+//! - `spillover`: KakaoTalk 50/s + SMS 100/s, `--strategy spillover`: campaign time ÷
+//!   (N / sum of quotas).
+//! - `pooling`: 1, 2 and 4 KakaoTalk credentials of 50/s each: steady rate ÷ the one's.
+//!
+//! `--quick` runs every section small (seconds): CI runs it for correctness only. It fails on a
+//! correctness break (a 429, a message delivered twice or not at all, a run that did not end
+//! as it should), never on a time. Run: `cargo bench --bench campaign [-- --quick] [SECTION…]`.
+
+use std::io::{BufWriter, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use msgsend::sandbox::{Sandbox, SandboxConfig, SimStats};
+
+const SECTIONS: [&str; 6] = [
+    "overhead",
+    "memory",
+    "postgres",
+    "pacing",
+    "spillover",
+    "pooling",
+];
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--ceiling-child") {
+        return ceiling_child(&args[1..]);
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let named: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    for name in &named {
+        assert!(SECTIONS.contains(name), "unknown section {name:?}; sections: {SECTIONS:?}");
+    }
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let mut bench = Bench {
+        runtime,
+        quick,
+        dir: tempfile::Builder::new()
+            .prefix("msgsend-bench.")
+            .tempdir()
+            .expect("scratch directory"),
+        failures: Vec::new(),
+    };
+    describe_machine();
+    for section in SECTIONS {
+        if !named.is_empty() && !named.contains(&section) {
+            continue;
+        }
+        println!("\n== {section}{}", if quick { " (quick)" } else { "" });
+        match section {
+            "overhead" => bench.overhead(),
+            "memory" => bench.memory(),
+            "postgres" => bench.postgres(),
+            "pacing" => bench.pacing(),
+            "spillover" => bench.spillover(),
+            "pooling" => bench.pooling(),
+            _ => unreachable!(),
+        }
+    }
+    if bench.failures.is_empty() {
+        println!("\nno correctness failure");
+    } else {
+        println!("\nCORRECTNESS FAILURES:");
+        for failure in &bench.failures {
+            println!("  - {failure}");
+        }
+        std::process::exit(1);
+    }
+}
+
+struct Bench {
+    runtime: tokio::runtime::Runtime,
+    quick: bool,
+    dir: tempfile::TempDir,
+    failures: Vec<String>,
+}
+
+/// One provider of the sandbox as a benchmark sets it up.
+#[derive(Clone)]
+struct ProviderSetup {
+    rate: &'static str,
+    credentials: usize,
+}
+
+/// Far above what loopback carries: no limit in effect.
+const UNLIMITED: ProviderSetup = ProviderSetup {
+    rate: "100000000/s",
+    credentials: 1,
+};
+
+/// What one msgsend process did.
+struct Finished {
+    seconds: f64,
+    peak_rss_mib: f64,
+    exit_code: i32,
+}
+
+impl Bench {
+    fn scale(&self, full: u64, quick: u64) -> u64 {
+        if self.quick { quick } else { full }
+    }
+
+    fn check(&mut self, ok: bool, what: impl Into<String>) {
+        if !ok {
+            let what = what.into();
+            println!("  FAILED: {what}");
+            self.failures.push(what);
+        }
+    }
+
+    fn start_sandbox(&self, kakaotalk: &ProviderSetup, sms: &ProviderSetup) -> Sandbox {
+        let mut config = SandboxConfig::ephemeral();
+        for (sim, setup, password) in [
+            (&mut config.kakaotalk, kakaotalk, "kakao-bench"),
+            (&mut config.sms, sms, "sms-bench"),
+        ] {
+            sim.rate = setup.rate.parse().expect("bench rate");
+            sim.credentials = (0..setup.credentials)
+                .map(|i| (format!("bench{i}"), format!("{password}-{i}")))
+                .collect();
+        }
+        self.runtime
+            .block_on(Sandbox::start(config))
+            .expect("sandbox starts")
+    }
+
+    fn stop_sandbox(&self, sandbox: Sandbox) {
+        self.runtime.block_on(sandbox.shutdown());
+    }
+
+    /// A config pointing at `sandbox`, with `extra` TOML appended; returns its path.
+    fn config(
+        &self,
+        name: &str,
+        sandbox: &Sandbox,
+        setups: [&ProviderSetup; 2],
+        concurrency: u64,
+        extra: &str,
+    ) -> PathBuf {
+        let mut toml = format!(
+            "state_dir = \"{}\"\n",
+            self.dir.path().join(format!("state-{name}")).display()
+        );
+        for ((kind, url, password), setup) in [
+            ("kakaotalk", sandbox.kakaotalk.base_url(), "kakao-bench"),
+            ("sms", sandbox.sms.base_url(), "sms-bench"),
+        ]
+        .into_iter()
+        .zip(setups)
+        {
+            let credentials: Vec<String> = (0..setup.credentials)
+                .map(|i| format!("{{ username = \"bench{i}\", password = \"{password}-{i}\" }}"))
+                .collect();
+            toml += &format!(
+                "[providers.{kind}]\nbase_url = \"{url}\"\nrate_limit = \"{}\"\ncredentials = [{}]\n",
+                setup.rate,
+                credentials.join(", ")
+            );
+        }
+        toml += &format!(
+            "[bulk]\nconcurrency = {concurrency}\n[message]\nheader = \"{{name}}님, 안녕하세요. 현대 오토에버입니다.\"\n{extra}"
+        );
+        let path = self.dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, toml).expect("config written");
+        // It holds the sandbox's passwords literally: private, so msgsend does not warn.
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("config made private");
+        path
+    }
+
+    fn csv(&self, n: u64) -> PathBuf {
+        let path = self.dir.path().join(format!("users-{n}.csv"));
+        if !path.exists() {
+            write_csv(&path, n);
+        }
+        path
+    }
+
+    fn overhead(&mut self) {
+        let n = self.scale(1_000_000, 2_000);
+        let concurrency = 256;
+        let sandbox = self.start_sandbox(&UNLIMITED, &UNLIMITED);
+        let csv = self.csv(n);
+        let ceiling = run_ceiling(&sandbox.kakaotalk.base_url(), n, concurrency);
+        let config = self.config("overhead", &sandbox, [&UNLIMITED, &UNLIMITED], concurrency, "");
+        let before = accepted(&sandbox);
+        let run = msgsend(&config, &bulk_csv(&csv, "overhead"));
+        let delivered = accepted(&sandbox) - before;
+        self.stop_sandbox(sandbox);
+        let msgsend_rate = n as f64 / run.seconds;
+        println!("  N = {n}, concurrency {concurrency}, rate limits off, journal on");
+        println!(
+            "  ceiling (bare reqwest loop): {:>9.0} msgs/s ({} in {:.2} s)",
+            ceiling.1 as f64 / ceiling.0,
+            ceiling.1,
+            ceiling.0
+        );
+        println!(
+            "  msgsend bulk (whole run):    {msgsend_rate:>9.0} msgs/s ({n} in {:.2} s, peak RSS {:.1} MiB)",
+            run.seconds, run.peak_rss_mib
+        );
+        println!(
+            "  overhead ratio msgsend / ceiling = {:.2}",
+            msgsend_rate / (ceiling.1 as f64 / ceiling.0)
+        );
+        self.check(ceiling.1 == n, format!("ceiling delivered {} of {n}", ceiling.1));
+        self.check(run.exit_code == 0, format!("overhead run exited {}", run.exit_code));
+        self.check(delivered == n, format!("overhead: {delivered} delivered for {n} recipients"));
+    }
+
+    fn memory(&mut self) {
+        let sandbox = self.start_sandbox(&UNLIMITED, &UNLIMITED);
+        let config = self.config("memory", &sandbox, [&UNLIMITED, &UNLIMITED], 256, "");
+        println!("  peak RSS of `msgsend bulk --csv` (rate limits off, concurrency 256)");
+        for n in [self.scale(100_000, 1_000), self.scale(1_000_000, 3_000)] {
+            let csv = self.csv(n);
+            let before = accepted(&sandbox);
+            let run = msgsend(&config, &bulk_csv(&csv, &format!("memory-{n}")));
+            let delivered = accepted(&sandbox) - before;
+            println!(
+                "  {n:>10} rows: {:>6.1} MiB ({:.1} s)",
+                run.peak_rss_mib, run.seconds
+            );
+            self.check(run.exit_code == 0, format!("memory {n}: exit {}", run.exit_code));
+            self.check(delivered == n, format!("memory {n}: {delivered} delivered"));
+        }
+
+        // The largest size as the resume scenario: SIGTERM at half, then --resume.
+        let n = self.scale(10_000_000, 20_000);
+        let csv = self.csv(n);
+        let job = format!("memory-{n}");
+        let before = accepted(&sandbox);
+        let mut child = spawn_msgsend(&config, &bulk_csv(&csv, &job));
+        let started = Instant::now();
+        let half = wait_for(|| accepted(&sandbox) - before >= n / 2);
+        self.check(half.is_some(), "the first run never reached half");
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let first = wait_rss(&mut child, started);
+        let after_first = accepted(&sandbox) - before;
+        println!(
+            "  {n:>10} rows, run 1 (SIGTERM after {} sent, the rest admitted queued): {:>6.1} MiB ({:.1} s)",
+            after_first, first.peak_rss_mib, first.seconds
+        );
+        self.check(first.exit_code == 130, format!("interrupted run exited {}", first.exit_code));
+
+        let mut child = spawn_msgsend(&config, &["bulk", "--resume", &job]);
+        let resumed_at = Instant::now();
+        let first_send = wait_for(|| accepted(&sandbox) - before > after_first);
+        let second = wait_rss(&mut child, resumed_at);
+        let delivered = accepted(&sandbox) - before;
+        self.stop_sandbox(sandbox);
+        println!(
+            "  {n:>10} rows, run 2 (--resume):                                 {:>6.1} MiB ({:.1} s)",
+            second.peak_rss_mib, second.seconds
+        );
+        match first_send {
+            Some(after) => println!(
+                "  resume of the half-done {n}-recipient job: first send {:.2} s after `--resume`",
+                after.as_secs_f64()
+            ),
+            None => self.check(false, "the resumed run sent nothing"),
+        }
+        self.check(second.exit_code == 0, format!("resumed run exited {}", second.exit_code));
+        self.check(delivered == n, format!("interrupted + resumed: {delivered} delivered for {n}"));
+    }
+
+    fn postgres(&mut self) {
+        let Some(url) = std::env::var("MSGSEND_BENCH_POSTGRES_URL")
+            .or_else(|_| std::env::var("MSGSEND_TEST_POSTGRES_URL"))
+            .ok()
+        else {
+            println!("  skipped: set MSGSEND_BENCH_POSTGRES_URL (or MSGSEND_TEST_POSTGRES_URL)");
+            return;
+        };
+        let sandbox = self.start_sandbox(&UNLIMITED, &UNLIMITED);
+        let config = self.config("postgres", &sandbox, [&UNLIMITED, &UNLIMITED], 256, "");
+        println!("  peak RSS of `msgsend bulk --db postgres://…` (rate limits off, concurrency 256)");
+        for n in [
+            self.scale(100_000, 1_000),
+            self.scale(1_000_000, 2_000),
+            self.scale(10_000_000, 5_000),
+        ] {
+            let table = format!("msgsend_bench_{n}");
+            self.runtime.block_on(fill_postgres(&url, &table, n));
+            let query = format!("SELECT name, phone, birth_date FROM {table}");
+            let before = accepted(&sandbox);
+            let run = msgsend(
+                &config,
+                &[
+                    "bulk", "--age-group", "20s", "--db", &url, "--query", &query, "--message",
+                    "hi {name}", "--job-id", &table,
+                ],
+            );
+            let delivered = accepted(&sandbox) - before;
+            println!(
+                "  {n:>10} rows: {:>6.1} MiB ({:.1} s)",
+                run.peak_rss_mib, run.seconds
+            );
+            self.check(run.exit_code == 0, format!("postgres {n}: exit {}", run.exit_code));
+            self.check(delivered == n, format!("postgres {n}: {delivered} delivered"));
+            self.runtime.block_on(drop_postgres(&url, &table));
+        }
+        self.stop_sandbox(sandbox);
+    }
+
+    fn pacing(&mut self) {
+        println!("  strict sliding window at the sandbox, the same quota in the config");
+        for (rate, per_second) in [("50/s", 50), ("250/s", 250)] {
+            let setup = ProviderSetup {
+                rate,
+                credentials: 1,
+            };
+            let seconds = self.scale(20, 3);
+            let n = per_second * seconds;
+            let paced = self.paced_run(&format!("pacing-{per_second}"), [&setup, &UNLIMITED], n, 64, "");
+            println!(
+                "  {rate:>6}: steady {:.1} msgs/s = {:.3} of the quota; {} 429s; whole run {:.1} s",
+                paced.steady_rate,
+                paced.steady_rate / per_second as f64,
+                paced.rate_limited,
+                paced.run.seconds
+            );
+            self.check_paced(&format!("pacing {rate}"), &paced, n);
+        }
+    }
+
+    fn spillover(&mut self) {
+        let kakaotalk = ProviderSetup {
+            rate: "50/s",
+            credentials: 1,
+        };
+        let sms = ProviderSetup {
+            rate: "100/s",
+            credentials: 1,
+        };
+        let sum = 150;
+        let n = sum * self.scale(20, 3);
+        let paced = self.paced_run(
+            "spillover",
+            [&kakaotalk, &sms],
+            n,
+            128,
+            "[routing]\nstrategy = \"spillover\"\nacquire_timeout = \"100ms\"\n",
+        );
+        let ideal = n as f64 / sum as f64;
+        println!(
+            "  KakaoTalk 50/s + SMS 100/s, N = {n}: {:.2} s against N / (sum of quotas) = {ideal:.2} s: ratio {:.3}; {} 429s",
+            paced.run.seconds,
+            paced.run.seconds / ideal,
+            paced.rate_limited
+        );
+        self.check_paced("spillover", &paced, n);
+    }
+
+    fn pooling(&mut self) {
+        let mut one = None;
+        for credentials in [1, 2, 4] {
+            let setup = ProviderSetup {
+                rate: "50/s",
+                credentials,
+            };
+            let n = 50 * credentials as u64 * self.scale(20, 3);
+            let paced = self.paced_run(
+                &format!("pooling-{credentials}"),
+                [&setup, &UNLIMITED],
+                n,
+                64,
+                "",
+            );
+            let base = *one.get_or_insert(paced.steady_rate);
+            println!(
+                "  {credentials} credential(s) × 50/s: steady {:.1} msgs/s = {:.2} × one; {} 429s",
+                paced.steady_rate,
+                paced.steady_rate / base,
+                paced.rate_limited
+            );
+            self.check_paced(&format!("pooling {credentials}"), &paced, n);
+        }
+    }
+
+    fn check_paced(&mut self, what: &str, paced: &Paced, n: u64) {
+        self.check(paced.rate_limited == 0, format!("{what}: {} 429s", paced.rate_limited));
+        self.check(paced.run.exit_code == 0, format!("{what}: exit {}", paced.run.exit_code));
+        self.check(paced.delivered == n, format!("{what}: {} delivered for {n}", paced.delivered));
+    }
+
+    /// A campaign against rate-limited providers, sampling the sandbox's accepted count to
+    /// find the steady rate.
+    fn paced_run(
+        &self,
+        name: &str,
+        setups: [&ProviderSetup; 2],
+        n: u64,
+        concurrency: u64,
+        extra: &str,
+    ) -> Paced {
+        let sandbox = self.start_sandbox(setups[0], setups[1]);
+        let config = self.config(name, &sandbox, setups, concurrency, extra);
+        let csv = self.csv(n);
+        let mut child = spawn_msgsend(&config, &bulk_csv(&csv, name));
+        let started = Instant::now();
+        let mut samples = Vec::new();
+        let run = loop {
+            samples.push((started.elapsed(), accepted(&sandbox)));
+            if samples.last().is_some_and(|&(_, done)| done >= n) {
+                break wait_rss(&mut child, started);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+            if started.elapsed() > Duration::from_secs(600) {
+                let _ = child.kill();
+                break wait_rss(&mut child, started);
+            }
+        };
+        let rate_limited = SimStats::get(&sandbox.kakaotalk.stats.rate_limited)
+            + SimStats::get(&sandbox.sms.stats.rate_limited);
+        let delivered = accepted(&sandbox);
+        self.stop_sandbox(sandbox);
+        Paced {
+            steady_rate: steady_rate(&samples, n),
+            rate_limited,
+            delivered,
+            run,
+        }
+    }
+}
+
+struct Paced {
+    steady_rate: f64,
+    rate_limited: u64,
+    delivered: u64,
+    run: Finished,
+}
+
+/// Messages per second between the samples where 10 % and 90 % of `n` had been accepted:
+/// the opening burst (a full window at once) and the tail are left out.
+fn steady_rate(samples: &[(Duration, u64)], n: u64) -> f64 {
+    let at = |share: u64| {
+        samples
+            .iter()
+            .find(|&&(_, done)| done * 100 >= n * share)
+            .copied()
+            .unwrap_or((Duration::ZERO, 0))
+    };
+    let ((t10, c10), (t90, c90)) = (at(10), at(90));
+    (c90 - c10) as f64 / (t90 - t10).as_secs_f64().max(1e-9)
+}
+
+/// Polls `done` every millisecond; how long it took, or `None` after ten minutes.
+fn wait_for(mut done: impl FnMut() -> bool) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(600) {
+        if done() {
+            return Some(started.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    None
+}
+
+fn accepted(sandbox: &Sandbox) -> u64 {
+    SimStats::get(&sandbox.kakaotalk.stats.accepted) + SimStats::get(&sandbox.sms.stats.accepted)
+}
+
+fn bulk_csv<'a>(csv: &'a Path, job: &'a str) -> Vec<&'a str> {
+    vec![
+        "bulk",
+        "--age-group",
+        "20s",
+        "--csv",
+        csv.to_str().expect("UTF-8 path"),
+        "--message",
+        "hi {name}",
+        "--job-id",
+        job,
+    ]
+}
+
+fn spawn_msgsend(config: &Path, args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_msgsend"))
+        .arg("--config")
+        .arg(config)
+        .args(["-q", "--no-progress"])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("msgsend starts")
+}
+
+fn msgsend(config: &Path, args: &[&str]) -> Finished {
+    let started = Instant::now();
+    let mut child = spawn_msgsend(config, args);
+    wait_rss(&mut child, started)
+}
+
+/// Waits for `child` with wait4(2), which also gives its peak RSS.
+fn wait_rss(child: &mut Child, started: Instant) -> Finished {
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is a valid value to be overwritten.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 on our own child's pid with valid out-pointers; std's Child is not waited
+    // on afterwards (dropping it does not wait).
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32, "wait4: {}", std::io::Error::last_os_error());
+    let exit_code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        128 + libc::WTERMSIG(status)
+    };
+    Finished {
+        seconds: started.elapsed().as_secs_f64(),
+        // ru_maxrss is in KiB on Linux.
+        peak_rss_mib: usage.ru_maxrss as f64 / 1024.0,
+        exit_code,
+    }
+}
+
+/// `n` recipients, all in their twenties, phones 010-1000-0000 upwards.
+fn write_csv(path: &Path, n: u64) {
+    let born = born_25_years_ago();
+    let mut out = BufWriter::new(std::fs::File::create(path).expect("CSV created"));
+    writeln!(out, "name,phone,birth_date").unwrap();
+    for i in 0..n {
+        writeln!(out, "사람{i},{},{born}", phone(i)).unwrap();
+    }
+    out.flush().unwrap();
+}
+
+fn phone(i: u64) -> String {
+    format!("010-{:04}-{:04}", 1000 + i / 10_000, i % 10_000)
+}
+
+fn born_25_years_ago() -> jiff::civil::Date {
+    jiff::Timestamp::now()
+        .in_tz("Asia/Seoul")
+        .expect("the campaign's time zone")
+        .date()
+        .checked_sub(jiff::Span::new().years(25))
+        .expect("a date 25 years ago")
+}
+
+async fn fill_postgres(url: &str, table: &str, n: u64) {
+    use sqlx::Connection as _;
+    let mut db = sqlx::PgConnection::connect(url).await.expect("PostgreSQL");
+    drop_table(&mut db, table).await;
+    for statement in [
+        format!("CREATE TABLE {table} (name TEXT, phone TEXT, birth_date DATE)"),
+        // Generated server-side: the same rows as the CSV.
+        format!(
+            "INSERT INTO {table} SELECT '사람' || i, \
+             '010-' || lpad((1000 + i / 10000)::text, 4, '0') || '-' || lpad((i % 10000)::text, 4, '0'), \
+             DATE '{}' FROM generate_series(0, {} - 1) AS i",
+            born_25_years_ago(),
+            n
+        ),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(&mut db)
+            .await
+            .expect("bench table");
+    }
+}
+
+async fn drop_postgres(url: &str, table: &str) {
+    use sqlx::Connection as _;
+    let mut db = sqlx::PgConnection::connect(url).await.expect("PostgreSQL");
+    drop_table(&mut db, table).await;
+}
+
+async fn drop_table(db: &mut sqlx::PgConnection, table: &str) {
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
+        .execute(db)
+        .await
+        .expect("drop bench table");
+}
+
+/// Runs the ceiling in a child process of its own, as msgsend runs: returns (seconds, ok).
+fn run_ceiling(base_url: &str, n: u64, concurrency: u64) -> (f64, u64) {
+    let output = Command::new(std::env::current_exe().expect("own path"))
+        .args(["--ceiling-child", base_url, &n.to_string(), &concurrency.to_string()])
+        .output()
+        .expect("ceiling child");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut fields = text.split_whitespace();
+    let ok = fields.next().and_then(|f| f.parse().ok()).unwrap_or(0);
+    let seconds = fields.next().and_then(|f| f.parse().ok()).unwrap_or(f64::NAN);
+    (seconds, ok)
+}
+
+/// The ceiling: the plainest client there is, one reqwest client with `concurrency` requests
+/// in flight, no limiter, no journal, POSTing the same KakaoTalk messages msgsend sends.
+fn ceiling_child(args: &[String]) {
+    let [base_url, n, concurrency] = args else {
+        panic!("usage: --ceiling-child BASE_URL N CONCURRENCY");
+    };
+    let n: u64 = n.parse().expect("N");
+    let concurrency: usize = concurrency.parse().expect("CONCURRENCY");
+    let url = format!("{base_url}/kakaotalk-messages");
+    let ok = AtomicU64::new(0);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let started = Instant::now();
+    runtime.block_on(async {
+        use futures_util::StreamExt as _;
+        let http = reqwest::Client::new();
+        futures_util::stream::iter(0..n)
+            .map(|i| {
+                let request = http
+                    .post(&url)
+                    .basic_auth("bench0", Some("kakao-bench-0"))
+                    .json(&serde_json::json!({
+                        "phone": phone(i),
+                        "message": format!("사람{i}님, 안녕하세요. 현대 오토에버입니다.\nhi 사람{i}"),
+                    }));
+                async move { request.send().await.is_ok_and(|r| r.status().is_success()) }
+            })
+            .buffer_unordered(concurrency)
+            .for_each(|delivered| {
+                if delivered {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                }
+                std::future::ready(())
+            })
+            .await;
+    });
+    println!("{} {:.3}", ok.load(Ordering::Relaxed), started.elapsed().as_secs_f64());
+}
+
+fn describe_machine() {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("machine: {cpu}, {cores} cores; everything on 127.0.0.1");
+}
