@@ -48,7 +48,10 @@ fn main() {
         .filter(|a| !a.starts_with("--"))
         .collect();
     for name in &named {
-        assert!(SECTIONS.contains(name), "unknown section {name:?}; sections: {SECTIONS:?}");
+        assert!(
+            SECTIONS.contains(name),
+            "unknown section {name:?}; sections: {SECTIONS:?}"
+        );
     }
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let mut bench = Bench {
@@ -201,7 +204,13 @@ impl Bench {
         let sandbox = self.start_sandbox(&UNLIMITED, &UNLIMITED);
         let csv = self.csv(n);
         let ceiling = run_ceiling(&sandbox.kakaotalk.base_url(), n, concurrency);
-        let config = self.config("overhead", &sandbox, [&UNLIMITED, &UNLIMITED], concurrency, "");
+        let config = self.config(
+            "overhead",
+            &sandbox,
+            [&UNLIMITED, &UNLIMITED],
+            concurrency,
+            "",
+        );
         let before = accepted(&sandbox);
         let run = msgsend(&config, &bulk_csv(&csv, "overhead"));
         let delivered = accepted(&sandbox) - before;
@@ -222,9 +231,18 @@ impl Bench {
             "  overhead ratio msgsend / ceiling = {:.2}",
             msgsend_rate / (ceiling.1 as f64 / ceiling.0)
         );
-        self.check(ceiling.1 == n, format!("ceiling delivered {} of {n}", ceiling.1));
-        self.check(run.exit_code == 0, format!("overhead run exited {}", run.exit_code));
-        self.check(delivered == n, format!("overhead: {delivered} delivered for {n} recipients"));
+        self.check(
+            ceiling.1 == n,
+            format!("ceiling delivered {} of {n}", ceiling.1),
+        );
+        self.check(
+            run.exit_code == 0,
+            format!("overhead run exited {}", run.exit_code),
+        );
+        self.check(
+            delivered == n,
+            format!("overhead: {delivered} delivered for {n} recipients"),
+        );
     }
 
     fn memory(&mut self) {
@@ -240,7 +258,10 @@ impl Bench {
                 "  {n:>10} rows: {:>6.1} MiB ({:.1} s)",
                 run.peak_rss_mib, run.seconds
             );
-            self.check(run.exit_code == 0, format!("memory {n}: exit {}", run.exit_code));
+            self.check(
+                run.exit_code == 0,
+                format!("memory {n}: exit {}", run.exit_code),
+            );
             self.check(delivered == n, format!("memory {n}: {delivered} delivered"));
         }
 
@@ -261,7 +282,10 @@ impl Bench {
             "  {n:>10} rows, run 1 (SIGTERM after {} sent, the rest admitted queued): {:>6.1} MiB ({:.1} s)",
             after_first, first.peak_rss_mib, first.seconds
         );
-        self.check(first.exit_code == 130, format!("interrupted run exited {}", first.exit_code));
+        self.check(
+            first.exit_code == 130,
+            format!("interrupted run exited {}", first.exit_code),
+        );
 
         let mut child = spawn_msgsend(&config, &["bulk", "--resume", &job]);
         let resumed_at = Instant::now();
@@ -280,8 +304,14 @@ impl Bench {
             ),
             None => self.check(false, "the resumed run sent nothing"),
         }
-        self.check(second.exit_code == 0, format!("resumed run exited {}", second.exit_code));
-        self.check(delivered == n, format!("interrupted + resumed: {delivered} delivered for {n}"));
+        self.check(
+            second.exit_code == 0,
+            format!("resumed run exited {}", second.exit_code),
+        );
+        self.check(
+            delivered == n,
+            format!("interrupted + resumed: {delivered} delivered for {n}"),
+        );
     }
 
     fn postgres(&mut self) {
@@ -294,7 +324,9 @@ impl Bench {
         };
         let sandbox = self.start_sandbox(&UNLIMITED, &UNLIMITED);
         let config = self.config("postgres", &sandbox, [&UNLIMITED, &UNLIMITED], 256, "");
-        println!("  peak RSS of `msgsend bulk --db postgres://…` (rate limits off, concurrency 256)");
+        println!(
+            "  peak RSS of `msgsend bulk --db postgres://…` (rate limits off, concurrency 256)"
+        );
         for n in [
             self.scale(100_000, 1_000),
             self.scale(1_000_000, 2_000),
@@ -307,8 +339,17 @@ impl Bench {
             let run = msgsend(
                 &config,
                 &[
-                    "bulk", "--age-group", "20s", "--db", &url, "--query", &query, "--message",
-                    "hi {name}", "--job-id", &table,
+                    "bulk",
+                    "--age-group",
+                    "20s",
+                    "--db",
+                    &url,
+                    "--query",
+                    &query,
+                    "--message",
+                    "hi {name}",
+                    "--job-id",
+                    &table,
                 ],
             );
             let delivered = accepted(&sandbox) - before;
@@ -316,8 +357,14 @@ impl Bench {
                 "  {n:>10} rows: {:>6.1} MiB ({:.1} s)",
                 run.peak_rss_mib, run.seconds
             );
-            self.check(run.exit_code == 0, format!("postgres {n}: exit {}", run.exit_code));
-            self.check(delivered == n, format!("postgres {n}: {delivered} delivered"));
+            self.check(
+                run.exit_code == 0,
+                format!("postgres {n}: exit {}", run.exit_code),
+            );
+            self.check(
+                delivered == n,
+                format!("postgres {n}: {delivered} delivered"),
+            );
             self.runtime.block_on(drop_postgres(&url, &table));
         }
         self.stop_sandbox(sandbox);
@@ -332,7 +379,13 @@ impl Bench {
             };
             let seconds = self.scale(20, 3);
             let n = per_second * seconds;
-            let paced = self.paced_run(&format!("pacing-{per_second}"), [&setup, &UNLIMITED], n, 64, "");
+            let paced = self.paced_run(
+                &format!("pacing-{per_second}"),
+                [&setup, &UNLIMITED],
+                n,
+                64,
+                "",
+            );
             println!(
                 "  {rate:>6}: steady {:.1} msgs/s = {:.3} of the quota; {} 429s; whole run {:.1} s",
                 paced.steady_rate,
@@ -399,13 +452,24 @@ impl Bench {
     }
 
     fn check_paced(&mut self, what: &str, paced: &Paced, n: u64) {
-        self.check(paced.rate_limited == 0, format!("{what}: {} 429s", paced.rate_limited));
-        self.check(paced.run.exit_code == 0, format!("{what}: exit {}", paced.run.exit_code));
-        self.check(paced.delivered == n, format!("{what}: {} delivered for {n}", paced.delivered));
+        self.check(
+            paced.rate_limited == 0,
+            format!("{what}: {} 429s", paced.rate_limited),
+        );
+        self.check(
+            paced.run.exit_code == 0,
+            format!("{what}: exit {}", paced.run.exit_code),
+        );
+        self.check(
+            paced.delivered == n,
+            format!("{what}: {} delivered for {n}", paced.delivered),
+        );
     }
 
     /// A campaign against rate-limited providers, sampling the sandbox's accepted count to
     /// find the steady rate.
+    // The child is reaped by wait4 (`wait_rss`), which clippy does not know.
+    #[allow(clippy::zombie_processes)]
     fn paced_run(
         &self,
         name: &str,
@@ -521,7 +585,12 @@ fn wait_rss(child: &mut Child, started: Instant) -> Finished {
     // SAFETY: wait4 on our own child's pid with valid out-pointers; std's Child is not waited
     // on afterwards (dropping it does not wait).
     let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    assert_eq!(pid, child.id() as i32, "wait4: {}", std::io::Error::last_os_error());
+    assert_eq!(
+        pid,
+        child.id() as i32,
+        "wait4: {}",
+        std::io::Error::last_os_error()
+    );
     let exit_code = if libc::WIFEXITED(status) {
         libc::WEXITSTATUS(status)
     } else {
@@ -597,13 +666,21 @@ async fn drop_table(db: &mut sqlx::PgConnection, table: &str) {
 /// Runs the ceiling in a child process of its own, as msgsend runs: returns (seconds, ok).
 fn run_ceiling(base_url: &str, n: u64, concurrency: u64) -> (f64, u64) {
     let output = Command::new(std::env::current_exe().expect("own path"))
-        .args(["--ceiling-child", base_url, &n.to_string(), &concurrency.to_string()])
+        .args([
+            "--ceiling-child",
+            base_url,
+            &n.to_string(),
+            &concurrency.to_string(),
+        ])
         .output()
         .expect("ceiling child");
     let text = String::from_utf8_lossy(&output.stdout);
     let mut fields = text.split_whitespace();
     let ok = fields.next().and_then(|f| f.parse().ok()).unwrap_or(0);
-    let seconds = fields.next().and_then(|f| f.parse().ok()).unwrap_or(f64::NAN);
+    let seconds = fields
+        .next()
+        .and_then(|f| f.parse().ok())
+        .unwrap_or(f64::NAN);
     (seconds, ok)
 }
 
@@ -642,7 +719,11 @@ fn ceiling_child(args: &[String]) {
             })
             .await;
     });
-    println!("{} {:.3}", ok.load(Ordering::Relaxed), started.elapsed().as_secs_f64());
+    println!(
+        "{} {:.3}",
+        ok.load(Ordering::Relaxed),
+        started.elapsed().as_secs_f64()
+    );
 }
 
 fn describe_machine() {

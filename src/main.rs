@@ -5,12 +5,6 @@ use clap::Parser;
 use msgsend::cli::Cli;
 use msgsend::error::exit_code_for;
 
-/// mimalloc instead of glibc's malloc: a campaign allocates and frees many small buffers per
-/// message across threads (request bodies, headers, futures), and glibc's allocator took ~15%
-/// of the CPU in the overhead benchmark (bench/overhead.sh).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     msgsend::logging::init(&cli.global);

@@ -123,7 +123,6 @@ pub async fn run_campaign(
     let run = journal.begin_run(&job_id, args.resend_uncertain).await?;
     tracing::info!(job_id = %job_id, run, source = %spec, ages = %params.ages, date = %params.date, "campaign started");
 
-    let total = source::count_in_range(&spec, ages).await?;
     let http = http_client();
     let alerter = Alerter::new(settings.alerts.webhook.clone(), http.clone());
     alerter.set_job(&job_id);
@@ -173,21 +172,36 @@ pub async fn run_campaign(
         )
     });
     let started = Instant::now();
-    let progress = Progress::start(total, show_bar);
+    let progress = Progress::start(show_bar);
+    // The progress total is counted beside the run rather than before it: over millions of
+    // rows the count pass takes seconds that the first send should not wait for. (Polled in
+    // this task, not spawned: sqlx's query futures are not provably `Send` for a spawn.)
+    let counting = async {
+        match source::count_in_range(&spec, ages).await {
+            Ok(total) => progress.set_total(total),
+            Err(error) => tracing::debug!("no progress total: {error}"),
+        }
+    };
     let reporting = Reporting {
         progress: progress.clone(),
         metrics: metrics.clone(),
         watch: Watch::new(alerter.clone(), &settings.alerts),
     };
-    let result = pipeline::run(
-        &campaign,
-        opened,
-        router.clone(),
-        &mut journal,
-        reporting,
-        stops.token(),
-    )
-    .await;
+    let result = {
+        let run = pipeline::run(
+            &campaign,
+            opened,
+            router.clone(),
+            &mut journal,
+            reporting,
+            stops.token(),
+        );
+        tokio::pin!(run);
+        tokio::select! {
+            result = &mut run => result,
+            () = counting => run.await,
+        }
+    };
     progress.finish();
     if let Some(task) = textfile {
         task.abort();

@@ -2,7 +2,9 @@
 //! ETA, sent/fallback/failed), and where there is no terminal (cron, a pipe) or with
 //! `--no-progress`, one log line every 10 s instead. "Done" counts every in-range recipient
 //! dealt with, skipped ones (duplicate, suppressed, done in an earlier run) included, so the
-//! bar reaches its total.
+//! bar reaches its total. The total comes from a count pass over the source that runs beside
+//! the campaign ([`Progress::set_total`]), so the first send does not wait for it; until it is
+//! known the bar shows a count without a length and the log line says `?`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,8 +17,13 @@ use crate::journal::RecipientState;
 /// How often the progress line is logged when there is no bar (SPEC section 6).
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
+/// `Counts::total` before the count pass has answered.
+const UNKNOWN: u64 = u64::MAX;
+
 #[derive(Debug, Default)]
 struct Counts {
+    /// The in-range rows expected, or [`UNKNOWN`].
+    total: AtomicU64,
     done: AtomicU64,
     sent: AtomicU64,
     fallback: AtomicU64,
@@ -28,16 +35,15 @@ struct Counts {
 pub struct Progress {
     bar: Option<ProgressBar>,
     counts: Arc<Counts>,
-    total: u64,
     started: Instant,
 }
 
 impl Progress {
-    /// `total`: the in-range rows expected. `bar`: draw a bar (only sensible at a terminal);
-    /// without one, a logging task reports every 10 s until [`finish`](Self::finish).
-    pub fn start(total: u64, bar: bool) -> Progress {
+    /// `bar`: draw a bar (only sensible at a terminal); without one, a logging task reports
+    /// every 10 s until [`finish`](Self::finish).
+    pub fn start(bar: bool) -> Progress {
         let bar = bar.then(|| {
-            let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
             bar.set_style(
                 ProgressStyle::with_template(
                     "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {per_sec} ETA {eta} {msg}",
@@ -51,9 +57,9 @@ impl Progress {
         let progress = Progress {
             bar,
             counts: Arc::default(),
-            total,
             started: Instant::now(),
         };
+        progress.counts.total.store(UNKNOWN, Ordering::Relaxed);
         if progress.bar.is_none() {
             let logger = progress.clone();
             tokio::spawn(async move {
@@ -71,17 +77,32 @@ impl Progress {
         progress
     }
 
+    /// The in-range rows expected, once the count pass has said.
+    pub fn set_total(&self, total: u64) {
+        self.counts.total.store(total, Ordering::Relaxed);
+        if let Some(bar) = &self.bar {
+            // A source may hold more in-range rows than counted (it changed meanwhile).
+            bar.set_length(total.max(bar.position()));
+        }
+    }
+
+    fn total(&self) -> Option<u64> {
+        Some(self.counts.total.load(Ordering::Relaxed)).filter(|&total| total != UNKNOWN)
+    }
+
     fn log_line(&self) {
         let done = self.counts.done.load(Ordering::Relaxed);
         let rate = done as f64 / self.started.elapsed().as_secs_f64().max(0.001);
+        let total = self
+            .total()
+            .map_or_else(|| "?".to_string(), |t| t.to_string());
         tracing::info!(
             done,
-            total = self.total,
+            total = %total,
             sent = self.counts.sent.load(Ordering::Relaxed),
             fallback = self.counts.fallback.load(Ordering::Relaxed),
             failed = self.counts.failed.load(Ordering::Relaxed),
-            "progress: {done}/{} done, {rate:.1}/s",
-            self.total
+            "progress: {done}/{total} done, {rate:.1}/s",
         );
     }
 
@@ -107,8 +128,8 @@ impl Progress {
     fn advance(&self) {
         self.counts.done.fetch_add(1, Ordering::Relaxed);
         if let Some(bar) = &self.bar {
-            // A source may hold more in-range rows than counted before the run (it changed).
-            if bar.position() + 1 > bar.length().unwrap_or(0) {
+            // A source may hold more in-range rows than counted (it changed meanwhile).
+            if self.total().is_some() && bar.position() + 1 > bar.length().unwrap_or(0) {
                 bar.inc_length(1);
             }
             bar.set_message(format!(
