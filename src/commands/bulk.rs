@@ -212,7 +212,10 @@ pub async fn run_campaign(
         Ok(outcome) => outcome,
         Err(error) => {
             // What was recorded stays recorded; the job can be resumed once the cause is fixed.
-            let _ = journal.set_status(&job_id, JobStatus::Interrupted).await;
+            // It stays `RUNNING` (as after a kill) unless its in-flight rows could be resolved.
+            if journal.resolve_in_flight(&job_id).await.is_ok() {
+                let _ = journal.set_status(&job_id, JobStatus::Interrupted).await;
+            }
             return Err(error.into());
         }
     };
@@ -285,8 +288,8 @@ async fn plan(
         } else {
             job_id.clone()
         };
-        let job = journal.job(&job_id).await?;
-        return Ok(Some((job_id, job.params, None)));
+        let params = journal.params(&job_id).await?;
+        return Ok(Some((job_id, params, None)));
     }
     let job_id = args
         .job_id
@@ -296,7 +299,7 @@ async fn plan(
         return Err(UsageError("--job-id must not be empty".into()).into());
     }
     if let Some(original) = &args.retry_failed {
-        let mut params = journal.job(original).await?.params;
+        let mut params = journal.params(original).await?;
         params.retry_of = Some(original.clone());
         params.strategy = args.strategy.unwrap_or(params.strategy);
         params.concurrency = args.concurrency.map_or(params.concurrency, |n| n as usize);

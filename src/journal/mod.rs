@@ -323,7 +323,13 @@ impl Journal {
             path: path.clone(),
             source,
         };
-        let mut connection = options.connect().await.map_err(fail)?;
+        // sqlx logs any statement over 1 s at WARN: on a journal of millions of rows the
+        // summary's counts legitimately take that long, and cron mails every WARN.
+        let mut connection = options
+            .disable_statement_logging()
+            .connect()
+            .await
+            .map_err(fail)?;
         sqlx::raw_sql(SCHEMA)
             .execute(&mut connection)
             .await
@@ -370,11 +376,16 @@ impl Journal {
     ) -> Result<u32, JournalError> {
         let fail = self.fail();
         let mut tx = self.connection.begin().await.map_err(&fail)?;
-        sqlx::query("UPDATE recipients SET state = 'uncertain', reason = 'a request was in flight when the process died' WHERE job_id = $1 AND state = 'in_flight'")
+        let status: Option<String> = sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
             .bind(id)
-            .execute(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(&fail)?;
+        // Only a killed run (still `RUNNING`) can leave rows in flight; a run that ended resolved
+        // its own. Skipping the scan saves seconds when resuming a job of millions.
+        if status.as_deref() == Some(JobStatus::Running.name()) {
+            resolve_in_flight(&mut tx, id).await.map_err(&fail)?;
+        }
         if resend_uncertain {
             sqlx::query(
                 "UPDATE recipients SET state = 'queued' WHERE job_id = $1 AND state = 'uncertain'",
@@ -456,6 +467,26 @@ impl Journal {
         self.job_record(&row).await
     }
 
+    /// After a run that failed (journal or source error): rows left in flight become
+    /// `uncertain`, so the job can be recorded as stopped (see [`begin_run`](Self::begin_run)).
+    pub async fn resolve_in_flight(&mut self, id: &str) -> Result<(), JournalError> {
+        resolve_in_flight(&mut self.connection, id)
+            .await
+            .map_err(self.fail())
+    }
+
+    /// A job's campaign parameters only: what `--resume` and `--retry-failed` need, without
+    /// counting the job's recipients by state (seconds on a job of ten million).
+    pub async fn params(&mut self, id: &str) -> Result<CampaignParams, JournalError> {
+        let params: String = sqlx::query_scalar("SELECT params FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut self.connection)
+            .await
+            .map_err(self.fail())?
+            .ok_or_else(|| JournalError::UnknownJob(id.to_string()))?;
+        parse_params(id, &params)
+    }
+
     /// Every job, the newest first.
     pub async fn jobs(&mut self) -> Result<Vec<JobRecord>, JournalError> {
         let rows = sqlx::query("SELECT * FROM jobs ORDER BY created_at DESC, id DESC")
@@ -475,11 +506,7 @@ impl Journal {
     ) -> Result<JobRecord, JournalError> {
         let fail = self.fail();
         let id: String = row.try_get("id").map_err(&fail)?;
-        let params: String = row.try_get("params").map_err(&fail)?;
-        let params = serde_json::from_str(&params).map_err(|e| JournalError::BadParams {
-            job: id.clone(),
-            message: e.to_string(),
-        })?;
+        let params = parse_params(&id, &row.try_get::<String, _>("params").map_err(&fail)?)?;
         let get = |name: &str| -> Result<u64, JournalError> {
             Ok(u64::try_from(row.try_get::<i64, _>(name).map_err(&fail)?).unwrap_or(0))
         };
@@ -581,6 +608,25 @@ fn database_error(path: &str) -> impl Fn(sqlx::Error) -> JournalError + use<> {
         path: path.clone(),
         source,
     }
+}
+
+async fn resolve_in_flight(connection: &mut SqliteConnection, id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE recipients SET state = 'uncertain', \
+         reason = 'a request was in flight when the process died' \
+         WHERE job_id = $1 AND state = 'in_flight'",
+    )
+    .bind(id)
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+fn parse_params(job: &str, text: &str) -> Result<CampaignParams, JournalError> {
+    serde_json::from_str(text).map_err(|e| JournalError::BadParams {
+        job: job.to_string(),
+        message: e.to_string(),
+    })
 }
 
 fn to_i64(n: u64) -> i64 {

@@ -38,15 +38,20 @@ fn database_error(url: &DatabaseUrl, error: impl std::fmt::Display) -> SourceErr
 
 async fn connect(url: &DatabaseUrl) -> Result<Connection, SourceError> {
     let fail = |error: sqlx::Error| database_error(url, error);
+    // No statement logging: the operator's query may hold personal data in its literals, and
+    // sqlx would log a slow one (a COUNT over millions of rows) at WARN.
     if url.is_sqlite() {
         // Read-only: a campaign never writes to its source, and a missing file is an error
         // rather than a new empty database.
         let options = SqliteConnectOptions::from_str(url.expose())
             .map_err(fail)?
-            .read_only(true);
+            .read_only(true)
+            .disable_statement_logging();
         Ok(Connection::Sqlite(options.connect().await.map_err(fail)?))
     } else {
-        let options = PgConnectOptions::from_str(url.expose()).map_err(fail)?;
+        let options = PgConnectOptions::from_str(url.expose())
+            .map_err(fail)?
+            .disable_statement_logging();
         Ok(Connection::Postgres(options.connect().await.map_err(fail)?))
     }
 }
