@@ -15,6 +15,7 @@
 //!   (N / sum of quotas).
 //! - `pooling`: 1, 2 and 4 KakaoTalk credentials of 50/s each: steady rate ÷ the one's.
 //!
+//! `--scale F` multiplies the full sizes (`--scale 0.1`: a tenth of every N, for a quicker look).
 //! `--quick` runs every section small (seconds): CI runs it for correctness only. It fails on a
 //! correctness break (a 429, a message delivered twice or not at all, a run that did not end
 //! as it should), never on a time. Run: `cargo bench --bench campaign [-- --quick] [SECTION…]`.
@@ -42,10 +43,15 @@ fn main() {
         return ceiling_child(&args[1..]);
     }
     let quick = args.iter().any(|a| a == "--quick");
+    let scale: f64 = args.iter().position(|a| a == "--scale").map_or(1.0, |i| {
+        args.get(i + 1)
+            .and_then(|f| f.parse().ok())
+            .expect("--scale F")
+    });
     let named: Vec<&str> = args
         .iter()
         .map(String::as_str)
-        .filter(|a| !a.starts_with("--"))
+        .filter(|a| !a.starts_with("--") && a.parse::<f64>().is_err())
         .collect();
     for name in &named {
         assert!(
@@ -57,6 +63,7 @@ fn main() {
     let mut bench = Bench {
         runtime,
         quick,
+        scale,
         dir: tempfile::Builder::new()
             .prefix("msgsend-bench.")
             .tempdir()
@@ -93,6 +100,8 @@ fn main() {
 struct Bench {
     runtime: tokio::runtime::Runtime,
     quick: bool,
+    /// Multiplies the full sizes (`--scale`).
+    scale: f64,
     dir: tempfile::TempDir,
     failures: Vec<String>,
 }
@@ -119,7 +128,11 @@ struct Finished {
 
 impl Bench {
     fn scale(&self, full: u64, quick: u64) -> u64 {
-        if self.quick { quick } else { full }
+        if self.quick {
+            quick
+        } else {
+            ((full as f64 * self.scale) as u64).max(1)
+        }
     }
 
     fn check(&mut self, ok: bool, what: impl Into<String>) {

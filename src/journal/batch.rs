@@ -34,13 +34,18 @@ impl Batch<'_> {
 
     /// Admits recipients to this run (see [`Admission`]); the answers come in order. A phone
     /// seen twice, in this call or earlier in the run, is a duplicate the second time.
+    ///
+    /// Two statements at most, whatever the group's size: phones the job already holds from
+    /// an earlier run are marked seen by this run (`UPDATE … RETURNING` says which, with their
+    /// state), and the rest are inserted (`ON CONFLICT DO NOTHING RETURNING` says which were
+    /// new; the others were seen earlier in this run). In a job's first run every phone the
+    /// journal holds was seen by this run, so the update is skipped.
     pub async fn admit(
         &mut self,
         candidates: &[Candidate],
         retry_of: Option<&str>,
     ) -> Result<Vec<Admission>, JournalError> {
         let fail = self.fail();
-        let phones = json_array(candidates.iter().map(|(phone, _, _)| phone.as_str()));
         let retryable: Option<HashSet<String>> = match retry_of {
             Some(original) => Some(
                 sqlx::query_scalar(
@@ -48,7 +53,7 @@ impl Batch<'_> {
                      AND phone IN (SELECT value FROM json_each($2))",
                 )
                 .bind(original)
-                .bind(&phones)
+                .bind(json_array(candidates.iter().map(|(p, _, _)| p.as_str())))
                 .fetch_all(&mut *self.tx)
                 .await
                 .map_err(&fail)?
@@ -57,83 +62,87 @@ impl Batch<'_> {
             ),
             None => None,
         };
-        let known: HashMap<String, (String, i64)> = sqlx::query(
-            "SELECT phone, state, seen_run FROM recipients WHERE job_id = $1 \
-             AND phone IN (SELECT value FROM json_each($2))",
-        )
-        .bind(self.job)
-        .bind(&phones)
-        .fetch_all(&mut *self.tx)
-        .await
-        .map_err(&fail)?
-        .into_iter()
-        .map(|row| (row.get("phone"), (row.get("state"), row.get("seen_run"))))
-        .collect();
+        let wanted = |phone: &Phone| {
+            retryable
+                .as_ref()
+                .is_none_or(|r| r.contains(phone.as_str()))
+        };
 
         let run = i64::from(self.run);
-        let mut seen_here = HashSet::with_capacity(candidates.len());
-        let mut new = Vec::new();
-        let mut seen_again = Vec::new();
-        let answers = candidates
-            .iter()
-            .map(|candidate @ (phone, _, _)| {
-                let phone = phone.as_str();
-                if retryable.as_ref().is_some_and(|r| !r.contains(phone)) {
-                    return Admission::NotToRetry;
-                }
-                if !seen_here.insert(phone) {
-                    return Admission::Duplicate;
-                }
-                match known.get(phone) {
-                    None => {
-                        new.push(candidate);
-                        Admission::Send
-                    }
-                    Some((_, seen_run)) if *seen_run == run => Admission::Duplicate,
-                    Some((state, _)) => {
-                        seen_again.push(phone);
-                        match RecipientState::parse(state) {
-                            RecipientState::Queued => Admission::Send,
-                            _ => Admission::AlreadyDone,
-                        }
-                    }
-                }
-            })
-            .collect();
-
-        if !new.is_empty() {
-            let rows = serde_json::to_string(
-                &new.iter()
-                    .map(|(phone, line, name)| (phone.as_str(), to_i64(*line), name))
-                    .collect::<Vec<_>>(),
-            )
-            .expect("strings and numbers serialize");
+        // Known from an earlier run, first seen by this one now: phone → state.
+        let earlier: HashMap<String, String> = if self.run > 1 {
             sqlx::query(
+                "UPDATE recipients SET seen_run = $2 WHERE job_id = $1 AND seen_run != $2 \
+                 AND phone IN (SELECT value FROM json_each($3)) RETURNING phone, state",
+            )
+            .bind(self.job)
+            .bind(run)
+            .bind(json_array(
+                candidates
+                    .iter()
+                    .filter(|(p, _, _)| wanted(p))
+                    .map(|(p, _, _)| p.as_str()),
+            ))
+            .fetch_all(&mut *self.tx)
+            .await
+            .map_err(&fail)?
+            .into_iter()
+            .map(|row| (row.get("phone"), row.get("state")))
+            .collect()
+        } else {
+            HashMap::new()
+        };
+
+        let rest: Vec<_> = candidates
+            .iter()
+            .filter(|(p, _, _)| wanted(p) && !earlier.contains_key(p.as_str()))
+            .map(|(phone, line, name)| (phone.as_str(), to_i64(*line), name))
+            .collect();
+        let inserted: HashSet<String> = if rest.is_empty() {
+            HashSet::new()
+        } else {
+            sqlx::query_scalar(
                 "INSERT INTO recipients (job_id, phone, line, name, state, seen_run, updated_at) \
                  SELECT $1, value ->> 0, value ->> 1, value ->> 2, 'queued', $2, $3 \
-                 FROM json_each($4)",
+                 FROM json_each($4) WHERE true \
+                 ON CONFLICT (job_id, phone) DO NOTHING RETURNING phone",
             )
             .bind(self.job)
             .bind(run)
             .bind(&self.at)
-            .bind(rows)
-            .execute(&mut *self.tx)
+            .bind(serde_json::to_string(&rest).expect("strings and numbers serialize"))
+            .fetch_all(&mut *self.tx)
             .await
-            .map_err(&fail)?;
-        }
-        if !seen_again.is_empty() {
-            sqlx::query(
-                "UPDATE recipients SET seen_run = $2 WHERE job_id = $1 \
-                 AND phone IN (SELECT value FROM json_each($3))",
-            )
-            .bind(self.job)
-            .bind(run)
-            .bind(json_array(seen_again))
-            .execute(&mut *self.tx)
-            .await
-            .map_err(&fail)?;
-        }
-        Ok(answers)
+            .map_err(&fail)?
+            .into_iter()
+            .collect()
+        };
+
+        let mut seen_here = HashSet::with_capacity(candidates.len());
+        Ok(candidates
+            .iter()
+            .map(|(phone, _, _)| {
+                if !wanted(phone) {
+                    return Admission::NotToRetry;
+                }
+                let phone = phone.as_str();
+                if !seen_here.insert(phone) {
+                    return Admission::Duplicate;
+                }
+                if let Some(state) = earlier.get(phone) {
+                    return match RecipientState::parse(state) {
+                        RecipientState::Queued => Admission::Send,
+                        _ => Admission::AlreadyDone,
+                    };
+                }
+                if inserted.contains(phone) {
+                    Admission::Send
+                } else {
+                    // Already in the journal, marked seen by this run: earlier in this run.
+                    Admission::Duplicate
+                }
+            })
+            .collect())
     }
 
     /// Records that requests for these phones are about to go.
