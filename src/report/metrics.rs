@@ -20,6 +20,7 @@
 //! | `msgsend_queue_size` | gauge | |
 //! | `msgsend_circuit_open` | gauge (0/1) | `provider` |
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,12 +48,29 @@ fn to_labels(pairs: &[(&'static str, &'static str)]) -> Vec<metrics::Label> {
         .collect()
 }
 
+/// A metric and its labels (at most two here), all static: the key of a cached handle.
+type HandleKey = (&'static str, [(&'static str, &'static str); 2]);
+
+fn handle_key(name: &'static str, labels: &[(&'static str, &'static str)]) -> HandleKey {
+    let mut key = [("", ""); 2];
+    assert!(
+        labels.len() <= key.len(),
+        "{name}: more labels than a key holds"
+    );
+    key[..labels.len()].copy_from_slice(labels);
+    (name, key)
+}
+
 /// One run's metrics.
 pub struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     /// Sends recorded so far, to drain histogram samples every [`UPKEEP_EVERY`].
     finished: std::sync::atomic::AtomicU64,
+    /// Handles already registered: the recorder's own lookup builds the labels and hashes
+    /// them on every call, three times per message on the collector's path.
+    counters: std::sync::Mutex<HashMap<HandleKey, Counter>>,
+    histograms: std::sync::Mutex<HashMap<HandleKey, Histogram>>,
 }
 
 /// The exporter keeps raw histogram samples until they are drained into buckets (on render or
@@ -86,6 +104,8 @@ impl Metrics {
             recorder,
             handle,
             finished: std::sync::atomic::AtomicU64::new(0),
+            counters: Default::default(),
+            histograms: Default::default(),
         };
         metrics.with(|| {
             metrics::describe_counter!(
@@ -137,7 +157,11 @@ impl Metrics {
     }
 
     fn counter(&self, name: &'static str, labels: &[(&'static str, &'static str)]) -> Counter {
-        self.with(|| metrics::counter!(name, to_labels(labels)))
+        let mut counters = self.counters.lock().expect("metrics handles");
+        counters
+            .entry(handle_key(name, labels))
+            .or_insert_with(|| self.with(|| metrics::counter!(name, to_labels(labels))))
+            .clone()
     }
 
     fn gauge(&self, name: &'static str, labels: &[(&'static str, &'static str)]) -> Gauge {
@@ -145,7 +169,11 @@ impl Metrics {
     }
 
     fn histogram(&self, name: &'static str, labels: &[(&'static str, &'static str)]) -> Histogram {
-        self.with(|| metrics::histogram!(name, to_labels(labels)))
+        let mut histograms = self.histograms.lock().expect("metrics handles");
+        histograms
+            .entry(handle_key(name, labels))
+            .or_insert_with(|| self.with(|| metrics::histogram!(name, to_labels(labels))))
+            .clone()
     }
 
     /// A recipient's send ended in `state` through `channel`, after `attempts`.
