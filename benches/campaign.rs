@@ -15,6 +15,7 @@
 //!   (N / sum of quotas).
 //! - `pooling`: 1, 2 and 4 KakaoTalk credentials of 50/s each: steady rate ÷ the one's.
 //!
+//! `MSGSEND_BENCH_WRAP="perf record -g -o FILE --"` runs every msgsend under a profiler.
 //! `--scale F` multiplies the full sizes (`--scale 0.1`: a tenth of every N, for a quicker look).
 //! `--quick` runs every section small (seconds): CI runs it for correctness only. It fails on a
 //! correctness break (a 429, a message delivered twice or not at all, a run that did not end
@@ -578,8 +579,20 @@ fn bulk_csv<'a>(csv: &'a Path, job: &'a str) -> Vec<&'a str> {
     ]
 }
 
+/// Starts msgsend; `MSGSEND_BENCH_WRAP` (e.g. `perf record -g -o /tmp/msgsend.perf --`) runs it
+/// under a profiler. The RSS figures are then the wrapper's.
 fn spawn_msgsend(config: &Path, args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_msgsend"))
+    let wrap = std::env::var("MSGSEND_BENCH_WRAP").unwrap_or_default();
+    let mut words = wrap.split_whitespace();
+    let mut command = match words.next() {
+        Some(program) => {
+            let mut command = Command::new(program);
+            command.args(words).arg(env!("CARGO_BIN_EXE_msgsend"));
+            command
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_msgsend")),
+    };
+    command
         .arg("--config")
         .arg(config)
         .args(["-q", "--no-progress"])
