@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use sqlx::{Row as _, Sqlite, Transaction};
+use sqlx::{Sqlite, Transaction};
 
 use super::{Admission, JournalError, OutcomeRecord, RecipientState, database_error, to_i64};
 use crate::phone::Phone;
@@ -35,114 +35,117 @@ impl Batch<'_> {
     /// Admits recipients to this run (see [`Admission`]); the answers come in order. A phone
     /// seen twice, in this call or earlier in the run, is a duplicate the second time.
     ///
-    /// Two statements at most, whatever the group's size: phones the job already holds from
-    /// an earlier run are marked seen by this run (`UPDATE … RETURNING` says which, with their
-    /// state), and the rest are inserted (`ON CONFLICT DO NOTHING RETURNING` says which were
-    /// new; the others were seen earlier in this run). In a job's first run every phone the
-    /// journal holds was seen by this run, so the update is skipped.
+    /// Three statements at most, whatever the group's size: one read of what the journal
+    /// holds for these phones, one update marking those from an earlier run seen by this one,
+    /// one insert of the new. The read returns a single row (a JSON array): sqlx hands every
+    /// result row over from its SQLite worker thread separately, a thread wake-up each.
     pub async fn admit(
         &mut self,
         candidates: &[Candidate],
         retry_of: Option<&str>,
     ) -> Result<Vec<Admission>, JournalError> {
         let fail = self.fail();
+        let phones = json_array(candidates.iter().map(|(p, _, _)| p.as_str()));
         let retryable: Option<HashSet<String>> = match retry_of {
             Some(original) => Some(
-                sqlx::query_scalar(
-                    "SELECT phone FROM recipients WHERE job_id = $1 AND state = 'failed' \
-                     AND phone IN (SELECT value FROM json_each($2))",
+                self.json_rows::<String>(
+                    "SELECT json_group_array(phone) FROM recipients WHERE job_id = $1 \
+                     AND state = 'failed' AND phone IN (SELECT value FROM json_each($2))",
+                    original,
+                    &phones,
                 )
-                .bind(original)
-                .bind(json_array(candidates.iter().map(|(p, _, _)| p.as_str())))
-                .fetch_all(&mut *self.tx)
-                .await
-                .map_err(&fail)?
+                .await?
                 .into_iter()
                 .collect(),
             ),
             None => None,
         };
-        let wanted = |phone: &Phone| {
-            retryable
-                .as_ref()
-                .is_none_or(|r| r.contains(phone.as_str()))
-        };
+        let known: HashMap<String, (String, i64)> = self
+            .json_rows::<(String, String, i64)>(
+                "SELECT json_group_array(json_array(phone, state, seen_run)) FROM recipients \
+                 WHERE job_id = $1 AND phone IN (SELECT value FROM json_each($2))",
+                self.job,
+                &phones,
+            )
+            .await?
+            .into_iter()
+            .map(|(phone, state, seen_run)| (phone, (state, seen_run)))
+            .collect();
 
         let run = i64::from(self.run);
-        // Known from an earlier run, first seen by this one now: phone → state.
-        let earlier: HashMap<String, String> = if self.run > 1 {
-            sqlx::query(
-                "UPDATE recipients SET seen_run = $2 WHERE job_id = $1 AND seen_run != $2 \
-                 AND phone IN (SELECT value FROM json_each($3)) RETURNING phone, state",
-            )
-            .bind(self.job)
-            .bind(run)
-            .bind(json_array(
-                candidates
-                    .iter()
-                    .filter(|(p, _, _)| wanted(p))
-                    .map(|(p, _, _)| p.as_str()),
-            ))
-            .fetch_all(&mut *self.tx)
-            .await
-            .map_err(&fail)?
-            .into_iter()
-            .map(|row| (row.get("phone"), row.get("state")))
-            .collect()
-        } else {
-            HashMap::new()
-        };
-
-        let rest: Vec<_> = candidates
+        let mut seen_here = HashSet::with_capacity(candidates.len());
+        let mut new = Vec::new();
+        let mut seen_again = Vec::new();
+        let answers = candidates
             .iter()
-            .filter(|(p, _, _)| wanted(p) && !earlier.contains_key(p.as_str()))
-            .map(|(phone, line, name)| (phone.as_str(), to_i64(*line), name))
+            .map(|(phone, line, name)| {
+                let phone = phone.as_str();
+                if retryable.as_ref().is_some_and(|r| !r.contains(phone)) {
+                    return Admission::NotToRetry;
+                }
+                if !seen_here.insert(phone) {
+                    return Admission::Duplicate;
+                }
+                match known.get(phone) {
+                    None => {
+                        new.push((phone, to_i64(*line), name));
+                        Admission::Send
+                    }
+                    Some((_, seen_run)) if *seen_run == run => Admission::Duplicate,
+                    Some((state, _)) => {
+                        seen_again.push(phone);
+                        match RecipientState::parse(state) {
+                            RecipientState::Queued => Admission::Send,
+                            _ => Admission::AlreadyDone,
+                        }
+                    }
+                }
+            })
             .collect();
-        let inserted: HashSet<String> = if rest.is_empty() {
-            HashSet::new()
-        } else {
-            sqlx::query_scalar(
+
+        if !new.is_empty() {
+            sqlx::query(
                 "INSERT INTO recipients (job_id, phone, line, name, state, seen_run, updated_at) \
                  SELECT $1, value ->> 0, value ->> 1, value ->> 2, 'queued', $2, $3 \
-                 FROM json_each($4) WHERE true \
-                 ON CONFLICT (job_id, phone) DO NOTHING RETURNING phone",
+                 FROM json_each($4)",
             )
             .bind(self.job)
             .bind(run)
             .bind(&self.at)
-            .bind(serde_json::to_string(&rest).expect("strings and numbers serialize"))
-            .fetch_all(&mut *self.tx)
+            .bind(serde_json::to_string(&new).expect("strings and numbers serialize"))
+            .execute(&mut *self.tx)
             .await
-            .map_err(&fail)?
-            .into_iter()
-            .collect()
-        };
+            .map_err(&fail)?;
+        }
+        if !seen_again.is_empty() {
+            sqlx::query(
+                "UPDATE recipients SET seen_run = $2 WHERE job_id = $1 \
+                 AND phone IN (SELECT value FROM json_each($3))",
+            )
+            .bind(self.job)
+            .bind(run)
+            .bind(json_array(seen_again))
+            .execute(&mut *self.tx)
+            .await
+            .map_err(&fail)?;
+        }
+        Ok(answers)
+    }
 
-        let mut seen_here = HashSet::with_capacity(candidates.len());
-        Ok(candidates
-            .iter()
-            .map(|(phone, _, _)| {
-                if !wanted(phone) {
-                    return Admission::NotToRetry;
-                }
-                let phone = phone.as_str();
-                if !seen_here.insert(phone) {
-                    return Admission::Duplicate;
-                }
-                if let Some(state) = earlier.get(phone) {
-                    return match RecipientState::parse(state) {
-                        RecipientState::Queued => Admission::Send,
-                        _ => Admission::AlreadyDone,
-                    };
-                }
-                if inserted.contains(phone) {
-                    Admission::Send
-                } else {
-                    // Already in the journal, marked seen by this run: earlier in this run.
-                    Admission::Duplicate
-                }
-            })
-            .collect())
+    /// Runs a query whose one row is a JSON array (`json_group_array`), decoded.
+    async fn json_rows<T: serde::de::DeserializeOwned>(
+        &mut self,
+        sql: &'static str,
+        job: &str,
+        phones: &str,
+    ) -> Result<Vec<T>, JournalError> {
+        let json: String = sqlx::query_scalar(sql)
+            .bind(job)
+            .bind(phones)
+            .fetch_one(&mut *self.tx)
+            .await
+            .map_err(self.fail())?;
+        serde_json::from_str(&json).map_err(|e| (self.fail())(sqlx::Error::Decode(Box::new(e))))
     }
 
     /// Records that requests for these phones are about to go.
