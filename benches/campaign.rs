@@ -274,15 +274,7 @@ impl Bench {
             let before = accepted(&sandbox);
             let run = msgsend(&config, &bulk_csv(&csv, &format!("memory-{n}")));
             let delivered = accepted(&sandbox) - before;
-            println!(
-                "  {n:>10} rows: {:>6.1} MiB ({:.1} s)",
-                run.peak_rss_mib, run.seconds
-            );
-            self.check(
-                run.exit_code == 0,
-                format!("memory {n}: exit {}", run.exit_code),
-            );
-            self.check(delivered == n, format!("memory {n}: {delivered} delivered"));
+            self.report_rss("memory", n, &run, delivered);
         }
 
         // The largest size as the resume scenario: SIGTERM at half, then --resume.
@@ -373,18 +365,7 @@ impl Bench {
                 ],
             );
             let delivered = accepted(&sandbox) - before;
-            println!(
-                "  {n:>10} rows: {:>6.1} MiB ({:.1} s)",
-                run.peak_rss_mib, run.seconds
-            );
-            self.check(
-                run.exit_code == 0,
-                format!("postgres {n}: exit {}", run.exit_code),
-            );
-            self.check(
-                delivered == n,
-                format!("postgres {n}: {delivered} delivered"),
-            );
+            self.report_rss("postgres", n, &run, delivered);
             self.runtime.block_on(drop_postgres(&url, &table));
         }
         self.stop_sandbox(sandbox);
@@ -469,6 +450,19 @@ impl Bench {
             );
             self.check_paced(&format!("pooling {credentials}"), &paced, n);
         }
+    }
+
+    /// One straight run of a memory section: its peak RSS, and whether it ended well.
+    fn report_rss(&mut self, what: &str, n: u64, run: &Finished, delivered: u64) {
+        println!(
+            "  {n:>10} rows: {:>6.1} MiB ({:.1} s)",
+            run.peak_rss_mib, run.seconds
+        );
+        self.check(
+            run.exit_code == 0,
+            format!("{what} {n}: exit {}", run.exit_code),
+        );
+        self.check(delivered == n, format!("{what} {n}: {delivered} delivered"));
     }
 
     fn check_paced(&mut self, what: &str, paced: &Paced, n: u64) {

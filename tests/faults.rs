@@ -6,52 +6,14 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::crowd::{Crowd, crowd};
-use common::{World, stderr};
-use msgsend::sandbox::SandboxConfig;
-
-/// Runs a 40-recipient campaign against a sandbox changed by `faults` and config `settings`;
-/// returns the world, the crowd, the summary and how often each phone was received.
-async fn campaign_under(
-    faults: impl FnOnce(&mut SandboxConfig),
-    settings: &[(&str, toml::Value)],
-) -> (World, Crowd, serde_json::Value, BTreeMap<String, usize>) {
-    let crowd = crowd(40);
-    let mut world = World::start(faults).await;
-    for (key, value) in settings {
-        world.set(key, value.clone());
-    }
-    let csv = world.with_crowd(&crowd);
-    let output = world
-        .msgsend(&common::campaign_args(&csv, &["--summary-json", "-"]))
-        .await;
-    let summary: serde_json::Value = serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|e| panic!("no summary ({e}): {}", stderr(&output)));
-    assert_eq!(summary["status"], "DONE", "{}", stderr(&output));
-    let ended = ["sent", "fallback", "failed", "uncertain"]
-        .iter()
-        .map(|key| summary[key].as_u64().unwrap())
-        .sum::<u64>();
-    assert_eq!(ended, crowd.eligible.len() as u64, "{summary}");
-    let mut received = BTreeMap::new();
-    for message in world.recorded() {
-        *received.entry(message.phone).or_insert(0) += 1;
-    }
-    (world, crowd, summary, received)
-}
-
-fn assert_never_twice(received: &BTreeMap<String, usize>) {
-    for (phone, times) in received {
-        assert_eq!(*times, 1, "{phone} received {times} times");
-    }
-}
+use common::{assert_never_twice, campaign_under};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hanging_primary_times_out_and_the_fallback_delivers() {
     let (world, crowd, summary, _) = campaign_under(
+        40,
         |c| c.kakaotalk.faults.latency = Duration::from_secs(2),
         &[
             ("providers.kakaotalk.timeout", "150ms".into()),
@@ -81,6 +43,7 @@ async fn a_hanging_primary_times_out_and_the_fallback_delivers() {
 #[tokio::test(flavor = "multi_thread")]
 async fn answers_just_inside_the_timeout_are_successes_not_retries() {
     let (_, crowd, summary, received) = campaign_under(
+        40,
         |c| c.kakaotalk.faults.latency = Duration::from_millis(120),
         &[("providers.kakaotalk.timeout", "400ms".into())],
     )
@@ -93,7 +56,7 @@ async fn answers_just_inside_the_timeout_are_successes_not_retries() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_answer_cut_off_after_200_is_not_sent_again() {
     let (_, crowd, summary, received) =
-        campaign_under(|c| c.kakaotalk.faults.reset_rate = 0.4, &[]).await;
+        campaign_under(40, |c| c.kakaotalk.faults.reset_rate = 0.4, &[]).await;
     assert_never_twice(&received);
     // The sandbox took every message; those whose answer was lost are `uncertain`, not resent
     // and not handed to SMS.
@@ -111,6 +74,7 @@ async fn an_answer_cut_off_after_200_is_not_sent_again() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_200_with_a_body_that_is_not_json_is_never_retried() {
     let (_, crowd, summary, received) = campaign_under(
+        40,
         |c| {
             c.kakaotalk.faults.garbage_rate = 0.5;
             c.sms.faults.garbage_rate = 0.5;
@@ -131,6 +95,7 @@ async fn a_200_with_a_body_that_is_not_json_is_never_retried() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_429_storm_with_retry_after_is_waited_out() {
     let (_, crowd, summary, received) = campaign_under(
+        40,
         |c| c.kakaotalk.faults.storm_for = Duration::from_millis(300),
         &[],
     )
@@ -150,6 +115,7 @@ async fn a_429_storm_with_retry_after_is_waited_out() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_429_storm_without_retry_after_falls_back_once_retries_are_spent() {
     let (_, crowd, summary, received) = campaign_under(
+        40,
         |c| {
             c.kakaotalk.faults.storm_for = Duration::from_secs(30);
             c.kakaotalk.faults.storm_without_retry_after = true;

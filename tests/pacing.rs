@@ -4,34 +4,23 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
-use common::crowd::crowd;
-use common::{World, count, stderr};
+use common::{assert_never_twice, campaign_under, count};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_provider_stricter_than_the_config_is_met_not_hammered() {
     const RECIPIENTS: usize = 80;
     // The config claims 30/s, the provider keeps 10/s (and counts refused requests too).
-    let mut world = World::start(|c| c.kakaotalk.rate = "10/s".parse().unwrap()).await;
-    world
-        .set("providers.kakaotalk.rate_limit", "30/s")
-        .set("retry.max_attempts", 6);
-    let crowd = crowd(RECIPIENTS);
-    let csv = world.with_crowd(&crowd);
-    let output = world
-        .msgsend(&common::campaign_args(&csv, &["--summary-json", "-"]))
-        .await;
-    let summary: serde_json::Value = serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|e| panic!("no summary ({e}): {}", stderr(&output)));
-    assert_eq!(summary["status"], "DONE", "{}", stderr(&output));
-
-    let mut received = BTreeMap::new();
-    for message in world.recorded() {
-        *received.entry(message.phone).or_insert(0) += 1;
-    }
+    let (world, crowd, summary, received) = campaign_under(
+        RECIPIENTS,
+        |c| c.kakaotalk.rate = "10/s".parse().unwrap(),
+        &[
+            ("providers.kakaotalk.rate_limit", "30/s".into()),
+            ("retry.max_attempts", 6.into()),
+        ],
+    )
+    .await;
     assert_eq!(received.len(), crowd.eligible.len(), "{summary}");
-    assert!(received.values().all(|&n| n == 1), "{received:?}");
+    assert_never_twice(&received);
 
     // Unadapted, every second would carry 30 requests of which 20 are refused: well over 100
     // 429s for 80 recipients. Adapted: the first second's 20, then a handful while the pace

@@ -274,3 +274,46 @@ pub fn campaign_args<'a>(csv: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     args.extend_from_slice(extra);
     args
 }
+
+/// Runs a campaign to `recipients` people against a sandbox changed by `faults` and config
+/// `settings`; checks it ended `DONE` with every eligible recipient in one state, and returns
+/// the world, the crowd, the summary and how often each phone was received.
+pub async fn campaign_under(
+    recipients: usize,
+    faults: impl FnOnce(&mut SandboxConfig),
+    settings: &[(&str, toml::Value)],
+) -> (
+    World,
+    crowd::Crowd,
+    serde_json::Value,
+    std::collections::BTreeMap<String, usize>,
+) {
+    let crowd = crowd::crowd(recipients);
+    let mut world = World::start(faults).await;
+    for (key, value) in settings {
+        world.set(key, value.clone());
+    }
+    let csv = world.with_crowd(&crowd);
+    let output = world
+        .msgsend(&campaign_args(&csv, &["--summary-json", "-"]))
+        .await;
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("no summary ({e}): {}", stderr(&output)));
+    assert_eq!(summary["status"], "DONE", "{}", stderr(&output));
+    let ended = ["sent", "fallback", "failed", "uncertain"]
+        .iter()
+        .map(|key| summary[key].as_u64().unwrap())
+        .sum::<u64>();
+    assert_eq!(ended, crowd.eligible.len() as u64, "{summary}");
+    let mut received = std::collections::BTreeMap::new();
+    for message in world.recorded() {
+        *received.entry(message.phone).or_insert(0) += 1;
+    }
+    (world, crowd, summary, received)
+}
+
+pub fn assert_never_twice(received: &std::collections::BTreeMap<String, usize>) {
+    for (phone, times) in received {
+        assert_eq!(*times, 1, "{phone} received {times} times");
+    }
+}
