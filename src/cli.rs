@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+pub use crate::logging::LogFormat;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 use crate::provider::ProviderKind;
@@ -42,12 +43,6 @@ pub struct GlobalArgs {
     /// Never draw a progress bar
     #[arg(long, global = true)]
     pub no_progress: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -124,7 +119,7 @@ pub struct BulkArgs {
     pub concurrency: Option<u32>,
     /// failover or spillover [default: [routing] strategy]
     #[arg(long, value_enum)]
-    pub strategy: Option<crate::policy::routing::Strategy>,
+    pub strategy: Option<crate::policy::strategy::Strategy>,
     /// Abort once more than this share (0..1) of attempted recipients failed, after 100
     #[arg(long, value_name = "R", value_parser = parse_share)]
     pub max_failure_rate: Option<f64>,

@@ -10,20 +10,21 @@
 //!   PostgreSQL recipients, streamed.
 //! - [`pipeline`]: a campaign — source → producer → bounded sends → collector;
 //!   [`journal`]: what every campaign and recipient became, durably, and the lock.
-//! - [`delivery`]: the path of one message, primary channel then fallback.
-//! - [`channel`]: one provider as a send sees it (limiter, breaker, retries).
+//! - [`delivery`]: the path of one message, primary channel then fallback; each channel is one
+//!   provider as a send sees it (limiter, breaker, retries).
 //! - [`policy`]: rate limiter, retry, circuit breaker, routing strategy.
 //! - [`provider`]: the HTTP contract with KakaoTalk and SMS and error classification.
 //! - [`report`] (summary, progress, alerts, metrics), [`logging`]: what the operator is told.
 //! - [`sandbox`]: the simulated providers that `msgsend sandbox` serves and tests talk to.
 //! - [`error`]: exit codes.
 
-pub mod channel;
+pub mod alert;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod delivery;
 pub mod error;
+pub mod job;
 pub mod journal;
 pub mod logging;
 pub mod phone;

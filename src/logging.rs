@@ -10,11 +10,18 @@ use indicatif::ProgressBar;
 
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::{GlobalArgs, LogFormat};
+/// `--log-format`: how each line on stderr is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    /// One JSON object per line.
+    Json,
+}
 
-/// Installs the global subscriber. Call once, before anything logs.
-pub fn init(args: &GlobalArgs) {
-    let level = match (args.quiet, args.verbose) {
+/// Installs the global subscriber: `verbose` is the count of `-v`, `quiet` is `-q`. Call once,
+/// before anything logs.
+pub fn init(verbose: u8, quiet: bool, format: LogFormat) {
+    let level = match (quiet, verbose) {
         (true, _) => "error",
         (false, 0) => "info",
         (false, 1) => "debug",
@@ -28,7 +35,7 @@ pub fn init(args: &GlobalArgs) {
         .with_env_filter(filter)
         .with_writer(|| BarAwareStderr)
         .with_target(false);
-    let result = match args.log_format {
+    let result = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder
             .with_ansi(std::io::stderr().is_terminal())

@@ -7,7 +7,7 @@ use msgsend::error::exit_code_for;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    msgsend::logging::init(&cli.global);
+    msgsend::logging::init(cli.global.verbose, cli.global.quiet, cli.global.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

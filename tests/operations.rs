@@ -13,7 +13,8 @@ use common::receiver::Receiver;
 use common::{World, count, stderr, stdout};
 use msgsend::cli::{BulkArgs, Cli, Command};
 use msgsend::error::ExitStatus;
-use msgsend::journal::{JobStatus, Journal};
+use msgsend::job::JobStatus;
+use msgsend::journal::Journal;
 use msgsend::schedule::Clock;
 
 fn bulk(args: &[&str]) -> BulkArgs {

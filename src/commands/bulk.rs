@@ -12,15 +12,17 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 
+use crate::alert::Alerter;
 use crate::cli::{BulkArgs, GlobalArgs};
 use crate::config::{DatabaseUrl, Settings};
 use crate::delivery::Router;
 use crate::error::{ExitStatus, UsageError};
-use crate::journal::{self, CampaignParams, JobStatus, Journal, JournalError, StoredSource};
+use crate::job::{CampaignParams, JobStatus, StoredSource};
+use crate::journal::{self, Journal, JournalError};
 use crate::pipeline::{self, Campaign, Reporting, StopReason};
 use crate::provider::http_client;
 use crate::recipient::AgeRange;
-use crate::report::alerts::{Alerter, Watch};
+use crate::report::alerts::Watch;
 use crate::report::metrics::Metrics;
 use crate::report::progress::Progress;
 use crate::report::summary::{RunFigures, Summary};
@@ -167,7 +169,7 @@ pub async fn run_campaign(
             metrics
                 .clone()
                 .write_every(METRICS_EVERY, path, move |metrics| {
-                    metrics.observe_circuits(&router);
+                    metrics.observe_circuits(router.circuits());
                 }),
         )
     });
@@ -491,7 +493,7 @@ async fn publish_metrics(
     http: &reqwest::Client,
     job_id: &str,
 ) {
-    metrics.observe_circuits(router);
+    metrics.observe_circuits(router.circuits());
     if let Some(path) = &settings.metrics.textfile
         && let Err(error) = metrics.write_textfile(path)
     {

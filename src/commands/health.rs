@@ -5,8 +5,8 @@
 
 use std::io::Write;
 
-use crate::channel::Channel;
 use crate::cli::{GlobalArgs, HealthArgs};
+use crate::delivery::Channel;
 use crate::error::ExitStatus;
 use crate::provider::{Class, ProviderKind, http_client};
 

@@ -7,7 +7,8 @@ use std::io::Write;
 
 use crate::cli::{GlobalArgs, JobsArgs, StatusArgs};
 use crate::error::ExitStatus;
-use crate::journal::{JobRecord, Journal, StoredSource};
+use crate::job::{JobRecord, StoredSource};
+use crate::journal::Journal;
 
 pub async fn list(global: &GlobalArgs, args: JobsArgs) -> anyhow::Result<ExitStatus> {
     let settings = super::load_settings(global)?;

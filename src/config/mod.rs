@@ -14,12 +14,11 @@ use std::time::Duration;
 use toml::de::{DeTable, DeValue};
 
 use crate::policy::retry::RetryPolicy;
-use crate::policy::routing::Strategy;
-use crate::provider::ProviderKind;
+use crate::policy::strategy::Strategy;
+use crate::provider::{ProviderKind, ProviderSettings};
 use crate::schedule::QuietHours;
 use crate::secret::Secret;
 use crate::template::Template;
-use crate::units::Rate;
 
 /// The file msgsend reads when neither `--config` nor `$MSGSEND_CONFIG` names one.
 pub const DEFAULT_CONFIG_FILE: &str = "msgsend.toml";
@@ -49,25 +48,6 @@ impl Settings {
     pub fn provider(&self, kind: ProviderKind) -> Option<&ProviderSettings> {
         self.providers.iter().find(|provider| provider.kind == kind)
     }
-}
-
-#[derive(Debug, Clone)]
-pub struct ProviderSettings {
-    pub kind: ProviderKind,
-    pub base_url: reqwest::Url,
-    pub credentials: Vec<CredentialSettings>,
-    pub timeout: Duration,
-    pub health_path: String,
-    /// The longest message (in characters) the provider takes; longer ones are not sent to it.
-    pub max_message_length: usize,
-}
-
-#[derive(Debug, Clone)]
-pub struct CredentialSettings {
-    pub username: String,
-    pub password: Secret,
-    /// This credential's own quota (SPEC section 4: quotas are per credential).
-    pub rate_limit: Rate,
 }
 
 #[derive(Debug, Clone)]

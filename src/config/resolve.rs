@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use super::raw::{Expanded, RawConfig, RawCredential, RawProvider};
 use super::{
-    AlertSettings, BreakerSettings, BulkSettings, ConfigError, CredentialSettings, DatabaseUrl,
-    Locator, MetricsSettings, ProviderSettings, RoutingSettings, Settings, SourceSettings,
+    AlertSettings, BreakerSettings, BulkSettings, ConfigError, DatabaseUrl, Locator,
+    MetricsSettings, RoutingSettings, Settings, SourceSettings,
 };
 use crate::policy::retry::RetryPolicy;
-use crate::policy::routing::Strategy;
-use crate::provider::ProviderKind;
+use crate::policy::strategy::Strategy;
+use crate::provider::{CredentialSettings, ProviderKind, ProviderSettings};
 use crate::schedule::QuietHours;
 use crate::secret::Secret;
 use crate::template::Template;
@@ -279,7 +279,15 @@ fn resolve_routing(
     let configured = |kind: ProviderKind| providers.iter().any(|p| p.kind == kind);
     let provider_named =
         |value: &Expanded<String>, key: &str| -> Result<ProviderKind, ConfigError> {
-            let kind: ProviderKind = value.0.parse().map_err(|error| at.error(key, error))?;
+            let kind: ProviderKind = value.0.parse().map_err(|_| {
+                at.error(
+                    key,
+                    format!(
+                        "unknown provider {:?} (expected \"kakaotalk\" or \"sms\")",
+                        value.0
+                    ),
+                )
+            })?;
             if configured(kind) {
                 Ok(kind)
             } else {
@@ -308,10 +316,15 @@ fn resolve_routing(
             .find(|&kind| kind != primary),
     };
     let strategy = match &raw.strategy {
-        Some(value) => value
-            .0
-            .parse::<Strategy>()
-            .map_err(|error| at.error("routing.strategy", error))?,
+        Some(value) => value.0.parse::<Strategy>().map_err(|_| {
+            at.error(
+                "routing.strategy",
+                format!(
+                    "unknown strategy {:?} (expected \"failover\" or \"spillover\")",
+                    value.0
+                ),
+            )
+        })?,
         None => Strategy::Failover,
     };
     Ok(RoutingSettings {

@@ -11,7 +11,8 @@ use std::collections::{HashMap, HashSet};
 
 use sqlx::{Sqlite, Transaction};
 
-use super::{Admission, JournalError, OutcomeRecord, RecipientState, database_error, to_i64};
+use super::{JournalError, OutcomeRecord, database_error, parse_word, to_i64};
+use crate::job::{Admission, RecipientState};
 use crate::phone::Phone;
 
 /// One transaction of journal writes; nothing is durable before [`commit`](Self::commit).
@@ -24,8 +25,14 @@ pub struct Batch<'j> {
     pub(super) at: String,
 }
 
-/// A recipient to admit: its phone, source line and name.
-pub type Candidate = (Phone, u64, String);
+/// A recipient to admit to a run.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub phone: Phone,
+    /// Its line in the source (the row number for a database).
+    pub line: u64,
+    pub name: String,
+}
 
 impl Batch<'_> {
     fn fail(&self) -> impl Fn(sqlx::Error) -> JournalError + use<> {
@@ -45,7 +52,7 @@ impl Batch<'_> {
         retry_of: Option<&str>,
     ) -> Result<Vec<Admission>, JournalError> {
         let fail = self.fail();
-        let phones = json_array(candidates.iter().map(|(p, _, _)| p.as_str()));
+        let phones = json_array(candidates.iter().map(|c| c.phone.as_str()));
         let retryable: Option<HashSet<String>> = match retry_of {
             Some(original) => Some(
                 self.json_rows::<String>(
@@ -60,7 +67,7 @@ impl Batch<'_> {
             ),
             None => None,
         };
-        let known: HashMap<String, (String, i64)> = self
+        let known: HashMap<String, (RecipientState, i64)> = self
             .json_rows::<(String, String, i64)>(
                 "SELECT json_group_array(json_array(phone, state, seen_run)) FROM recipients \
                  WHERE job_id = $1 AND phone IN (SELECT value FROM json_each($2))",
@@ -69,8 +76,11 @@ impl Batch<'_> {
             )
             .await?
             .into_iter()
-            .map(|(phone, state, seen_run)| (phone, (state, seen_run)))
-            .collect();
+            .map(|(phone, state, seen_run)| {
+                let state = parse_word(&self.path, "recipient state", &state)?;
+                Ok((phone, (state, seen_run)))
+            })
+            .collect::<Result<_, JournalError>>()?;
 
         let run = i64::from(self.run);
         let mut seen_here = HashSet::with_capacity(candidates.len());
@@ -78,7 +88,7 @@ impl Batch<'_> {
         let mut seen_again = Vec::new();
         let answers = candidates
             .iter()
-            .map(|(phone, line, name)| {
+            .map(|Candidate { phone, line, name }| {
                 let phone = phone.as_str();
                 if retryable.as_ref().is_some_and(|r| !r.contains(phone)) {
                     return Admission::NotToRetry;
@@ -94,7 +104,7 @@ impl Batch<'_> {
                     Some((_, seen_run)) if *seen_run == run => Admission::Duplicate,
                     Some((state, _)) => {
                         seen_again.push(phone);
-                        match RecipientState::parse(state) {
+                        match state {
                             RecipientState::Queued => Admission::Send,
                             _ => Admission::AlreadyDone,
                         }

@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Event, MAX_GROUP};
 use crate::delivery::{Delivery, DeliveryOutcome};
-use crate::journal::{Admission, Journal, JournalError, OutcomeRecord, RecipientState};
+use crate::job::{Admission, RecipientState};
+use crate::journal::{Journal, JournalError, OutcomeRecord};
 use crate::phone::Phone;
 use crate::provider::ProviderKind;
 use crate::report::alerts::{Figures, Watch};

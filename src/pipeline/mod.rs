@@ -38,7 +38,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::delivery::{Delivery, Router};
-use crate::journal::{Admission, Candidate, Journal, JournalError, SourceCounts};
+use crate::job::{Admission, SourceCounts};
+use crate::journal::{Candidate, Journal, JournalError};
 use crate::phone::Phone;
 use crate::provider::ProviderKind;
 use crate::recipient::Recipient;
@@ -290,7 +291,11 @@ async fn produce(
             let (reply, answer) = oneshot::channel();
             let recipients = batch
                 .iter()
-                .map(|r| (r.phone.clone(), r.line, r.name.clone()))
+                .map(|r| Candidate {
+                    phone: r.phone.clone(),
+                    line: r.line,
+                    name: r.name.clone(),
+                })
                 .collect();
             if events
                 .send(Event::Admit { recipients, reply })

@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::Event;
-use crate::channel::{ChannelFailure, RequestGate};
+use crate::delivery::{ChannelFailure, RequestGate};
 use crate::delivery::{Delivery, DeliveryOutcome, Router};
 use crate::phone::Phone;
 use crate::recipient::Recipient;

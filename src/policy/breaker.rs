@@ -24,7 +24,7 @@ pub enum BreakerState {
 
 /// May a call go now?
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admission {
+pub enum Permit {
     /// Yes, as an ordinary call.
     Allowed,
     /// Yes, as the half-open probe; its outcome decides the circuit.
@@ -83,19 +83,17 @@ impl CircuitBreaker {
         }
     }
 
-    pub fn admit(&mut self, now: Instant) -> Admission {
+    pub fn admit(&mut self, now: Instant) -> Permit {
         match self.state {
-            BreakerState::Closed { .. } => Admission::Allowed,
+            BreakerState::Closed { .. } => Permit::Allowed,
             BreakerState::Open { until } if now >= until => {
                 self.state = BreakerState::HalfOpen { probing: true };
-                Admission::Probe
+                Permit::Probe
             }
-            BreakerState::Open { .. } | BreakerState::HalfOpen { probing: true } => {
-                Admission::Refused
-            }
+            BreakerState::Open { .. } | BreakerState::HalfOpen { probing: true } => Permit::Refused,
             BreakerState::HalfOpen { probing: false } => {
                 self.state = BreakerState::HalfOpen { probing: true };
-                Admission::Probe
+                Permit::Probe
             }
         }
     }
@@ -104,21 +102,21 @@ impl CircuitBreaker {
     pub fn record(
         &mut self,
         now: Instant,
-        admission: Admission,
+        permit: Permit,
         outcome: CallOutcome,
     ) -> Option<Transition> {
-        match (self.state, admission, outcome) {
-            (BreakerState::HalfOpen { .. }, Admission::Probe, CallOutcome::Success) => {
+        match (self.state, permit, outcome) {
+            (BreakerState::HalfOpen { .. }, Permit::Probe, CallOutcome::Success) => {
                 self.state = BreakerState::Closed { failures: 0 };
                 Some(Transition::Closed)
             }
-            (BreakerState::HalfOpen { .. }, Admission::Probe, CallOutcome::Failure) => {
+            (BreakerState::HalfOpen { .. }, Permit::Probe, CallOutcome::Failure) => {
                 self.state = BreakerState::Open {
                     until: now + self.open_timeout,
                 };
                 Some(Transition::Reopened)
             }
-            (BreakerState::HalfOpen { .. }, Admission::Probe, CallOutcome::Neutral) => {
+            (BreakerState::HalfOpen { .. }, Permit::Probe, CallOutcome::Neutral) => {
                 // The probe proved nothing; let the next call probe.
                 self.state = BreakerState::HalfOpen { probing: false };
                 None
@@ -159,21 +157,21 @@ mod tests {
         let later = start + OPEN_FOR;
         assert!(!breaker.would_refuse(later));
         assert!(!breaker.would_refuse(later), "peeking took nothing");
-        assert_eq!(breaker.admit(later), Admission::Probe);
+        assert_eq!(breaker.admit(later), Permit::Probe);
         assert!(breaker.would_refuse(later), "the probe is out");
     }
 
     fn opened(start: Instant) -> CircuitBreaker {
         let mut breaker = CircuitBreaker::new(3, OPEN_FOR);
         for _ in 0..2 {
-            assert_eq!(breaker.admit(start), Admission::Allowed);
+            assert_eq!(breaker.admit(start), Permit::Allowed);
             assert_eq!(
-                breaker.record(start, Admission::Allowed, CallOutcome::Failure),
+                breaker.record(start, Permit::Allowed, CallOutcome::Failure),
                 None
             );
         }
         assert_eq!(
-            breaker.record(start, Admission::Allowed, CallOutcome::Failure),
+            breaker.record(start, Permit::Allowed, CallOutcome::Failure),
             Some(Transition::Opened)
         );
         breaker
@@ -195,13 +193,13 @@ mod tests {
     fn a_success_resets_the_count_and_neutral_answers_do_not_count() {
         let now = Instant::now();
         let mut breaker = CircuitBreaker::new(3, OPEN_FOR);
-        breaker.record(now, Admission::Allowed, CallOutcome::Failure);
-        breaker.record(now, Admission::Allowed, CallOutcome::Failure);
-        breaker.record(now, Admission::Allowed, CallOutcome::Success);
+        breaker.record(now, Permit::Allowed, CallOutcome::Failure);
+        breaker.record(now, Permit::Allowed, CallOutcome::Failure);
+        breaker.record(now, Permit::Allowed, CallOutcome::Success);
         assert_eq!(breaker.state(), BreakerState::Closed { failures: 0 });
-        breaker.record(now, Admission::Allowed, CallOutcome::Failure);
-        breaker.record(now, Admission::Allowed, CallOutcome::Neutral);
-        breaker.record(now, Admission::Allowed, CallOutcome::Failure);
+        breaker.record(now, Permit::Allowed, CallOutcome::Failure);
+        breaker.record(now, Permit::Allowed, CallOutcome::Neutral);
+        breaker.record(now, Permit::Allowed, CallOutcome::Failure);
         assert_eq!(breaker.state(), BreakerState::Closed { failures: 2 });
     }
 
@@ -211,12 +209,12 @@ mod tests {
         let mut breaker = opened(start);
         assert_eq!(
             breaker.admit(start + OPEN_FOR - Duration::from_millis(1)),
-            Admission::Refused
+            Permit::Refused
         );
-        assert_eq!(breaker.admit(start + OPEN_FOR), Admission::Probe);
+        assert_eq!(breaker.admit(start + OPEN_FOR), Permit::Probe);
         assert_eq!(breaker.state(), BreakerState::HalfOpen { probing: true });
         // Only one probe at a time.
-        assert_eq!(breaker.admit(start + OPEN_FOR), Admission::Refused);
+        assert_eq!(breaker.admit(start + OPEN_FOR), Permit::Refused);
     }
 
     #[test]
@@ -229,7 +227,7 @@ mod tests {
             Some(Transition::Closed)
         );
         assert_eq!(breaker.state(), BreakerState::Closed { failures: 0 });
-        assert_eq!(breaker.admit(start + OPEN_FOR), Admission::Allowed);
+        assert_eq!(breaker.admit(start + OPEN_FOR), Permit::Allowed);
     }
 
     #[test]
@@ -258,7 +256,7 @@ mod tests {
         let probe = breaker.admit(at);
         assert_eq!(breaker.record(at, probe, CallOutcome::Neutral), None);
         assert_eq!(breaker.state(), BreakerState::HalfOpen { probing: false });
-        assert_eq!(breaker.admit(at), Admission::Probe);
+        assert_eq!(breaker.admit(at), Permit::Probe);
     }
 
     #[test]
@@ -266,11 +264,11 @@ mod tests {
         let start = Instant::now();
         let mut breaker = opened(start);
         assert_eq!(
-            breaker.record(start, Admission::Allowed, CallOutcome::Success),
+            breaker.record(start, Permit::Allowed, CallOutcome::Success),
             None
         );
         assert_eq!(
-            breaker.record(start, Admission::Allowed, CallOutcome::Failure),
+            breaker.record(start, Permit::Allowed, CallOutcome::Failure),
             None
         );
         assert_eq!(

@@ -30,9 +30,8 @@ use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 
-use crate::channel::Attempt;
-use crate::delivery::Router;
-use crate::journal::RecipientState;
+use crate::delivery::Attempt;
+use crate::job::RecipientState;
 use crate::policy::breaker::BreakerState;
 use crate::provider::ProviderKind;
 
@@ -202,7 +201,7 @@ impl Metrics {
             let provider = attempt.channel.name();
             self.counter(
                 "msgsend_provider_requests_total",
-                &[("provider", provider), ("result", attempt.outcome)],
+                &[("provider", provider), ("result", attempt.outcome.name())],
             )
             .increment(1);
             self.histogram(
@@ -231,15 +230,15 @@ impl Metrics {
         self.gauge("msgsend_queue_size", &[]).set(size as f64);
     }
 
-    /// Reads each channel's circuit into `msgsend_circuit_open`.
-    pub fn observe_circuits(&self, router: &Router) {
-        for channel in router.channels() {
-            let open = !matches!(channel.breaker_state(), BreakerState::Closed { .. });
-            self.gauge(
-                "msgsend_circuit_open",
-                &[("provider", channel.kind().name())],
-            )
-            .set(if open { 1.0 } else { 0.0 });
+    /// Reads each provider's circuit into `msgsend_circuit_open`.
+    pub fn observe_circuits(
+        &self,
+        circuits: impl IntoIterator<Item = (ProviderKind, BreakerState)>,
+    ) {
+        for (provider, state) in circuits {
+            let open = !matches!(state, BreakerState::Closed { .. });
+            self.gauge("msgsend_circuit_open", &[("provider", provider.name())])
+                .set(if open { 1.0 } else { 0.0 });
         }
     }
 
@@ -317,8 +316,10 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::delivery::AttemptOutcome;
+    use crate::provider::Class;
 
-    fn attempt(channel: ProviderKind, number: u32, outcome: &'static str) -> Attempt {
+    fn attempt(channel: ProviderKind, number: u32, outcome: AttemptOutcome) -> Attempt {
         Attempt {
             channel,
             number,
@@ -363,9 +364,17 @@ mod tests {
             RecipientState::Fallback,
             Some(ProviderKind::Sms),
             &[
-                attempt(ProviderKind::KakaoTalk, 1, "server_error"),
-                attempt(ProviderKind::KakaoTalk, 2, "rejected"),
-                attempt(ProviderKind::Sms, 1, "ok"),
+                attempt(
+                    ProviderKind::KakaoTalk,
+                    1,
+                    AttemptOutcome::Failed(Class::ServerError),
+                ),
+                attempt(
+                    ProviderKind::KakaoTalk,
+                    2,
+                    AttemptOutcome::Failed(Class::Rejected),
+                ),
+                attempt(ProviderKind::Sms, 1, AttemptOutcome::Ok),
             ],
         );
         metrics.skipped("invalid");

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::journal::RecipientState;
+use crate::job::RecipientState;
 
 /// How often the progress line is logged when there is no bar (SPEC section 6).
 const LOG_EVERY: Duration = Duration::from_secs(10);

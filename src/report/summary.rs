@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
-use crate::channel::Attempt;
-use crate::journal::{JobStatus, SourceCounts, StateCounts};
+use crate::delivery::{Attempt, AttemptOutcome};
+use crate::job::{JobStatus, SourceCounts, StateCounts};
 use crate::provider::ProviderKind;
 
 /// Per-provider statistics of one run, fed every attempt of every delivery.
@@ -38,10 +38,10 @@ impl Default for ProviderStats {
 impl ProviderStats {
     pub fn record(&mut self, attempt: &Attempt) {
         self.requests += 1;
-        if attempt.outcome == "ok" {
+        if attempt.outcome == AttemptOutcome::Ok {
             self.successes += 1;
         } else {
-            *self.errors.entry(attempt.outcome).or_default() += 1;
+            *self.errors.entry(attempt.outcome.name()).or_default() += 1;
         }
         self.latency_ms.saturating_record(attempt.latency_ms.max(1));
     }

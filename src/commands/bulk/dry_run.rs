@@ -7,7 +7,8 @@ use std::collections::HashSet;
 use std::io::Write;
 
 use crate::error::ExitStatus;
-use crate::journal::{Admission, CampaignParams, Candidate, Journal, SourceCounts};
+use crate::job::{Admission, CampaignParams, SourceCounts};
+use crate::journal::{Candidate, Journal};
 use crate::phone::Phone;
 use crate::pipeline::{Screened, screen};
 use crate::source::{OpenSource, SourceSpec};
@@ -54,7 +55,11 @@ pub(super) async fn run(
         }
         let candidates: Vec<Candidate> = chunk
             .iter()
-            .map(|r| (r.phone.clone(), r.line, r.name.clone()))
+            .map(|r| Candidate {
+                phone: r.phone.clone(),
+                line: r.line,
+                name: r.name.clone(),
+            })
             .collect();
         let admissions = batch.admit(&candidates, None).await?;
         for (recipient, admission) in chunk.drain(..).zip(admissions) {

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::journal::JobStatus;
+use crate::job::JobStatus;
 
 pub(super) struct Stops {
     token: CancellationToken,

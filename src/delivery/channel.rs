@@ -9,14 +9,15 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::config::{BreakerSettings, ProviderSettings};
+use crate::alert::{Alert, Alerter};
+use crate::config::BreakerSettings;
 use crate::phone::Phone;
-use crate::policy::breaker::{Admission, BreakerState, CallOutcome, CircuitBreaker, Transition};
+use crate::policy::breaker::{BreakerState, CallOutcome, CircuitBreaker, Permit, Transition};
 use crate::policy::rate_limit::RateLimiter;
 use crate::policy::retry::{RetryAdvice, RetryPolicy, Retryable};
-use crate::policy::routing::TokenWait;
+use crate::policy::strategy::TokenWait;
+use crate::provider::ProviderSettings;
 use crate::provider::{Class, Credential, ProviderClient, ProviderError, ProviderKind, Receipt};
-use crate::report::alerts::{Alert, Alerter};
 
 /// Why a channel gave up on a message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -69,14 +70,43 @@ impl RequestGate for Ungated {
     }
 }
 
-/// One request made (or refused before it was made) for a message.
+/// How one request ended. Written as `ok` or the failure's class (`server_error`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AttemptOutcome {
+    /// The provider accepted the message.
+    Ok,
+    /// The request failed with this class.
+    Failed(Class),
+}
+
+impl AttemptOutcome {
+    pub fn name(self) -> &'static str {
+        match self {
+            AttemptOutcome::Ok => "ok",
+            AttemptOutcome::Failed(class) => class.name(),
+        }
+    }
+}
+
+impl std::fmt::Display for AttemptOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl serde::Serialize for AttemptOutcome {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+/// One request made for a message.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Attempt {
     pub channel: ProviderKind,
     /// 1 for the first attempt on this channel.
     pub number: u32,
-    /// `ok`, or the failure's class (`server_error`, `timeout`, ...).
-    pub outcome: &'static str,
+    pub outcome: AttemptOutcome,
     /// `HTTP 400`, `timeout`, ...; empty on success.
     pub detail: String,
     pub latency_ms: u64,
@@ -86,7 +116,7 @@ impl Attempt {
     fn new(
         channel: ProviderKind,
         number: u32,
-        outcome: &'static str,
+        outcome: AttemptOutcome,
         detail: String,
         round_trip: Duration,
     ) -> Self {
@@ -185,7 +215,7 @@ impl Channel {
                     log.push(Attempt::new(
                         self.kind,
                         number,
-                        "ok",
+                        AttemptOutcome::Ok,
                         String::new(),
                         round_trip,
                     ));
@@ -197,7 +227,7 @@ impl Channel {
                 log.push(Attempt::new(
                     self.kind,
                     number,
-                    failure.class.name(),
+                    AttemptOutcome::Failed(failure.class),
                     failure.detail.clone(),
                     round_trip,
                 ));
@@ -235,13 +265,13 @@ impl Channel {
         };
         // The breaker is asked only now, right before the request: the circuit may have
         // opened (or become ready for its half-open probe) while this send waited for a slot.
-        let admission = self.breaker_lock().admit(Instant::now());
-        if admission == Admission::Refused {
+        let permit = self.breaker_lock().admit(Instant::now());
+        if permit == Permit::Refused {
             slot.unused();
             return no_request(ChannelFailure::CircuitOpen);
         }
         if !gate.open().await {
-            self.record(admission, CallOutcome::Neutral, "");
+            self.record(permit, CallOutcome::Neutral, "");
             slot.unused();
             return no_request(ChannelFailure::Withdrawn);
         }
@@ -258,7 +288,7 @@ impl Channel {
         }
         let result = match answer {
             Ok(receipt) => {
-                self.record(admission, CallOutcome::Success, "");
+                self.record(permit, CallOutcome::Success, "");
                 Ok(receipt)
             }
             Err(error) => {
@@ -267,7 +297,7 @@ impl Channel {
                 } else {
                     CallOutcome::Neutral
                 };
-                self.record(admission, outcome, &error.detail);
+                self.record(permit, outcome, &error.detail);
                 if error.class == Class::Auth {
                     self.disable(credential, &error);
                 }
@@ -282,10 +312,8 @@ impl Channel {
         self.breaker.lock().expect("breaker lock")
     }
 
-    fn record(&self, admission: Admission, outcome: CallOutcome, reason: &str) {
-        let transition = self
-            .breaker_lock()
-            .record(Instant::now(), admission, outcome);
+    fn record(&self, permit: Permit, outcome: CallOutcome, reason: &str) {
+        let transition = self.breaker_lock().record(Instant::now(), permit, outcome);
         match transition {
             Some(Transition::Opened) => {
                 self.openings.fetch_add(1, Ordering::Relaxed);

@@ -7,14 +7,22 @@
 //! - `spillover` waits at most `acquire_timeout`, then hands the recipient to the fallback, so
 //!   a large campaign runs on both quotas at once.
 
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+    strum::Display,
+    strum::EnumString,
 )]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Strategy {
     Failover,
     Spillover,
@@ -37,28 +45,6 @@ impl Strategy {
     }
 }
 
-impl fmt::Display for Strategy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Strategy::Failover => "failover",
-            Strategy::Spillover => "spillover",
-        })
-    }
-}
-
-impl FromStr for Strategy {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text {
-            "failover" => Ok(Strategy::Failover),
-            "spillover" => Ok(Strategy::Spillover),
-            other => Err(format!(
-                "unknown strategy {other:?} (expected \"failover\" or \"spillover\")"
-            )),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,6 +61,7 @@ mod tests {
             TokenWait::AtMost(timeout)
         );
         assert_eq!("spillover".parse(), Ok(Strategy::Spillover));
+        assert_eq!(Strategy::Failover.to_string(), "failover");
         assert!("both".parse::<Strategy>().is_err());
     }
 }

@@ -2,12 +2,13 @@
 //! fails for this recipient (SPEC section 3). The result says which channel delivered it, or why
 //! neither could, with every attempt made.
 
-use crate::channel::{Attempt, Channel, ChannelFailure, RequestGate, Ungated};
+use super::channel::{Attempt, Channel, ChannelFailure, RequestGate, Ungated};
+use crate::alert::Alerter;
 use crate::config::Settings;
 use crate::phone::Phone;
-use crate::policy::routing::TokenWait;
+use crate::policy::breaker::BreakerState;
+use crate::policy::strategy::TokenWait;
 use crate::provider::ProviderKind;
-use crate::report::alerts::Alerter;
 
 /// How one message ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,6 +128,12 @@ impl Router {
 
     pub fn channels(&self) -> impl Iterator<Item = &Channel> {
         std::iter::once(&self.primary).chain(self.fallback.as_ref())
+    }
+
+    /// Each channel's provider and where its circuit stands now.
+    pub fn circuits(&self) -> impl Iterator<Item = (ProviderKind, BreakerState)> + '_ {
+        self.channels()
+            .map(|channel| (channel.kind(), channel.breaker_state()))
     }
 
     pub async fn deliver(&self, phone: &Phone, message: &str) -> Delivery {

@@ -1,0 +1,449 @@
+//! The journal's job-level reads and writes: creating a job, beginning and ending its runs,
+//! its status, its parameters, and the counts and lists the reports need. Per-recipient writes
+//! go in groups through [`Batch`](super::Batch).
+
+use std::time::Duration;
+
+use sqlx::sqlite::SqliteConnection;
+use sqlx::{Connection as _, Row as _};
+
+use super::schema::now;
+use super::{Journal, JournalError, Undelivered, parse_word, to_i64};
+use crate::job::{CampaignParams, JobRecord, JobStatus, RecipientState, SourceCounts, StateCounts};
+
+impl Journal {
+    /// Records a new job; fails when the id is taken.
+    pub async fn create_job(
+        &mut self,
+        id: &str,
+        params: &CampaignParams,
+    ) -> Result<(), JournalError> {
+        let params = serde_json::to_string(params).expect("params serialize");
+        let at = now();
+        let result = sqlx::query(
+            "INSERT INTO jobs (id, status, created_at, updated_at, params) VALUES ($1, $2, $3, $3, $4)",
+        )
+        .bind(id)
+        .bind(JobStatus::Running.name())
+        .bind(&at)
+        .bind(params)
+        .execute(&mut self.connection)
+        .await;
+        match result {
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(JournalError::JobExists(id.to_string()))
+            }
+            other => other.map(drop).map_err(self.fail()),
+        }
+    }
+
+    /// Starts a run of a job: counts the run, marks the job running, and turns rows left
+    /// `in_flight` by a killed run into `uncertain` (or, with `resend_uncertain`, every
+    /// uncertain row back into `queued`). Returns the run's number.
+    pub async fn begin_run(
+        &mut self,
+        id: &str,
+        resend_uncertain: bool,
+    ) -> Result<u32, JournalError> {
+        let fail = self.fail();
+        let mut tx = self.connection.begin().await.map_err(&fail)?;
+        let status: Option<String> = sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(&fail)?;
+        // Only a killed run (still `RUNNING`) can leave rows in flight; a run that ended resolved
+        // its own. Skipping the scan saves seconds when resuming a job of millions.
+        if status.as_deref() == Some(JobStatus::Running.name()) {
+            resolve_in_flight(&mut tx, id).await.map_err(&fail)?;
+        }
+        if resend_uncertain {
+            sqlx::query(
+                "UPDATE recipients SET state = 'queued' WHERE job_id = $1 AND state = 'uncertain'",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(&fail)?;
+        }
+        let run: i64 = sqlx::query_scalar(
+            "UPDATE jobs SET runs = runs + 1, status = 'RUNNING', updated_at = $2 WHERE id = $1 RETURNING runs",
+        )
+        .bind(id)
+        .bind(now())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(&fail)?;
+        tx.commit().await.map_err(&fail)?;
+        Ok(u32::try_from(run).unwrap_or(u32::MAX))
+    }
+
+    /// Ends a run: the job's status, the source counts of this run, its retries and duration.
+    pub async fn end_run(
+        &mut self,
+        id: &str,
+        status: JobStatus,
+        source: SourceCounts,
+        retries: u64,
+        duration: Duration,
+    ) -> Result<(), JournalError> {
+        sqlx::query(
+            "UPDATE jobs SET status = $2, updated_at = $3, total = $4, invalid = $5, duplicate = $6, \
+             suppressed = $7, retries = retries + $8, duration_s = duration_s + $9 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(status.name())
+        .bind(now())
+        .bind(to_i64(source.total))
+        .bind(to_i64(source.invalid))
+        .bind(to_i64(source.duplicate))
+        .bind(to_i64(source.suppressed))
+        .bind(to_i64(retries))
+        .bind(duration.as_secs_f64())
+        .execute(&mut self.connection)
+        .await
+        .map_err(self.fail())?;
+        Ok(())
+    }
+
+    /// Sets a job's status alone (a start refused in quiet hours, a run broken by an error).
+    pub async fn set_status(&mut self, id: &str, status: JobStatus) -> Result<(), JournalError> {
+        sqlx::query("UPDATE jobs SET status = $2, updated_at = $3 WHERE id = $1")
+            .bind(id)
+            .bind(status.name())
+            .bind(now())
+            .execute(&mut self.connection)
+            .await
+            .map_err(self.fail())?;
+        Ok(())
+    }
+
+    /// The newest job that is not done (interrupted, paused, aborted, or killed while running).
+    pub async fn latest_unfinished(&mut self) -> Result<Option<String>, JournalError> {
+        sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE status != 'DONE' ORDER BY created_at DESC, id DESC LIMIT 1",
+        )
+        .fetch_optional(&mut self.connection)
+        .await
+        .map_err(self.fail())
+    }
+
+    pub async fn job(&mut self, id: &str) -> Result<JobRecord, JournalError> {
+        let row = sqlx::query("SELECT * FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut self.connection)
+            .await
+            .map_err(self.fail())?
+            .ok_or_else(|| JournalError::UnknownJob(id.to_string()))?;
+        self.job_record(&row).await
+    }
+
+    /// After a run that failed (journal or source error): rows left in flight become
+    /// `uncertain`, so the job can be recorded as stopped (see [`begin_run`](Self::begin_run)).
+    pub async fn resolve_in_flight(&mut self, id: &str) -> Result<(), JournalError> {
+        resolve_in_flight(&mut self.connection, id)
+            .await
+            .map_err(self.fail())
+    }
+
+    /// A job's campaign parameters only: what `--resume` and `--retry-failed` need, without
+    /// counting the job's recipients by state (seconds on a job of ten million).
+    pub async fn params(&mut self, id: &str) -> Result<CampaignParams, JournalError> {
+        let params: String = sqlx::query_scalar("SELECT params FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut self.connection)
+            .await
+            .map_err(self.fail())?
+            .ok_or_else(|| JournalError::UnknownJob(id.to_string()))?;
+        parse_params(id, &params)
+    }
+
+    /// Every job, the newest first.
+    pub async fn jobs(&mut self) -> Result<Vec<JobRecord>, JournalError> {
+        let rows = sqlx::query("SELECT * FROM jobs ORDER BY created_at DESC, id DESC")
+            .fetch_all(&mut self.connection)
+            .await
+            .map_err(self.fail())?;
+        let mut jobs = Vec::with_capacity(rows.len());
+        for row in &rows {
+            jobs.push(self.job_record(row).await?);
+        }
+        Ok(jobs)
+    }
+
+    async fn job_record(
+        &mut self,
+        row: &sqlx::sqlite::SqliteRow,
+    ) -> Result<JobRecord, JournalError> {
+        let fail = self.fail();
+        let id: String = row.try_get("id").map_err(&fail)?;
+        let params = parse_params(&id, &row.try_get::<String, _>("params").map_err(&fail)?)?;
+        let get = |name: &str| -> Result<u64, JournalError> {
+            Ok(u64::try_from(row.try_get::<i64, _>(name).map_err(&fail)?).unwrap_or(0))
+        };
+        let record = JobRecord {
+            status: parse_word(
+                &self.path,
+                "job status",
+                &row.try_get::<String, _>("status").map_err(&fail)?,
+            )?,
+            created_at: row.try_get("created_at").map_err(&fail)?,
+            updated_at: row.try_get("updated_at").map_err(&fail)?,
+            params,
+            runs: u32::try_from(get("runs")?).unwrap_or(u32::MAX),
+            source: SourceCounts {
+                total: get("total")?,
+                invalid: get("invalid")?,
+                duplicate: get("duplicate")?,
+                suppressed: get("suppressed")?,
+            },
+            retries: get("retries")?,
+            duration_s: row.try_get("duration_s").map_err(&fail)?,
+            states: StateCounts::default(),
+            id,
+        };
+        drop(fail);
+        let states = self.state_counts(&record.id).await?;
+        Ok(JobRecord { states, ..record })
+    }
+
+    pub async fn state_counts(&mut self, id: &str) -> Result<StateCounts, JournalError> {
+        let rows = sqlx::query(
+            "SELECT state, COUNT(*) AS n FROM recipients WHERE job_id = $1 GROUP BY state",
+        )
+        .bind(id)
+        .fetch_all(&mut self.connection)
+        .await
+        .map_err(self.fail())?;
+        let mut counts = StateCounts::default();
+        for row in rows {
+            let n = u64::try_from(row.get::<i64, _>("n")).unwrap_or(0);
+            let state = parse_word(
+                &self.path,
+                "recipient state",
+                &row.get::<String, _>("state"),
+            )?;
+            counts.add(state, n);
+        }
+        Ok(counts)
+    }
+
+    /// The job's recipients that were not delivered (failed or uncertain), in source order.
+    pub async fn undelivered(&mut self, id: &str) -> Result<Vec<Undelivered>, JournalError> {
+        let rows = sqlx::query(
+            "SELECT phone, name, state, reason, line FROM recipients \
+             WHERE job_id = $1 AND state IN ('failed', 'uncertain', 'in_flight') ORDER BY line",
+        )
+        .bind(id)
+        .fetch_all(&mut self.connection)
+        .await
+        .map_err(self.fail())?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                // The query chose failed and uncertain rows only (in_flight counts as uncertain).
+                let failed = row.get::<String, _>("state") == RecipientState::Failed.name();
+                let reason: String = row.get("reason");
+                Undelivered {
+                    phone: row.get("phone"),
+                    name: row.get("name"),
+                    reason: if failed {
+                        reason
+                    } else {
+                        format!("uncertain: {reason}")
+                    },
+                    line: u64::try_from(row.get::<i64, _>("line")).unwrap_or(0),
+                }
+            })
+            .collect())
+    }
+}
+
+pub(super) async fn resolve_in_flight(
+    connection: &mut SqliteConnection,
+    id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE recipients SET state = 'uncertain', \
+         reason = 'a request was in flight when the process died' \
+         WHERE job_id = $1 AND state = 'in_flight'",
+    )
+    .bind(id)
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+fn parse_params(job: &str, text: &str) -> Result<CampaignParams, JournalError> {
+    serde_json::from_str(text).map_err(|e| JournalError::BadParams {
+        job: job.to_string(),
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::{Admission, StoredSource};
+    use crate::journal::{Candidate, OutcomeRecord};
+    use crate::phone::Phone;
+    use crate::policy::strategy::Strategy;
+    use crate::recipient::AgeRange;
+
+    fn params() -> CampaignParams {
+        CampaignParams {
+            source: StoredSource::Csv {
+                path: "users.csv".into(),
+            },
+            ages: AgeRange { min: 20, max: 29 },
+            date: jiff::civil::date(2026, 11, 24),
+            message: "hi {name}".into(),
+            header: None,
+            strategy: Strategy::Failover,
+            concurrency: 4,
+            max_failure_rate: None,
+            retry_of: None,
+        }
+    }
+
+    fn phone(text: &str) -> Phone {
+        Phone::parse(text).unwrap()
+    }
+
+    async fn admit(journal: &mut Journal, run: u32, p: &Phone) -> Admission {
+        let mut batch = journal.batch("job", run).await.unwrap();
+        let admission = batch
+            .admit(
+                &[Candidate {
+                    phone: p.clone(),
+                    line: 2,
+                    name: "a".into(),
+                }],
+                None,
+            )
+            .await
+            .unwrap();
+        batch.commit().await.unwrap();
+        admission[0]
+    }
+
+    #[tokio::test]
+    async fn admission_catches_duplicates_and_what_earlier_runs_did() {
+        let mut journal = Journal::in_memory().await.unwrap();
+        journal.create_job("job", &params()).await.unwrap();
+        assert!(matches!(
+            journal.create_job("job", &params()).await,
+            Err(JournalError::JobExists(_))
+        ));
+        let (a, b, c) = (
+            phone("010-1111-1111"),
+            phone("010-2222-2222"),
+            phone("010-3333-3333"),
+        );
+        let run = journal.begin_run("job", false).await.unwrap();
+        assert_eq!(admit(&mut journal, run, &a).await, Admission::Send);
+        assert_eq!(admit(&mut journal, run, &a).await, Admission::Duplicate);
+        assert_eq!(admit(&mut journal, run, &b).await, Admission::Send);
+        assert_eq!(admit(&mut journal, run, &c).await, Admission::Send);
+        let mut batch = journal.batch("job", run).await.unwrap();
+        batch
+            .finish(&[OutcomeRecord {
+                phone: &a,
+                state: RecipientState::Sent,
+                channel: Some("kakaotalk"),
+                reason: String::new(),
+                message_id: None,
+                attempts: 1,
+            }])
+            .await
+            .unwrap();
+        batch.start(std::slice::from_ref(&b)).await.unwrap(); // then the process dies
+        batch.commit().await.unwrap();
+
+        let run = journal.begin_run("job", false).await.unwrap();
+        assert_eq!(run, 2);
+        assert_eq!(admit(&mut journal, run, &a).await, Admission::AlreadyDone);
+        assert_eq!(admit(&mut journal, run, &b).await, Admission::AlreadyDone);
+        assert_eq!(admit(&mut journal, run, &c).await, Admission::Send);
+        assert_eq!(admit(&mut journal, run, &c).await, Admission::Duplicate);
+        let counts = journal.state_counts("job").await.unwrap();
+        assert_eq!((counts.sent, counts.uncertain, counts.queued), (1, 1, 1));
+        let undelivered = journal.undelivered("job").await.unwrap();
+        assert_eq!(undelivered.len(), 1);
+        assert!(undelivered[0].reason.starts_with("uncertain: "));
+
+        // --resend-uncertain puts the uncertain one back in the queue.
+        let run = journal.begin_run("job", true).await.unwrap();
+        assert_eq!(admit(&mut journal, run, &b).await, Admission::Send);
+    }
+
+    #[tokio::test]
+    async fn a_group_is_admitted_and_recorded_in_a_few_statements_with_the_same_answers() {
+        let mut journal = Journal::in_memory().await.unwrap();
+        journal.create_job("job", &params()).await.unwrap();
+        let phones: Vec<Phone> = (0..600)
+            .map(|i| phone(&format!("010-1000-{i:04}")))
+            .collect();
+        let run = journal.begin_run("job", false).await.unwrap();
+        // Each phone twice in one group: the second is the duplicate.
+        let candidates: Vec<Candidate> = phones
+            .iter()
+            .chain(&phones)
+            .enumerate()
+            .map(|(line, p)| Candidate {
+                phone: p.clone(),
+                line: line as u64 + 2,
+                name: format!("n{line}"),
+            })
+            .collect();
+        let mut batch = journal.batch("job", run).await.unwrap();
+        let answers = batch.admit(&candidates, None).await.unwrap();
+        assert!(answers[..600].iter().all(|a| *a == Admission::Send));
+        assert!(answers[600..].iter().all(|a| *a == Admission::Duplicate));
+        batch.start(&phones[..400]).await.unwrap();
+        batch.requeue(&phones[300..400]).await.unwrap();
+        let outcomes: Vec<OutcomeRecord> = phones[..300]
+            .iter()
+            .enumerate()
+            .map(|(i, p)| OutcomeRecord {
+                phone: p,
+                state: if i % 3 == 0 {
+                    RecipientState::Failed
+                } else {
+                    RecipientState::Sent
+                },
+                channel: Some("sms"),
+                reason: if i % 3 == 0 {
+                    "rejected".into()
+                } else {
+                    String::new()
+                },
+                message_id: None,
+                attempts: 2,
+            })
+            .collect();
+        batch.finish(&outcomes).await.unwrap();
+        batch.commit().await.unwrap();
+        let counts = journal.state_counts("job").await.unwrap();
+        assert_eq!(
+            (counts.sent, counts.failed, counts.queued, counts.uncertain),
+            (200, 100, 300, 0)
+        );
+        let undelivered = journal.undelivered("job").await.unwrap();
+        assert_eq!(undelivered.len(), 100);
+        assert!(undelivered.iter().all(|u| u.reason.contains("rejected")));
+
+        // A retry of the failed ones admits exactly those.
+        journal.create_job("retry", &params()).await.unwrap();
+        let run = journal.begin_run("retry", false).await.unwrap();
+        let mut batch = journal.batch("retry", run).await.unwrap();
+        let answers = batch.admit(&candidates[..600], Some("job")).await.unwrap();
+        let to_send = answers.iter().filter(|a| **a == Admission::Send).count();
+        assert_eq!(to_send, 100);
+        assert!(
+            answers
+                .iter()
+                .all(|a| matches!(a, Admission::Send | Admission::NotToRetry))
+        );
+    }
+}

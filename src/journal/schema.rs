@@ -1,0 +1,45 @@
+//! The journal's tables, and the timestamps written into them.
+
+use std::path::{Path, PathBuf};
+
+pub(super) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    params TEXT NOT NULL,
+    runs INTEGER NOT NULL DEFAULT 0,
+    total INTEGER NOT NULL DEFAULT 0,
+    invalid INTEGER NOT NULL DEFAULT 0,
+    duplicate INTEGER NOT NULL DEFAULT 0,
+    suppressed INTEGER NOT NULL DEFAULT 0,
+    retries INTEGER NOT NULL DEFAULT 0,
+    duration_s REAL NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS recipients (
+    job_id TEXT NOT NULL,
+    phone TEXT NOT NULL,
+    line INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    state TEXT NOT NULL,
+    seen_run INTEGER NOT NULL,
+    channel TEXT,
+    reason TEXT NOT NULL DEFAULT '',
+    message_id TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (job_id, phone)
+) WITHOUT ROWID;
+";
+
+/// The time written into `updated_at` columns, to the second.
+pub(super) fn now() -> String {
+    let now = jiff::Timestamp::now();
+    now.round(jiff::Unit::Second).unwrap_or(now).to_string()
+}
+
+/// The journal file of a state directory.
+pub fn journal_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("journal.sqlite")
+}
