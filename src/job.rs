@@ -166,6 +166,15 @@ pub enum Admission {
     NotToRetry,
 }
 
+/// A recipient not delivered (failed or uncertain), for `--failed-csv`.
+#[derive(Debug, Clone)]
+pub struct Undelivered {
+    pub phone: String,
+    pub name: String,
+    pub reason: String,
+    pub line: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,22 +3,35 @@
 //!
 //! Module map, following one message from the command line to the provider:
 //!
-//! - [`cli`]: the clap command line; [`commands`]: one module per subcommand.
+//! - [`cli`]: the clap command line; [`commands`]: one module per subcommand, where clap's
+//!   types stop.
 //! - [`config`]: the TOML file → typed [`config::Settings`], errors with file, line and key.
-//! - [`phone`], [`template`], [`units`], [`schedule`], [`secret`]: the domain values.
+//! - [`campaign`]: a campaign run from its typed plan (new job, resume, retry) — prepare,
+//!   execute, finish.
 //! - [`recipient`]: a validated source row, ages and age groups; [`source`]: CSV, SQLite and
 //!   PostgreSQL recipients, streamed.
-//! - [`pipeline`]: a campaign — source → producer → bounded sends → collector;
-//!   [`journal`]: what every campaign and recipient became, durably, and the lock.
+//! - [`pipeline`]: the run itself — source → admission → bounded sends → collector, and why
+//!   it stops; [`journal`]: what every campaign and recipient became, durably, and the lock.
 //! - [`delivery`]: the path of one message, primary channel then fallback; each channel is one
 //!   provider as a send sees it (limiter, breaker, retries).
 //! - [`policy`]: rate limiter, retry, circuit breaker, routing strategy.
 //! - [`provider`]: the HTTP contract with KakaoTalk and SMS and error classification.
-//! - [`report`] (summary, progress, alerts, metrics), [`logging`]: what the operator is told.
+//! - [`report`] (summary, outputs, progress, watched thresholds, metrics), [`alert`],
+//!   [`logging`]: what the operator is told.
+//! - [`job`]: the words of a campaign (recipient states, job status, counts), shared by the
+//!   journal, the pipeline and the reports.
+//! - [`phone`], [`template`], [`units`], [`schedule`], [`secret`]: the domain values.
 //! - [`sandbox`]: the simulated providers that `msgsend sandbox` serves and tests talk to.
 //! - [`error`]: exit codes.
+//!
+//! Layers, top to bottom; a module names only modules of lower layers (no cycle, no arrow
+//! upward; `tests/layering.rs` checks it):
+//! commands → cli, campaign → pipeline, sandbox → report, journal, source, error → delivery →
+//! config → alert, job, logging → policy, provider → recipient, schedule, template → phone,
+//! secret, units.
 
 pub mod alert;
+pub mod campaign;
 pub mod cli;
 pub mod commands;
 pub mod config;

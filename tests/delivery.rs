@@ -24,7 +24,7 @@ async fn an_outage_opens_the_breaker_later_sends_go_straight_to_sms_and_recovery
         .set("circuit_breaker.failure_threshold", 3)
         .set("circuit_breaker.open_timeout", "300ms")
         .set("retry.max_attempts", 1);
-    let router = Router::new(&world.settings(), http_client(), None, false).unwrap();
+    let router = Router::new(&world.settings(), &world.settings().routing, http_client()).unwrap();
     let kakaotalk = &world.sandbox.kakaotalk;
     let primary = router.channels().next().unwrap();
 
@@ -119,7 +119,8 @@ async fn a_strict_provider_never_answers_429_even_at_the_start() {
     world
         .set("providers.kakaotalk.rate_limit", "20/s")
         .set("routing.fallback", "sms");
-    let router = Arc::new(Router::new(&world.settings(), http_client(), None, true).unwrap());
+    let router =
+        Arc::new(Router::new(&world.settings(), &without_fallback(&world), http_client()).unwrap());
     let outcomes = deliver_concurrently(router, 60, 20).await;
     assert_all_sent(&outcomes);
     let stats = &world.sandbox.kakaotalk.stats;
@@ -164,7 +165,8 @@ async fn several_credentials_pool_their_quotas_and_each_keeps_its_own() {
     world
         .set("providers.kakaotalk.credentials", list)
         .set("providers.kakaotalk.rate_limit", "10/s");
-    let router = Arc::new(Router::new(&world.settings(), http_client(), None, true).unwrap());
+    let router =
+        Arc::new(Router::new(&world.settings(), &without_fallback(&world), http_client()).unwrap());
     // 60 messages need 2 windows at 30/s pooled; a single credential would need 6.
     let outcomes = deliver_concurrently(router, 60, 30).await;
     assert_all_sent(&outcomes);
@@ -185,7 +187,8 @@ async fn spillover_sends_what_the_primary_cannot_take_in_time_through_sms() {
         .set("providers.kakaotalk.rate_limit", "5/s")
         .set("routing.strategy", "spillover")
         .set("routing.acquire_timeout", "100ms");
-    let router = Arc::new(Router::new(&world.settings(), http_client(), None, false).unwrap());
+    let router =
+        Arc::new(Router::new(&world.settings(), &world.settings().routing, http_client()).unwrap());
     let outcomes = deliver_concurrently(router, 30, 10).await;
     let sent = outcomes
         .iter()
@@ -201,4 +204,12 @@ async fn spillover_sends_what_the_primary_cannot_take_in_time_through_sms() {
         "sent {sent}, fallback {fallback}"
     );
     assert_eq!(count(&world.sandbox.kakaotalk.stats.rate_limited), 0);
+}
+
+/// The world's routing with no fallback channel.
+fn without_fallback(world: &World) -> msgsend::config::RoutingSettings {
+    msgsend::config::RoutingSettings {
+        fallback: None,
+        ..world.settings().routing
+    }
 }

@@ -10,6 +10,7 @@ use std::path::Path;
 const LAYERS: &[(&str, u32)] = &[
     ("commands", 9),
     ("cli", 8),
+    ("campaign", 8),
     ("pipeline", 7),
     ("sandbox", 7),
     ("report", 6),

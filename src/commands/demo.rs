@@ -9,8 +9,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
-use crate::cli::{BulkArgs, GlobalArgs};
+use crate::campaign::{self, CampaignPlan, JobOptions, JobPlan, SourceChoice};
+use crate::cli::GlobalArgs;
 use crate::error::ExitStatus;
+use crate::recipient::AgeRange;
 use crate::sandbox::{Sandbox, SandboxConfig};
 
 /// The phones KakaoTalk rejects in the demo (they are in the fixtures, in their 20s), so the
@@ -74,35 +76,21 @@ header = "{{name}}님, 안녕하세요. 현대 오토에버입니다."
         "demo: sandbox up with 5 % server errors, 30 ms latency and {} phones KakaoTalk rejects",
         REJECTED.len()
     );
-    let args = BulkArgs {
-        age_group: Some("20s".into()),
-        age_range: None,
-        csv: Some(users),
-        db: None,
-        query: None,
-        message: Some("{name}님을 위한 11월 혜택이 도착했습니다. 앱에서 확인하세요.".into()),
-        message_file: None,
+    let plan = CampaignPlan {
+        job: JobPlan::New {
+            job_id: None,
+            source: SourceChoice::Csv(users),
+            ages: AgeRange::group("20s").map_err(anyhow::Error::msg)?,
+            message: "{name}님을 위한 11월 혜택이 도착했습니다. 앱에서 확인하세요.".into(),
+            options: JobOptions::default(),
+        },
         dry_run: false,
-        job_id: None,
-        resume: None,
-        retry_failed: None,
-        resend_uncertain: false,
+        ignore_quiet_hours: true,
         summary_json: None,
         failed_csv: None,
-        concurrency: None,
-        strategy: None,
-        max_failure_rate: None,
-        ignore_quiet_hours: true,
+        show_bar: super::progress_bar_wanted(global),
     };
-    let show_bar = super::progress_bar_wanted(global);
-    let status = super::bulk::run_campaign(
-        &settings,
-        args,
-        show_bar,
-        crate::schedule::Clock::system(),
-        shutdown,
-    )
-    .await;
+    let status = campaign::run(&settings, plan, crate::schedule::Clock::system(), shutdown).await;
     sandbox.shutdown().await;
     status
 }

@@ -26,30 +26,3 @@ pub fn progress_bar_wanted(global: &GlobalArgs) -> bool {
         && !global.quiet
         && global.log_format == crate::cli::LogFormat::Text
 }
-
-/// A message no configured provider would take (longer than every `max_message_length`) is a
-/// usage error before anything is sent.
-pub fn check_length(
-    settings: &Settings,
-    text: &str,
-    when: &str,
-) -> Result<(), crate::error::UsageError> {
-    let longest = settings
-        .providers
-        .iter()
-        .map(|p| p.max_message_length)
-        .max()
-        .unwrap_or(0);
-    let length = text.chars().count();
-    if length > longest {
-        let when = if when.is_empty() {
-            String::new()
-        } else {
-            format!(" {when}")
-        };
-        return Err(crate::error::UsageError(format!(
-            "the message is {length} characters{when}; no provider takes more than {longest} (max_message_length)"
-        )));
-    }
-    Ok(())
-}

@@ -7,10 +7,11 @@ use std::io::Write;
 use anyhow::Context as _;
 
 use crate::cli::{GlobalArgs, SendArgs};
+use crate::config::{RoutingSettings, Settings};
 use crate::delivery::{Delivery, DeliveryOutcome, Router};
 use crate::error::{ExitStatus, UsageError};
 use crate::phone::Phone;
-use crate::provider::http_client;
+use crate::provider::{ProviderKind, http_client};
 use crate::template::{MessageTemplate, Template};
 
 pub async fn run(global: &GlobalArgs, args: SendArgs) -> anyhow::Result<ExitStatus> {
@@ -42,9 +43,11 @@ pub async fn run(global: &GlobalArgs, args: SendArgs) -> anyhow::Result<ExitStat
         _ => None,
     });
 
-    super::check_length(&settings, &text, "")?;
-    let router = Router::new(&settings, http_client(), args.channel, args.no_fallback)
+    settings
+        .check_message_length(&text, "")
         .map_err(UsageError)?;
+    let routing = routing_for_send(&settings, args.channel, args.no_fallback);
+    let router = Router::new(&settings, &routing, http_client()).map_err(UsageError)?;
     let delivery = router.deliver(&phone, &text).await;
     if delivery.delivered() {
         tracing::info!(phone = %phone.masked(), channel = delivery.channel.map_or("none", |c| c.name()), "delivered");
@@ -65,6 +68,24 @@ pub async fn run(global: &GlobalArgs, args: SendArgs) -> anyhow::Result<ExitStat
     } else {
         ExitStatus::NotDelivered
     })
+}
+
+/// `--channel X` starts with X instead of `[routing] primary` (the other configured provider
+/// becomes the fallback); `--no-fallback` uses one channel only.
+fn routing_for_send(
+    settings: &Settings,
+    first: Option<ProviderKind>,
+    no_fallback: bool,
+) -> RoutingSettings {
+    let mut routing = settings.routing.clone();
+    if let Some(kind) = first.filter(|&kind| kind != routing.primary) {
+        routing.primary = kind;
+        routing.fallback = settings.provider(kind.other()).map(|p| p.kind);
+    }
+    if no_fallback {
+        routing.fallback = None;
+    }
+    routing
 }
 
 fn json_result(phone: &Phone, delivery: &Delivery) -> serde_json::Value {

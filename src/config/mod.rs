@@ -3,6 +3,7 @@
 //! validation that builds domain values in [`resolve`]. Every error names the file, the line and
 //! the key, and never quotes a secret.
 
+pub mod print;
 mod raw;
 mod resolve;
 pub mod security;
@@ -47,6 +48,29 @@ pub struct Settings {
 impl Settings {
     pub fn provider(&self, kind: ProviderKind) -> Option<&ProviderSettings> {
         self.providers.iter().find(|provider| provider.kind == kind)
+    }
+
+    /// A message no configured provider would take (longer than every `max_message_length`)
+    /// is refused before anything is sent; `when` says at which stage it was measured.
+    pub fn check_message_length(&self, text: &str, when: &str) -> Result<(), String> {
+        let longest = self
+            .providers
+            .iter()
+            .map(|p| p.max_message_length)
+            .max()
+            .unwrap_or(0);
+        let length = text.chars().count();
+        if length > longest {
+            let when = if when.is_empty() {
+                String::new()
+            } else {
+                format!(" {when}")
+            };
+            return Err(format!(
+                "the message is {length} characters{when}; no provider takes more than {longest} (max_message_length)"
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -2,6 +2,10 @@
 //! (`deny_unknown_fields` everywhere, so a misspelt key is an error, not a silent default).
 //! Every string value goes through [`Expanded`], which substitutes `${ENV_VAR}` and parses the
 //! result, so a bad duration or a missing variable is reported at its own line and key.
+//!
+//! The same structs write the resolved config back (`config check`, [`super::print`]): a value
+//! is written as the file would hold it (see [`ConfigText`]), a secret as `(redacted)`, and an
+//! absent key (`None`) not at all.
 
 use std::fmt::Display;
 use std::marker::PhantomData;
@@ -9,13 +13,13 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use serde::Deserialize;
 use serde::de::{self, Deserializer};
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::secret::Secret;
 use crate::units::{Rate, parse_duration};
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     pub timezone: Option<Expanded<String>>,
@@ -42,14 +46,14 @@ pub struct RawConfig {
     pub alerts: RawAlerts,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawProviders {
     pub kakaotalk: Option<RawProvider>,
     pub sms: Option<RawProvider>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawProvider {
     pub base_url: Expanded<reqwest::Url>,
@@ -62,7 +66,7 @@ pub struct RawProvider {
     pub max_message_length: Option<u32>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCredential {
     pub username: Expanded<String>,
@@ -70,7 +74,7 @@ pub struct RawCredential {
     pub rate_limit: Option<Expanded<Rate>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRouting {
     pub primary: Option<Expanded<String>>,
@@ -79,7 +83,7 @@ pub struct RawRouting {
     pub acquire_timeout: Option<Expanded<Dur>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRetry {
     pub max_attempts: Option<u32>,
@@ -89,7 +93,7 @@ pub struct RawRetry {
     pub jitter: Option<bool>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCircuitBreaker {
     pub failure_threshold: Option<u32>,
@@ -97,7 +101,7 @@ pub struct RawCircuitBreaker {
     pub all_open_wait: Option<Expanded<Dur>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBulk {
     pub concurrency: Option<u32>,
@@ -105,13 +109,13 @@ pub struct RawBulk {
     pub shutdown_grace: Option<Expanded<Dur>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawMessage {
     pub header: Option<Expanded<String>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSource {
     pub csv: Option<Expanded<PathBuf>>,
@@ -120,20 +124,20 @@ pub struct RawSource {
     pub suppression: Option<Expanded<PathBuf>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSchedule {
     pub quiet_hours: Option<Expanded<String>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawMetrics {
     pub textfile: Option<Expanded<PathBuf>>,
     pub pushgateway: Option<Expanded<reqwest::Url>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAlerts {
     pub webhook: Option<Expanded<reqwest::Url>>,
@@ -167,6 +171,58 @@ where
         let expanded =
             expand_env(&raw, |name| std::env::var(name).ok()).map_err(de::Error::custom)?;
         expanded.parse().map(Expanded).map_err(de::Error::custom)
+    }
+}
+
+impl<T: ConfigText> Serialize for Expanded<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0.config_text())
+    }
+}
+
+/// A value as the config file writes it, `$` escaped as `$$` so that it reads back unchanged.
+pub trait ConfigText {
+    fn config_text(&self) -> String;
+}
+
+fn escaped(text: &str) -> String {
+    text.replace('$', "$$")
+}
+
+impl ConfigText for String {
+    fn config_text(&self) -> String {
+        escaped(self)
+    }
+}
+
+impl ConfigText for PathBuf {
+    fn config_text(&self) -> String {
+        escaped(&self.display().to_string())
+    }
+}
+
+impl ConfigText for reqwest::Url {
+    fn config_text(&self) -> String {
+        escaped(self.as_str())
+    }
+}
+
+impl ConfigText for Rate {
+    fn config_text(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl ConfigText for Dur {
+    fn config_text(&self) -> String {
+        crate::units::format_duration(self.0)
+    }
+}
+
+/// Never the secret itself.
+impl ConfigText for Secret {
+    fn config_text(&self) -> String {
+        "(redacted)".to_string()
     }
 }
 

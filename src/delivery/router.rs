@@ -4,7 +4,7 @@
 
 use super::channel::{Attempt, Channel, ChannelFailure, RequestGate, Ungated};
 use crate::alert::Alerter;
-use crate::config::Settings;
+use crate::config::{RoutingSettings, Settings};
 use crate::phone::Phone;
 use crate::policy::breaker::BreakerState;
 use crate::policy::strategy::TokenWait;
@@ -80,13 +80,12 @@ pub struct Router {
 }
 
 impl Router {
-    /// Builds the channels from the settings. `first` overrides `[routing] primary` (the other
-    /// configured provider becomes the fallback); `no_fallback` drops the fallback.
+    /// Builds the channels `routing` names (its primary, its fallback if any) from the
+    /// providers, breaker and retry settings.
     pub fn new(
         settings: &Settings,
+        routing: &RoutingSettings,
         http: reqwest::Client,
-        first: Option<ProviderKind>,
-        no_fallback: bool,
     ) -> Result<Self, String> {
         let channel = |kind: ProviderKind| -> Result<Channel, String> {
             let provider = settings
@@ -99,21 +98,10 @@ impl Router {
                 settings.retry,
             ))
         };
-        let (primary, fallback) = match first {
-            Some(kind) if kind != settings.routing.primary => {
-                let fallback = settings.provider(kind.other()).map(|p| p.kind);
-                (kind, fallback)
-            }
-            _ => (settings.routing.primary, settings.routing.fallback),
-        };
-        let fallback = if no_fallback { None } else { fallback };
         Ok(Router {
-            primary: channel(primary)?,
-            fallback: fallback.map(channel).transpose()?,
-            primary_wait: settings
-                .routing
-                .strategy
-                .primary_wait(settings.routing.acquire_timeout),
+            primary: channel(routing.primary)?,
+            fallback: routing.fallback.map(channel).transpose()?,
+            primary_wait: routing.strategy.primary_wait(routing.acquire_timeout),
         })
     }
 

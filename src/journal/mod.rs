@@ -82,15 +82,6 @@ pub struct OutcomeRecord<'a> {
     pub attempts: u32,
 }
 
-/// A recipient not delivered, for `--failed-csv`.
-#[derive(Debug, Clone)]
-pub struct Undelivered {
-    pub phone: String,
-    pub name: String,
-    pub reason: String,
-    pub line: u64,
-}
-
 /// The open journal. One connection: the pipeline's collector is its only writer.
 pub struct Journal {
     connection: SqliteConnection,

@@ -8,8 +8,10 @@ use sqlx::sqlite::SqliteConnection;
 use sqlx::{Connection as _, Row as _};
 
 use super::schema::now;
-use super::{Journal, JournalError, Undelivered, parse_word, to_i64};
-use crate::job::{CampaignParams, JobRecord, JobStatus, RecipientState, SourceCounts, StateCounts};
+use super::{Journal, JournalError, parse_word, to_i64};
+use crate::job::{
+    CampaignParams, JobRecord, JobStatus, RecipientState, SourceCounts, StateCounts, Undelivered,
+};
 
 impl Journal {
     /// Records a new job; fails when the id is taken.

@@ -7,9 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
-use super::{Event, MAX_GROUP};
+use super::{Event, MAX_GROUP, StopCause, Stopper};
 use crate::delivery::{Delivery, DeliveryOutcome};
 use crate::job::{Admission, RecipientState};
 use crate::journal::{Journal, JournalError, OutcomeRecord};
@@ -36,7 +35,7 @@ pub(super) struct Collector<'a> {
     pub(super) admitted: u64,
     pub(super) attempted: u64,
     pub(super) failed: u64,
-    pub(super) stop: CancellationToken,
+    pub(super) stopper: Stopper,
 }
 
 impl Collector<'_> {
@@ -48,7 +47,7 @@ impl Collector<'_> {
         while events.recv_many(&mut group, MAX_GROUP).await > 0 {
             if let Err(error) = self.apply(&mut group).await {
                 // Nothing more can be recorded, so nothing more may be sent.
-                self.stop.cancel();
+                self.stopper.stop(StopCause::Journal);
                 return Err(error);
             }
         }

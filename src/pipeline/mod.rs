@@ -13,18 +13,24 @@
 //!   its last commit in one transaction (group commit), then answers the waiting tasks, counts,
 //!   moves the progress display, the metrics and the alert watch.
 //!
-//! Files: this one holds the run and the producer; `send.rs` the send task (in-flight gate,
-//! failure budget, outage wait); `collector.rs` the collector.
+//! Files: this one holds the run and the producer; `admission.rs` the reading and admitting of
+//! the source (shared with `--dry-run`); `send.rs` the send task (in-flight gate, failure
+//! budget, outage wait); `collector.rs` the collector; `stop.rs` why a run stops.
 //!
-//! Stopping (Ctrl-C / SIGTERM, or the failure rate): no new send starts; the producer still
+//! Stopping (any [`StopCause`], through the one [`Stopper`]): no new send starts; the producer still
 //! reads the source to its end and admits what it finds (without sending), so `total`,
 //! `eligible` and the other counts are complete and the unreached recipients wait as `queued`
 //! for `--resume`; send tasks whose first request has not gone (waiting for a slot or a
 //! token) give their recipient back (it stays `queued`); sends in flight get
 //! `shutdown_grace` to finish, and those still open then are recorded `uncertain`.
 
+mod admission;
 mod collector;
 mod send;
+mod stop;
+
+pub use admission::{AdmissionSink, Screened, Screening, admit_all, screen};
+pub use stop::{StopCause, Stopper, exit_status, job_status};
 
 use collector::Collector;
 use send::{FailureBudget, Outage, SendContext, send_one};
@@ -33,8 +39,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
 use crate::delivery::{Delivery, Router};
@@ -47,7 +52,7 @@ use crate::report::alerts::Watch;
 use crate::report::metrics::Metrics;
 use crate::report::progress::Progress;
 use crate::report::summary::ProviderStats;
-use crate::source::{OpenSource, SourceError, SourceRow};
+use crate::source::{OpenSource, SourceError};
 use crate::template::MessageTemplate;
 
 /// One run of a campaign, as the pipeline needs it.
@@ -75,24 +80,9 @@ pub struct Reporting {
     pub watch: Watch,
 }
 
-/// Why a run ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StopReason {
-    /// The source was read to its end and every admitted recipient has an outcome.
-    Finished,
-    /// Ctrl-C / SIGTERM.
-    Interrupted,
-    /// More than `--max-failure-rate` of the attempted recipients failed.
-    Aborted,
-    /// Every channel stayed unusable (circuits open, credentials refused) for longer than
-    /// `all_open_wait`; the reason says which and why.
-    ProvidersUnusable(String),
-}
-
-/// What a run measured.
+/// What a run measured. Why it stopped, if it did, is its [`Stopper`]'s cause.
 #[derive(Debug)]
 pub struct RunOutcome {
-    pub stop: StopReason,
     pub source: SourceCounts,
     /// Requests beyond the first, per channel, over all sends of this run.
     pub retries: u64,
@@ -112,31 +102,29 @@ pub enum PipelineError {
 /// How many rows the collector applies in one transaction at most.
 pub(super) const MAX_GROUP: usize = 512;
 
-/// Runs the campaign until the source is exhausted or `shutdown` fires.
+/// Runs the campaign until the source is exhausted or `stopper` stops it. A run that fails
+/// (source, journal) has stopped with that cause too, so the stopper always says why.
 pub async fn run(
     campaign: &Campaign,
     source: OpenSource,
     router: Arc<Router>,
     journal: &mut Journal,
     reporting: Reporting,
-    shutdown: CancellationToken,
+    stopper: &Stopper,
 ) -> Result<RunOutcome, PipelineError> {
     let Reporting {
         progress,
         metrics,
         watch,
     } = reporting;
-    let stop = shutdown.child_token();
     let (events, event_queue) = mpsc::channel(campaign.concurrency * 2 + 64);
-    let failure_budget = Arc::new(FailureBudget::new(campaign.max_failure_rate));
-    let outage = Arc::new(Outage::new(campaign.all_open_wait));
     let sender = Arc::new(SendContext {
         router,
-        failure_budget: failure_budget.clone(),
-        outage: outage.clone(),
+        failure_budget: FailureBudget::new(campaign.max_failure_rate),
+        outage: Outage::new(campaign.all_open_wait),
         template: campaign.template.clone(),
         events: events.clone(),
-        stop: stop.clone(),
+        stopper: stopper.clone(),
         grace: campaign.shutdown_grace,
     });
     let collector = Collector {
@@ -153,79 +141,36 @@ pub async fn run(
         admitted: 0,
         attempted: 0,
         failed: 0,
-        stop: stop.clone(),
+        stopper: stopper.clone(),
     };
-    let producer = produce(
-        campaign,
-        source,
-        events,
+    let producer = Producer {
         sender,
+        events,
+        slots: Arc::new(Semaphore::new(campaign.concurrency)),
+        tasks: TaskTracker::new(),
         progress,
-        &metrics,
-        stop.clone(),
-    );
-    let (produced, collected) = tokio::join!(producer, collector.run(event_queue));
-    let collected = collected?;
-    let source_counts = produced?;
-    let stop_reason = if failure_budget.exceeded() {
-        StopReason::Aborted
-    } else if let Some(reason) = outage.gave_up() {
-        StopReason::ProvidersUnusable(reason)
-    } else if shutdown.is_cancelled() {
-        StopReason::Interrupted
-    } else {
-        StopReason::Finished
+        metrics: &metrics,
     };
+    let (produced, collected) =
+        tokio::join!(producer.run(campaign, source), collector.run(event_queue));
+    if produced.is_err() {
+        stopper.stop(StopCause::Source);
+    }
+    if collected.is_err() {
+        stopper.stop(StopCause::Journal);
+    }
+    let collected = collected?;
     Ok(RunOutcome {
-        stop: stop_reason,
-        source: source_counts,
+        source: produced?,
         retries: collected.retries,
         sends: collected.sends,
         providers: collected.providers,
     })
 }
 
-/// What a source row is to a campaign before the journal is asked about it.
-pub enum Screened {
-    /// Valid, in the age range, not suppressed: to be admitted (or found a duplicate).
-    Candidate(Box<Recipient>),
-    Suppressed,
-    Invalid,
-    OutOfRange,
-}
-
-/// Counts a source row into `counts` (SPEC section 7's `total`, `invalid`, `suppressed`),
-/// reports an invalid one, and says what is left to do with it. A run and `--dry-run` share it.
-pub fn screen(
-    row: SourceRow,
-    suppression: &HashSet<Phone>,
-    counts: &mut SourceCounts,
-    source_label: &str,
-) -> Screened {
-    counts.total += 1;
-    match row {
-        SourceRow::InRange(recipient) if suppression.contains(&recipient.phone) => {
-            counts.suppressed += 1;
-            Screened::Suppressed
-        }
-        SourceRow::InRange(recipient) => Screened::Candidate(recipient),
-        SourceRow::OutOfRange => Screened::OutOfRange,
-        SourceRow::Invalid(invalid) => {
-            counts.invalid += 1;
-            tracing::warn!(
-                source = %source_label,
-                line = invalid.line,
-                field = invalid.field,
-                "skipped an invalid row: {invalid}"
-            );
-            Screened::Invalid
-        }
-    }
-}
-
 /// A message to the collector.
 pub(super) enum Event {
-    /// Admit these recipients (phone, line, name) to the run; the answers come in order.
+    /// Admit these recipients to the run; the answers come in order.
     Admit {
         recipients: Vec<Candidate>,
         reply: oneshot::Sender<Vec<Admission>>,
@@ -247,104 +192,102 @@ pub(super) enum Event {
     },
 }
 
-async fn produce(
-    campaign: &Campaign,
-    mut source: OpenSource,
-    events: mpsc::Sender<Event>,
+/// The producer: admission through the collector, then a send task per admitted recipient,
+/// at most `concurrency` at once.
+struct Producer<'a> {
     sender: Arc<SendContext>,
+    events: mpsc::Sender<Event>,
+    slots: Arc<Semaphore>,
+    tasks: TaskTracker,
     progress: Progress,
-    metrics: &Metrics,
-    stop: CancellationToken,
-) -> Result<SourceCounts, SourceError> {
-    let mut counts = SourceCounts::default();
-    let slots = Arc::new(Semaphore::new(campaign.concurrency));
-    let tasks = TaskTracker::new();
-    let result = async {
-        loop {
-            let Some(first) = source.rows.recv().await else {
-                break;
-            };
-            let mut batch = Vec::new();
-            let mut next = Some(first);
-            while let Some(row) = next.take() {
-                match screen(
-                    row?,
-                    &campaign.suppression,
-                    &mut counts,
-                    &campaign.source_label,
-                ) {
-                    Screened::Candidate(recipient) => batch.push(recipient),
-                    Screened::Suppressed => {
-                        metrics.skipped("suppressed");
-                        progress.skipped();
-                    }
-                    Screened::Invalid => metrics.skipped("invalid"),
-                    Screened::OutOfRange => {}
-                }
-                if batch.len() < campaign.batch_size {
-                    next = source.rows.try_recv().ok();
-                }
-            }
-            if batch.is_empty() {
-                continue;
-            }
-            let (reply, answer) = oneshot::channel();
-            let recipients = batch
-                .iter()
-                .map(|r| Candidate {
-                    phone: r.phone.clone(),
-                    line: r.line,
-                    name: r.name.clone(),
-                })
-                .collect();
-            if events
-                .send(Event::Admit { recipients, reply })
-                .await
-                .is_err()
-            {
-                break;
-            }
-            // No answer: the collector stopped on a journal error, which it reports.
-            let Ok(admissions) = answer.await else { break };
-            for (recipient, admission) in batch.into_iter().zip(admissions) {
-                match admission {
-                    Admission::Send => {
-                        // After a stop the source is still read to its end and admitted, so
-                        // the counts are complete and the unreached stay `queued` for a resume.
-                        if stop.is_cancelled() {
-                            continue;
-                        }
-                        let slot = tokio::select! {
-                            biased;
-                            () = stop.cancelled() => continue,
-                            slot = slots.clone().acquire_owned() => slot.expect("never closed"),
-                        };
-                        let sender = sender.clone();
-                        tasks.spawn(async move {
-                            send_one(&sender, *recipient).await;
-                            drop(slot);
-                        });
-                    }
-                    Admission::Duplicate => {
-                        counts.duplicate += 1;
-                        metrics.skipped("duplicate");
-                        progress.skipped();
-                    }
-                    Admission::AlreadyDone => progress.skipped(),
-                    Admission::NotToRetry => {}
-                }
-            }
+    metrics: &'a Metrics,
+}
+
+impl Producer<'_> {
+    async fn run(
+        mut self,
+        campaign: &Campaign,
+        mut source: OpenSource,
+    ) -> Result<SourceCounts, SourceError> {
+        let screening = Screening {
+            suppression: &campaign.suppression,
+            source_label: &campaign.source_label,
+            batch_size: campaign.batch_size,
+        };
+        let result = admit_all(&mut source, &screening, &mut self).await;
+        if result.is_err() {
+            // The source broke: send nothing more, let what is in flight finish and be recorded.
+            self.sender.stopper.stop(StopCause::Source);
         }
-        Ok(())
+        let Producer {
+            events,
+            sender,
+            tasks,
+            ..
+        } = self;
+        drop(events);
+        drop(sender);
+        tasks.close();
+        tasks.wait().await;
+        result
     }
-    .await;
-    if result.is_err() {
-        // The source broke: send nothing more, let what is in flight finish and be recorded.
-        stop.cancel();
+
+    /// A concurrency slot, or `None` once the run stopped.
+    async fn slot(&self) -> Option<OwnedSemaphorePermit> {
+        let stopper = &self.sender.stopper;
+        if stopper.is_stopped() {
+            return None;
+        }
+        tokio::select! {
+            biased;
+            () = stopper.stopped() => None,
+            slot = self.slots.clone().acquire_owned() => Some(slot.expect("never closed")),
+        }
     }
-    drop(events);
-    drop(sender);
-    tasks.close();
-    tasks.wait().await;
-    result.map(|()| counts)
+}
+
+impl AdmissionSink for Producer<'_> {
+    fn screened_out(&mut self, screened: &Screened) {
+        match screened {
+            Screened::Suppressed => {
+                self.metrics.skipped("suppressed");
+                self.progress.skipped();
+            }
+            Screened::Invalid => self.metrics.skipped("invalid"),
+            Screened::OutOfRange | Screened::Candidate(_) => {}
+        }
+    }
+
+    async fn admit(&mut self, recipients: Vec<Candidate>) -> Option<Vec<Admission>> {
+        let (reply, answer) = oneshot::channel();
+        self.events
+            .send(Event::Admit { recipients, reply })
+            .await
+            .ok()?;
+        // No answer: the collector stopped on a journal error, which it reports.
+        answer.await.ok()
+    }
+
+    async fn admitted(&mut self, recipient: Box<Recipient>, admission: Admission) {
+        match admission {
+            Admission::Send => {
+                // After a stop the source is still read to its end and admitted, so the
+                // counts are complete and the unreached stay `queued` for a resume.
+                let Some(slot) = self.slot().await else {
+                    return;
+                };
+                let sender = self.sender.clone();
+                self.tasks.spawn(async move {
+                    send_one(&sender, *recipient).await;
+                    drop(slot);
+                });
+            }
+            Admission::Duplicate => {
+                self.metrics.skipped("duplicate");
+                self.progress.skipped();
+            }
+            Admission::AlreadyDone => self.progress.skipped(),
+            Admission::NotToRetry => {}
+        }
+    }
 }

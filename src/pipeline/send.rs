@@ -7,9 +7,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
 
-use super::Event;
+use super::{Event, StopCause, Stopper};
 use crate::delivery::{ChannelFailure, RequestGate};
 use crate::delivery::{Delivery, DeliveryOutcome, Router};
 use crate::phone::Phone;
@@ -23,7 +22,6 @@ pub(super) struct FailureBudget {
     limit: Option<f64>,
     attempted: AtomicU64,
     failed: AtomicU64,
-    exceeded: AtomicBool,
 }
 
 /// The minimum of attempted recipients before `--max-failure-rate` may abort (SPEC).
@@ -35,31 +33,20 @@ impl FailureBudget {
             limit,
             attempted: AtomicU64::new(0),
             failed: AtomicU64::new(0),
-            exceeded: AtomicBool::new(false),
         }
     }
 
-    fn record(&self, failed: bool, stop: &CancellationToken) {
+    fn record(&self, failed: bool, stopper: &Stopper) {
         let Some(limit) = self.limit else { return };
         let attempted = self.attempted.fetch_add(1, Ordering::SeqCst) + 1;
         let failed = self.failed.fetch_add(u64::from(failed), Ordering::SeqCst) + u64::from(failed);
-        let rate = failed as f64 / attempted as f64;
-        if attempted >= FAILURE_RATE_MINIMUM
-            && rate > limit
-            && !self.exceeded.swap(true, Ordering::SeqCst)
-        {
-            tracing::error!(
+        if attempted >= FAILURE_RATE_MINIMUM && failed as f64 / attempted as f64 > limit {
+            stopper.stop(StopCause::FailureRate {
                 failed,
                 attempted,
-                "aborting the campaign: {:.1} % of attempted recipients failed, above --max-failure-rate {limit}",
-                rate * 100.0
-            );
-            stop.cancel();
+                limit,
+            });
         }
-    }
-
-    pub(super) fn exceeded(&self) -> bool {
-        self.exceeded.load(Ordering::SeqCst)
     }
 }
 
@@ -111,7 +98,6 @@ impl Unusable {
 pub(super) struct Outage {
     limit: Duration,
     since: std::sync::Mutex<Option<tokio::time::Instant>>,
-    gave_up: std::sync::Mutex<Option<String>>,
 }
 
 enum AfterOutage {
@@ -127,7 +113,6 @@ impl Outage {
         Outage {
             limit,
             since: std::sync::Mutex::new(None),
-            gave_up: std::sync::Mutex::new(None),
         }
     }
 
@@ -143,8 +128,8 @@ impl Outage {
         *self.since.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
-    async fn wait(&self, unusable: Unusable, stop: &CancellationToken) -> AfterOutage {
-        if stop.is_cancelled() {
+    async fn wait(&self, unusable: Unusable, stopper: &Stopper) -> AfterOutage {
+        if stopper.is_stopped() {
             return AfterOutage::GiveUp;
         }
         let now = tokio::time::Instant::now();
@@ -154,42 +139,32 @@ impl Outage {
             .unwrap_or_else(|p| p.into_inner())
             .get_or_insert(now);
         if unusable.permanent || now - since >= self.limit {
-            let mut gave_up = self.gave_up.lock().unwrap_or_else(|p| p.into_inner());
-            if gave_up.is_none() {
-                let reason = format!("every channel is unusable ({})", unusable.reason);
-                tracing::error!("stopping the campaign: {reason}; `--resume` continues it");
-                *gave_up = Some(reason);
-                stop.cancel();
-            }
+            stopper.stop(StopCause::ProvidersUnusable(format!(
+                "every channel is unusable ({})",
+                unusable.reason
+            )));
             return AfterOutage::GiveUp;
         }
         tokio::select! {
             () = tokio::time::sleep(OUTAGE_POLL) => AfterOutage::TryAgain,
-            () = stop.cancelled() => AfterOutage::GiveUp,
+            () = stopper.stopped() => AfterOutage::GiveUp,
         }
-    }
-
-    pub(super) fn gave_up(&self) -> Option<String> {
-        self.gave_up
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
     }
 }
 
 /// What every send task shares.
 pub(super) struct SendContext {
     pub(super) router: Arc<Router>,
-    pub(super) failure_budget: Arc<FailureBudget>,
-    pub(super) outage: Arc<Outage>,
+    pub(super) failure_budget: FailureBudget,
+    pub(super) outage: Outage,
     pub(super) template: MessageTemplate,
     pub(super) events: mpsc::Sender<Event>,
-    pub(super) stop: CancellationToken,
+    pub(super) stopper: Stopper,
     pub(super) grace: Duration,
 }
 
 pub(super) async fn send_one(context: &SendContext, recipient: Recipient) {
-    if context.stop.is_cancelled() {
+    if context.stopper.is_stopped() {
         return; // not started: it stays `queued` for a resume
     }
     let text = context.template.render(|field| recipient.field(field));
@@ -202,7 +177,7 @@ pub(super) async fn send_one(context: &SendContext, recipient: Recipient) {
         // After a stop, a recipient whose first request has not gone yet (it waits for a
         // token) is withdrawn at once; one already in flight gets the shutdown grace.
         let stopped = async {
-            context.stop.cancelled().await;
+            context.stopper.stopped().await;
             if gate.opened() {
                 tokio::time::sleep(context.grace).await;
             }
@@ -222,7 +197,7 @@ pub(super) async fn send_one(context: &SendContext, recipient: Recipient) {
                 if gate.opened() {
                     gate.requeue().await;
                 }
-                match context.outage.wait(unusable, &context.stop).await {
+                match context.outage.wait(unusable, &context.stopper).await {
                     AfterOutage::TryAgain => continue,
                     AfterOutage::GiveUp => return, // stays `queued` for a resume
                 }
@@ -246,9 +221,10 @@ pub(super) async fn send_one(context: &SendContext, recipient: Recipient) {
         return; // stopped before any request: it stays `queued` for a resume
     }
     if let Some(delivery) = &delivery {
-        context
-            .failure_budget
-            .record(delivery.outcome == DeliveryOutcome::Failed, &context.stop);
+        context.failure_budget.record(
+            delivery.outcome == DeliveryOutcome::Failed,
+            &context.stopper,
+        );
     }
     let _ = context
         .events
@@ -295,7 +271,7 @@ impl RequestGate for InFlightGate<'_> {
         if self.opened() {
             return true; // a retry or the fallback: already recorded in flight
         }
-        if self.context.stop.is_cancelled() {
+        if self.context.stopper.is_stopped() {
             return false;
         }
         self.opened.store(true, Ordering::SeqCst);

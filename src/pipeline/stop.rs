@@ -44,10 +44,14 @@ impl StopCause {
     fn announce(&self) {
         match self {
             StopCause::Signal => {
-                tracing::warn!("stopping: no new recipients; in-flight sends get the shutdown grace");
+                tracing::warn!(
+                    "stopping: no new recipients; in-flight sends get the shutdown grace"
+                );
             }
             StopCause::QuietHours => {
-                tracing::warn!("quiet hours begin: pausing; in-flight sends get the shutdown grace");
+                tracing::warn!(
+                    "quiet hours begin: pausing; in-flight sends get the shutdown grace"
+                );
             }
             StopCause::FailureRate {
                 failed,
@@ -63,7 +67,9 @@ impl StopCause {
                 tracing::error!("stopping the campaign: {reason}; `--resume` continues it");
             }
             // The error itself is reported where the command ends.
-            StopCause::Source => tracing::warn!("stopping: the source failed; nothing more is sent"),
+            StopCause::Source => {
+                tracing::warn!("stopping: the source failed; nothing more is sent")
+            }
             StopCause::Journal => {
                 tracing::warn!("stopping: the journal failed; nothing more is sent");
             }
@@ -195,7 +201,11 @@ mod tests {
         ];
         for (cause, undelivered, status, code) in table {
             assert_eq!(job_status(cause.as_ref()), status, "{cause:?}");
-            assert_eq!(exit_status(cause.as_ref(), undelivered).code(), code, "{cause:?}");
+            assert_eq!(
+                exit_status(cause.as_ref(), undelivered).code(),
+                code,
+                "{cause:?}"
+            );
         }
     }
 

@@ -30,6 +30,7 @@ use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 
+use crate::config::MetricsSettings;
 use crate::delivery::Attempt;
 use crate::job::RecipientState;
 use crate::policy::breaker::BreakerState;
@@ -239,6 +240,21 @@ impl Metrics {
             let open = !matches!(state, BreakerState::Closed { .. });
             self.gauge("msgsend_circuit_open", &[("provider", provider.name())])
                 .set(if open { 1.0 } else { 0.0 });
+        }
+    }
+
+    /// The end-of-run metrics: the textfile once more, and the Pushgateway. Failures are
+    /// logged; monitoring never changes a campaign's outcome.
+    pub async fn publish(&self, settings: &MetricsSettings, http: &reqwest::Client, job_id: &str) {
+        if let Some(path) = &settings.textfile
+            && let Err(error) = self.write_textfile(path)
+        {
+            tracing::warn!(file = %path.display(), "cannot write the metrics textfile: {error}");
+        }
+        if let Some(gateway) = &settings.pushgateway
+            && let Err(error) = self.push(http, gateway, job_id).await
+        {
+            tracing::warn!(pushgateway = %gateway, "cannot push the metrics: {error}");
         }
     }
 

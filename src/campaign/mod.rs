@@ -1,0 +1,347 @@
+//! A campaign run from its [`CampaignPlan`] to its exit code, in three steps:
+//!
+//! 1. **prepare**: the lock first (a second `bulk` is refused at once), the journal, the job
+//!    (new, `--resume`, `--retry-failed`), then everything that can be checked before a request
+//!    goes out — the source and its columns, the template, the message length, the suppression
+//!    list, quiet hours — so a bad campaign stops with nothing sent.
+//! 2. **execute**: the pipeline (source → producer → sends → collector), with the progress
+//!    display, the metrics textfile and the alerts beside it, and one [`Stopper`] that signals
+//!    and quiet hours stop.
+//! 3. **finish**: the job's status from the stop cause, the summary, `--failed-csv`, the metrics
+//!    published, the exit code from the stop cause.
+//!
+//! `--dry-run` shares the first step and then only admits and counts ([`dry_run`]).
+
+mod dry_run;
+pub mod plan;
+
+pub use plan::{CampaignPlan, Job, JobOptions, JobPlan, SourceChoice};
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::alert::Alerter;
+use crate::config::{RoutingSettings, Settings};
+use crate::delivery::Router;
+use crate::error::{ExitStatus, UsageError};
+use crate::journal::{self, Journal, StateLock};
+use crate::phone::Phone;
+use crate::pipeline::{self, Campaign, Reporting, RunOutcome, StopCause, Stopper};
+use crate::provider::http_client;
+use crate::report::alerts::Watch;
+use crate::report::metrics::Metrics;
+use crate::report::output::{write_failed_csv, write_summary};
+use crate::report::progress::Progress;
+use crate::report::summary::{RunFigures, Summary};
+use crate::schedule::{Clock, QuietHours};
+use crate::source::{self, AgeFilter, OpenSource, SourceSpec};
+use crate::template::MessageTemplate;
+
+/// How often `[metrics] textfile` is rewritten during a campaign (SPEC section 6).
+const METRICS_EVERY: Duration = Duration::from_secs(30);
+
+/// Runs the campaign `plan` describes, with wall time from `clock` (the campaign's date, quiet
+/// hours); `shutdown` resolves on Ctrl-C / SIGTERM.
+pub async fn run(
+    settings: &Settings,
+    plan: CampaignPlan,
+    clock: Clock,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<ExitStatus> {
+    let Some(prepared) = prepare(settings, &plan, clock).await? else {
+        println!(
+            "Nothing to resume: every job in {} is done",
+            settings.state_dir.display()
+        );
+        return Ok(ExitStatus::Success);
+    };
+    if plan.dry_run {
+        let Prepared {
+            job,
+            journal,
+            source,
+            spec,
+            template,
+            suppression,
+            ..
+        } = prepared;
+        return dry_run::run(&job.params, &template, source, &suppression, journal, &spec).await;
+    }
+    execute(settings, &plan, prepared, clock, shutdown).await
+}
+
+/// A campaign checked and ready: nothing has been sent yet.
+struct Prepared {
+    /// Held until the run ends; `None` for a dry run.
+    _lock: Option<StateLock>,
+    journal: Journal,
+    job: Job,
+    spec: SourceSpec,
+    source: OpenSource,
+    template: MessageTemplate,
+    suppression: HashSet<Phone>,
+}
+
+/// Step 1; `None` when a `--resume` finds nothing to resume.
+async fn prepare(
+    settings: &Settings,
+    plan: &CampaignPlan,
+    clock: Clock,
+) -> anyhow::Result<Option<Prepared>> {
+    // The lock first: a second bulk must be refused at once, before any other work.
+    let (lock, mut journal) = if plan.dry_run {
+        (None, Journal::in_memory().await?)
+    } else {
+        let lock = journal::lock(&settings.state_dir)?;
+        (Some(lock), Journal::open(&settings.state_dir).await?)
+    };
+    let Some(job) = plan
+        .job
+        .clone()
+        .resolve(settings, &mut journal, clock)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let template = job.template()?;
+    let spec = job.source_spec(settings)?;
+    let source = source::open(&spec, ages(&job)).await?;
+    let mut available: Vec<&str> = source.columns.iter().map(String::as_str).collect();
+    for always in ["name", "phone"] {
+        if !available.contains(&always) {
+            available.push(always);
+        }
+    }
+    template
+        .check_fields(&available)
+        .map_err(|e| UsageError(format!("the message or [message] header: {e}")))?;
+    settings
+        .check_message_length(
+            &template.render(|_| Some("")),
+            "before any placeholder is filled",
+        )
+        .map_err(UsageError)?;
+    let suppression = match &settings.source.suppression {
+        Some(path) => source::suppression::load(path)?,
+        None => HashSet::new(),
+    };
+    Ok(Some(Prepared {
+        _lock: lock,
+        journal,
+        job,
+        spec,
+        source,
+        template,
+        suppression,
+    }))
+}
+
+fn ages(job: &Job) -> AgeFilter {
+    AgeFilter {
+        range: job.params.ages,
+        today: job.params.date,
+    }
+}
+
+/// Steps 2 and 3.
+async fn execute(
+    settings: &Settings,
+    plan: &CampaignPlan,
+    prepared: Prepared,
+    clock: Clock,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<ExitStatus> {
+    let Prepared {
+        _lock,
+        mut journal,
+        job,
+        spec,
+        source,
+        template,
+        suppression,
+    } = prepared;
+    if job.is_new {
+        journal.create_job(&job.id, &job.params).await?;
+    }
+    let quiet_hours = settings.quiet_hours.filter(|_| !plan.ignore_quiet_hours);
+    if let Some(quiet) = quiet_hours
+        && quiet.contains(clock.now_in(&settings.timezone).time())
+    {
+        return refuse_in_quiet_hours(&mut journal, &job.id, quiet).await;
+    }
+    let run = journal.begin_run(&job.id, job.resend_uncertain).await?;
+    tracing::info!(job_id = %job.id, run, source = %spec, ages = %job.params.ages, date = %job.params.date, "campaign started");
+
+    let http = http_client();
+    let alerter = Alerter::new(settings.alerts.webhook.clone(), http.clone());
+    alerter.set_job(&job.id);
+    let routing = RoutingSettings {
+        strategy: job.params.strategy,
+        ..settings.routing.clone()
+    };
+    let router = Arc::new(
+        Router::new(settings, &routing, http.clone())
+            .map_err(UsageError)?
+            .with_alerter(&alerter),
+    );
+    let campaign = Campaign {
+        job_id: job.id.clone(),
+        run,
+        source_label: spec.to_string(),
+        template,
+        suppression,
+        retry_of: job.params.retry_of.clone(),
+        concurrency: job.params.concurrency,
+        batch_size: settings.bulk.batch_size,
+        shutdown_grace: settings.bulk.shutdown_grace,
+        max_failure_rate: job.params.max_failure_rate,
+        all_open_wait: settings.breaker.all_open_wait,
+    };
+    let stopper = Stopper::new();
+    stopper.stop_on(shutdown, StopCause::Signal);
+    if let Some(quiet) = quiet_hours {
+        let wait = quiet.until_start(&clock.now_in(&settings.timezone));
+        stopper.stop_on(tokio::time::sleep(wait), StopCause::QuietHours);
+    }
+    let metrics = Arc::new(Metrics::new());
+    let textfile = settings.metrics.textfile.clone().map(|path| {
+        let router = router.clone();
+        tokio::spawn(
+            metrics
+                .clone()
+                .write_every(METRICS_EVERY, path, move |metrics| {
+                    metrics.observe_circuits(router.circuits());
+                }),
+        )
+    });
+    let started = Instant::now();
+    let progress = Progress::start(plan.show_bar);
+    // The progress total is counted beside the run rather than before it: over millions of
+    // rows the count pass takes seconds that the first send should not wait for. (Polled in
+    // this task, not spawned: sqlx's query futures are not provably `Send` for a spawn.)
+    let counting = async {
+        match source::count_in_range(&spec, ages(&job)).await {
+            Ok(total) => progress.set_total(total),
+            Err(error) => tracing::debug!("no progress total: {error}"),
+        }
+    };
+    let reporting = Reporting {
+        progress: progress.clone(),
+        metrics: metrics.clone(),
+        watch: Watch::new(alerter.clone(), &settings.alerts),
+    };
+    let result = {
+        let run = pipeline::run(
+            &campaign,
+            source,
+            router.clone(),
+            &mut journal,
+            reporting,
+            &stopper,
+        );
+        tokio::pin!(run);
+        tokio::select! {
+            result = &mut run => result,
+            () = counting => run.await,
+        }
+    };
+    progress.finish();
+    if let Some(task) = textfile {
+        task.abort();
+    }
+    metrics.observe_circuits(router.circuits());
+    metrics.publish(&settings.metrics, &http, &job.id).await;
+    alerter.flush().await;
+    let finished = Finished {
+        job: &job,
+        cause: stopper.cause(),
+        duration: started.elapsed(),
+        router: &router,
+    };
+    finish(plan, &mut journal, finished, result).await
+}
+
+/// A campaign that would start inside quiet hours is recorded as paused, so the same cron
+/// line's `--resume` later picks it up; nothing is sent.
+async fn refuse_in_quiet_hours(
+    journal: &mut Journal,
+    job_id: &str,
+    quiet: QuietHours,
+) -> anyhow::Result<ExitStatus> {
+    journal
+        .set_status(job_id, crate::job::JobStatus::Paused)
+        .await?;
+    tracing::warn!(job_id = %job_id, quiet_hours = %quiet, "inside quiet hours: not starting (--ignore-quiet-hours overrides)");
+    println!(
+        "Campaign {job_id}: PAUSED (quiet hours {quiet}); continue it with `msgsend bulk --resume {job_id}`"
+    );
+    Ok(ExitStatus::Paused)
+}
+
+/// How the run ended, for [`finish`].
+struct Finished<'a> {
+    job: &'a Job,
+    cause: Option<StopCause>,
+    duration: Duration,
+    router: &'a Router,
+}
+
+/// Step 3: the job's status and the exit code, each one function of the stop cause.
+async fn finish(
+    plan: &CampaignPlan,
+    journal: &mut Journal,
+    finished: Finished<'_>,
+    result: Result<RunOutcome, pipeline::PipelineError>,
+) -> anyhow::Result<ExitStatus> {
+    let Finished {
+        job,
+        cause,
+        duration,
+        router,
+    } = finished;
+    let status = pipeline::job_status(cause.as_ref());
+    let outcome = match result {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            // What was recorded stays recorded; the job can be resumed once the cause is fixed.
+            // It stays `RUNNING` (as after a kill) unless its in-flight rows could be resolved.
+            if journal.resolve_in_flight(&job.id).await.is_ok() {
+                let _ = journal.set_status(&job.id, status).await;
+            }
+            return Err(error.into());
+        }
+    };
+    journal
+        .end_run(&job.id, status, outcome.source, outcome.retries, duration)
+        .await?;
+    let record = journal.job(&job.id).await?;
+    let summary = Summary::new(RunFigures {
+        job_id: &job.id,
+        status,
+        reason: cause.as_ref().and_then(StopCause::summary_reason),
+        source: outcome.source,
+        states: record.states,
+        retries: record.retries,
+        sends: outcome.sends,
+        duration,
+        providers: router
+            .channels()
+            .filter_map(|channel| {
+                let kind = channel.kind();
+                let stats = outcome.providers.get(&kind)?;
+                Some((kind, stats, channel.circuit_openings()))
+            })
+            .collect(),
+    });
+    tracing::info!(job_id = %job.id, status = status.name(), sent = summary.sent, fallback = summary.fallback, failed = summary.failed, "campaign ended");
+    if let Some(path) = &plan.failed_csv {
+        write_failed_csv(path, &journal.undelivered(&job.id).await?)?;
+    }
+    write_summary(&summary, plan.summary_json.as_deref())?;
+    Ok(pipeline::exit_status(
+        cause.as_ref(),
+        summary.failed + summary.uncertain > 0,
+    ))
+}

@@ -1,0 +1,127 @@
+//! Admission: the one loop that reads a campaign's source to its end, screens every row
+//! (counted into `total`, `invalid`, `suppressed`; SPEC section 7), and asks the journal to admit
+//! the candidates in batches — where duplicates and what earlier runs did are caught. A run's
+//! producer and `--dry-run` both go through it and differ only in their [`AdmissionSink`]: what
+//! admitting means (the collector, or a transaction of their own) and what to do with each
+//! answer (start a send, or count and sample).
+
+use std::collections::HashSet;
+
+use crate::job::{Admission, SourceCounts};
+use crate::journal::Candidate;
+use crate::phone::Phone;
+use crate::recipient::Recipient;
+use crate::source::{OpenSource, SourceError, SourceRow};
+
+/// What a source row is to a campaign before the journal is asked about it.
+pub enum Screened {
+    /// Valid, in the age range, not suppressed: to be admitted (or found a duplicate).
+    Candidate(Box<Recipient>),
+    Suppressed,
+    Invalid,
+    OutOfRange,
+}
+
+/// Counts a source row into `counts` (SPEC section 7's `total`, `invalid`, `suppressed`),
+/// reports an invalid one, and says what is left to do with it.
+pub fn screen(
+    row: SourceRow,
+    suppression: &HashSet<Phone>,
+    counts: &mut SourceCounts,
+    source_label: &str,
+) -> Screened {
+    counts.total += 1;
+    match row {
+        SourceRow::InRange(recipient) if suppression.contains(&recipient.phone) => {
+            counts.suppressed += 1;
+            Screened::Suppressed
+        }
+        SourceRow::InRange(recipient) => Screened::Candidate(recipient),
+        SourceRow::OutOfRange => Screened::OutOfRange,
+        SourceRow::Invalid(invalid) => {
+            counts.invalid += 1;
+            tracing::warn!(
+                source = %source_label,
+                line = invalid.line,
+                field = invalid.field,
+                "skipped an invalid row: {invalid}"
+            );
+            Screened::Invalid
+        }
+    }
+}
+
+/// What admission does with the rows it reads.
+// Only this crate implements it, and its futures are awaited in place, never spawned: no
+// `Send` bound is needed (the dry run's journal transaction would not satisfy one).
+#[allow(async_fn_in_trait)]
+pub trait AdmissionSink {
+    /// A row left out before admission (suppressed, invalid, out of the age range).
+    fn screened_out(&mut self, _screened: &Screened) {}
+
+    /// Admits these candidates to the run; the answers come in order. `None`: admission
+    /// cannot go on (the journal failed, which its owner reports); reading stops.
+    async fn admit(&mut self, candidates: Vec<Candidate>) -> Option<Vec<Admission>>;
+
+    /// One admitted candidate and the journal's answer (duplicates are already counted).
+    async fn admitted(&mut self, recipient: Box<Recipient>, admission: Admission);
+}
+
+/// Where the rows come from and how they are screened.
+pub struct Screening<'a> {
+    pub suppression: &'a HashSet<Phone>,
+    /// The source, for log lines about its rows.
+    pub source_label: &'a str,
+    /// The most candidates admitted at once.
+    pub batch_size: usize,
+}
+
+/// Reads `source` to its end (or until the sink cannot admit any more), screening every row
+/// and admitting candidates in batches: a batch is what has arrived, up to `batch_size`, so a
+/// slow source is never waited on to fill one. Returns the source's counts.
+pub async fn admit_all(
+    source: &mut OpenSource,
+    screening: &Screening<'_>,
+    sink: &mut impl AdmissionSink,
+) -> Result<SourceCounts, SourceError> {
+    let mut counts = SourceCounts::default();
+    while let Some(first) = source.rows.recv().await {
+        let mut batch = Vec::new();
+        let mut next = Some(first);
+        while let Some(row) = next.take() {
+            match screen(
+                row?,
+                screening.suppression,
+                &mut counts,
+                screening.source_label,
+            ) {
+                Screened::Candidate(recipient) => batch.push(recipient),
+                other => sink.screened_out(&other),
+            }
+            if batch.len() < screening.batch_size {
+                next = source.rows.try_recv().ok();
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let candidates = batch
+            .iter()
+            .map(|r| Candidate {
+                phone: r.phone.clone(),
+                line: r.line,
+                name: r.name.clone(),
+            })
+            .collect();
+        let Some(admissions) = sink.admit(candidates).await else {
+            break;
+        };
+        for (recipient, admission) in batch.into_iter().zip(admissions) {
+            if admission == Admission::Duplicate {
+                counts.duplicate += 1;
+            }
+            sink.admitted(recipient, admission).await;
+        }
+    }
+    Ok(counts)
+}
