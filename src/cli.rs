@@ -115,7 +115,7 @@ pub struct BulkArgs {
     #[arg(long, value_name = "FILE")]
     pub failed_csv: Option<PathBuf>,
     /// Sends in flight at once [default: [bulk] concurrency]
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::config::MAX_CONCURRENCY)))]
     pub concurrency: Option<u32>,
     /// failover or spillover [default: [routing] strategy]
     #[arg(long, value_enum)]

@@ -20,8 +20,9 @@ pub enum ExitStatus {
     Paused,
     /// A campaign stopped by Ctrl-C / SIGTERM; resumable.
     Interrupted,
-    /// A campaign stopped by a runtime condition (every provider unusable) after recording
-    /// and reporting everything; resumable. Exit 1, like other runtime errors.
+    /// A campaign stopped by a runtime condition (every provider unusable, the source or the
+    /// journal failing) after recording what it could; resumable. Exit 1, like other runtime
+    /// errors.
     Stopped,
 }
 

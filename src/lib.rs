@@ -58,42 +58,65 @@ use std::future::Future;
 use cli::{Cli, Command};
 use error::ExitStatus;
 
-/// Runs one command. `shutdown` resolves when the process is asked to stop (Ctrl-C, SIGTERM);
-/// long-running commands (`sandbox`) finish when it does.
+/// Runs one command. `shutdown` resolves when the process is asked to stop (Ctrl-C, SIGTERM):
+/// a campaign stops as SPEC section 3 says, `sandbox` and `demo` finish, and any other command
+/// ends at once with exit 130.
 pub async fn run(
     cli: Cli,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<ExitStatus> {
-    match cli.command {
-        Command::Send(args) => commands::send::run(&cli.global, args).await,
-        Command::Health(args) => commands::health::run(&cli.global, args).await,
-        Command::Config(cli::ConfigCommand::Check) => commands::config::check(&cli.global),
-        Command::Bulk(args) => commands::bulk::run(&cli.global, *args, shutdown).await,
-        Command::Jobs(args) => commands::jobs::list(&cli.global, args).await,
-        Command::Status(args) => commands::jobs::status(&cli.global, args).await,
-        Command::Sandbox(args) => commands::sandbox::run(*args, shutdown).await,
-        Command::Demo => commands::demo::run(&cli.global, shutdown).await,
+    let global = &cli.global;
+    let short = match cli.command {
+        Command::Bulk(args) => return commands::bulk::run(global, *args, shutdown).await,
+        Command::Sandbox(args) => return commands::sandbox::run(*args, shutdown).await,
+        Command::Demo => return commands::demo::run(global, shutdown).await,
+        short => short,
+    };
+    let work = async {
+        match short {
+            Command::Send(args) => commands::send::run(global, args).await,
+            Command::Health(args) => commands::health::run(global, args).await,
+            Command::Config(cli::ConfigCommand::Check) => commands::config::check(global),
+            Command::Jobs(args) => commands::jobs::list(global, args).await,
+            Command::Status(args) => commands::jobs::status(global, args).await,
+            Command::Bulk(_) | Command::Sandbox(_) | Command::Demo => unreachable!("handled above"),
+        }
+    };
+    tokio::select! {
+        result = work => result,
+        () = shutdown => {
+            tracing::warn!("interrupted");
+            Ok(ExitStatus::Interrupted)
+        }
     }
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Starts listening for Ctrl-C and SIGTERM at once (call it inside the runtime, as early as
+/// possible) and resolves when either arrives. A signal that comes before the future is first
+/// awaited is kept, not lost.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async move {
+            match (interrupt, terminate) {
+                (Ok(mut interrupt), Ok(mut terminate)) => {
+                    tokio::select! {
+                        _ = interrupt.recv() => {},
+                        _ = terminate.recv() => {},
+                    }
+                }
+                // No handler could be installed: the default actions stay.
+                _ => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
+    }
     #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
+    {
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -6,8 +6,11 @@ use msgsend::cli::Cli;
 use msgsend::error::exit_code_for;
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    msgsend::logging::init(cli.global.verbose, cli.global.quiet, cli.global.log_format);
+    // Ctrl-C and SIGTERM wait (blocked, kept pending) until their handler is installed below:
+    // a signal in the first milliseconds stops the command like any other (exit 130), never
+    // the process by the default action (exit 143, a job left `RUNNING`). The runtime's threads
+    // keep them blocked; this thread takes them once the handler is there.
+    let unblock = block_stop_signals();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -15,11 +18,44 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(1);
         }
     };
-    match runtime.block_on(msgsend::run(cli, msgsend::shutdown_signal())) {
+    let shutdown = {
+        let _inside = runtime.enter();
+        msgsend::shutdown_signal()
+    };
+    unblock();
+    let cli = Cli::parse();
+    msgsend::logging::init(cli.global.verbose, cli.global.quiet, cli.global.log_format);
+    match runtime.block_on(msgsend::run(cli, shutdown)) {
         Ok(status) => status.into(),
         Err(error) => {
             eprintln!("error: {error:#}");
             std::process::ExitCode::from(exit_code_for(&error))
         }
     }
+}
+
+/// Blocks SIGINT and SIGTERM on this thread (and the threads it starts); the returned
+/// function restores this thread's mask, delivering what arrived meanwhile. Hand-written over
+/// `libc`: no signal crate offers "hold until the handler exists" for the process's first
+/// moments, and it is two calls.
+#[cfg(unix)]
+fn block_stop_signals() -> impl FnOnce() {
+    // SAFETY: `sigset_t` values are initialised by `sigemptyset` before use, and
+    // `pthread_sigmask` only changes this thread's mask.
+    unsafe {
+        let mut stop: libc::sigset_t = std::mem::zeroed();
+        let mut previous: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut stop);
+        libc::sigaddset(&mut stop, libc::SIGINT);
+        libc::sigaddset(&mut stop, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &stop, &mut previous);
+        move || {
+            libc::pthread_sigmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut());
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn block_stop_signals() -> impl FnOnce() {
+    || {}
 }

@@ -108,6 +108,14 @@ impl RowShape {
     }
 
     /// Validates one raw row (a missing trailing field reads as empty).
+    /// The column the birth date comes from: `birth_date`, or `rrn`.
+    pub fn birth_field(&self) -> &'static str {
+        match self.birth {
+            BirthColumn::Date(_) => "birth_date",
+            BirthColumn::Rrn(_) => "rrn",
+        }
+    }
+
     pub fn recipient(&self, line: u64, raw: &[&str]) -> Result<Recipient, InvalidRow> {
         let get = |index: usize| raw.get(index).map_or("", |value| value.trim());
         let invalid = |field: &'static str, reason: String| InvalidRow {
@@ -154,9 +162,10 @@ pub fn parse_birth_date(text: &str) -> Result<Date, String> {
             _ => b.is_ascii_digit(),
         });
     if !shape_ok {
-        return Err(format!("{text:?} is not a date in YYYY-MM-DD form"));
+        // The value is not quoted: a misplaced column may hold personal data (an rrn).
+        return Err("is not a date in YYYY-MM-DD form".into());
     }
-    Date::from_str(text).map_err(|_| format!("{text:?} is not a real date"))
+    Date::from_str(text).map_err(|_| "is not a real date".to_string())
 }
 
 /// Why an `rrn` gave no birth date. Deliberately carries no part of the number.

@@ -186,6 +186,8 @@ fn out_of_range_values_are_refused_at_their_key() {
             7,
         ),
         ("[bulk]\nconcurrency = 0\n", "bulk.concurrency", 7),
+        ("[bulk]\nconcurrency = 4000000000\n", "bulk.concurrency", 7),
+        ("[bulk]\nbatch_size = 4000000000\n", "bulk.batch_size", 7),
         (
             "[alerts]\nmin_success_rate = 1.5\n",
             "alerts.min_success_rate",

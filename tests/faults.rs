@@ -94,10 +94,11 @@ async fn a_200_with_a_body_that_is_not_json_is_never_retried() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_429_storm_with_retry_after_is_waited_out() {
+    // A retry waits for Retry-After (1 s here) only up to [retry] max_delay (SPEC section 7).
     let (_, crowd, summary, received) = campaign_under(
         40,
         |c| c.kakaotalk.faults.storm_for = Duration::from_millis(300),
-        &[],
+        &[("retry.max_delay", "2s".into())],
     )
     .await;
     assert_never_twice(&received);
@@ -110,6 +111,29 @@ async fn a_429_storm_with_retry_after_is_waited_out() {
     );
     // Retry-After: 1 s outlasts the storm, so the second attempt goes through.
     assert_eq!(summary["sent"], crowd.eligible.len() as u64, "{summary}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retry_after_longer_than_max_delay_sends_to_the_fallback_at_once() {
+    // The storm answers Retry-After: 1 s; the test config's max_delay is 50 ms.
+    let (_, crowd, summary, received) = campaign_under(
+        40,
+        |c| c.kakaotalk.faults.storm_for = Duration::from_secs(30),
+        &[],
+    )
+    .await;
+    assert_never_twice(&received);
+    assert_eq!(
+        summary["fallback"],
+        crowd.eligible.len() as u64,
+        "{summary}"
+    );
+    // One request each: no retry waited for the provider's day.
+    assert_eq!(
+        summary["providers"]["kakaotalk"]["requests"],
+        crowd.eligible.len() as u64,
+        "{summary}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

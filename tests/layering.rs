@@ -32,31 +32,44 @@ const LAYERS: &[(&str, u32)] = &[
     ("units", 0),
 ];
 
-/// The top-level modules a source text names as `crate::X` or `crate::{X, Y::..}`, comments
-/// left out.
+/// The top-level modules a source text names as `crate::X` or in a group `crate::{X, Y::{..}}`
+/// (over several lines too), comments left out.
 fn named_modules(text: &str) -> Vec<String> {
+    let code: String = text
+        .lines()
+        .map(|line| line.split("//").next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let identifier = |text: &str| -> String {
+        text.trim_start()
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect()
+    };
     let mut names = Vec::new();
-    for line in text.lines() {
-        let code = line.split("//").next().unwrap_or("");
-        let mut rest = code;
-        while let Some(at) = rest.find("crate::") {
-            rest = &rest[at + "crate::".len()..];
-            if let Some(group) = rest.strip_prefix('{') {
-                let group = group.split('}').next().unwrap_or("");
-                for item in group.split(',') {
-                    let name: String = item
-                        .trim()
-                        .chars()
-                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                        .collect();
-                    names.push(name);
+    let mut rest = code.as_str();
+    while let Some(at) = rest.find("crate::") {
+        rest = &rest[at + "crate::".len()..];
+        let Some(group) = rest.strip_prefix('{') else {
+            names.push(identifier(rest));
+            continue;
+        };
+        // The group's top-level items: each starts after `{` or a comma at depth 0.
+        let mut depth = 0;
+        let mut item_start = 0;
+        for (index, c) in group.char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' if depth == 0 => {
+                    names.push(identifier(&group[item_start..index]));
+                    break;
                 }
-            } else {
-                names.push(
-                    rest.chars()
-                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                        .collect(),
-                );
+                '}' => depth -= 1,
+                ',' if depth == 0 => {
+                    names.push(identifier(&group[item_start..index]));
+                    item_start = index + 1;
+                }
+                _ => {}
             }
         }
     }
@@ -125,6 +138,10 @@ fn no_module_names_one_of_its_own_layer_or_above() {
 #[test]
 fn the_scanner_sees_paths_groups_and_skips_comments() {
     let text = "use crate::job::{A, B};\nuse crate::{units, phone::Phone};\n\
-                // crate::commands in a comment\nlet x = crate::policy::f(); // crate::cli";
-    assert_eq!(named_modules(text), ["job", "units", "phone", "policy"]);
+                // crate::commands in a comment\nlet x = crate::policy::f(); // crate::cli\n\
+                use crate::{\n    delivery::{Router, Channel},\n    report::x,\n};";
+    assert_eq!(
+        named_modules(text),
+        ["job", "units", "phone", "policy", "delivery", "report"]
+    );
 }

@@ -16,6 +16,8 @@ async fn a_provider_stricter_than_the_config_is_met_not_hammered() {
         &[
             ("providers.kakaotalk.rate_limit", "30/s".into()),
             ("retry.max_attempts", 6.into()),
+            // The sandbox's Retry-After (1 s) is waited for only up to max_delay.
+            ("retry.max_delay", "2s".into()),
         ],
     )
     .await;

@@ -88,6 +88,8 @@ async fn a_429_is_retried_after_the_retry_after_it_carries() {
     // into 429 twice more and fall back to SMS; waiting as told gets through on KakaoTalk.
     let mut world = World::start(|config| config.kakaotalk.rate = "1/s".parse().unwrap()).await;
     world.set("retry.max_attempts", 3);
+    // The Retry-After (1 s) is waited for only up to max_delay (SPEC section 7).
+    world.set("retry.max_delay", "2s");
     let first = world
         .msgsend(&["send", "--to", TO, "--name", "A", "--message", "one"])
         .await;
@@ -422,5 +424,20 @@ async fn logs_mask_the_phone() {
     assert!(
         !log.contains("010-1234-5678") && !log.contains("01012345678"),
         "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_sms_200_that_confirms_nothing_is_never_handed_to_kakaotalk() {
+    let world = World::start(|c| c.sms.faults.garbage_rate = 1.0).await;
+    let output = world.send_hi(&["--channel", "sms", "--json"]).await;
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    let result = json(&output);
+    assert_eq!(result["delivered"], false, "{result}");
+    let providers: Vec<String> = world.recorded().into_iter().map(|m| m.provider).collect();
+    assert_eq!(
+        providers,
+        ["sms"],
+        "SMS has the message; KakaoTalk must not get it too"
     );
 }

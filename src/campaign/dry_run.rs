@@ -1,18 +1,17 @@
 //! `bulk --dry-run`: the campaign's recipients resolved and validated exactly as a run would —
 //! the same admission loop ([`crate::pipeline::admit_all`]: source, age filter, suppression,
-//! de-duplication through a journal, here one in memory) — then counts and a few rendered
-//! samples on stdout. No request of any kind is made and no job is recorded.
+//! de-duplication through a journal) — then counts and a few rendered samples on stdout. No
+//! request of any kind is made and no job is recorded. With `--resume` (or `--retry-failed`)
+//! the counts are those of the run it rehearses: who that run would send to.
 
-use std::collections::HashSet;
 use std::io::Write;
 
+use super::Prepared;
 use crate::error::ExitStatus;
-use crate::job::{Admission, CampaignParams};
-use crate::journal::{Batch, Candidate, Journal, JournalError};
-use crate::phone::Phone;
+use crate::job::Admission;
+use crate::journal::{Batch, Candidate, JournalError};
 use crate::pipeline::{AdmissionSink, Screening, admit_all};
 use crate::recipient::Recipient;
-use crate::source::{OpenSource, SourceSpec};
 use crate::template::MessageTemplate;
 
 /// How many rendered messages the dry run shows.
@@ -25,6 +24,8 @@ const CHUNK: usize = 512;
 /// first few rendered messages.
 struct DryRun<'j> {
     batch: Batch<'j>,
+    /// `--retry-failed`: only the original job's failed recipients are admitted.
+    retry_of: Option<&'j str>,
     template: &'j MessageTemplate,
     eligible: u64,
     samples: Vec<(u64, String, String)>,
@@ -33,7 +34,7 @@ struct DryRun<'j> {
 
 impl AdmissionSink for DryRun<'_> {
     async fn admit(&mut self, candidates: Vec<Candidate>) -> Option<Vec<Admission>> {
-        match self.batch.admit(&candidates, None).await {
+        match self.batch.admit(&candidates, self.retry_of).await {
             Ok(answers) => Some(answers),
             Err(error) => {
                 self.error = Some(error);
@@ -57,28 +58,44 @@ impl AdmissionSink for DryRun<'_> {
     }
 }
 
-pub(super) async fn run(
-    params: &CampaignParams,
-    template: &MessageTemplate,
-    mut source: OpenSource,
-    suppression: &HashSet<Phone>,
-    mut journal: Journal,
-    spec: &SourceSpec,
-) -> anyhow::Result<ExitStatus> {
-    const JOB: &str = "dry-run";
-    journal.create_job(JOB, params).await?;
-    let run = journal.begin_run(JOB, false).await?;
-    let label = spec.to_string();
-    // One transaction for the whole dry run: the journal is in memory and thrown away.
-    let mut dry_run = DryRun {
-        batch: journal.batch(JOB, run).await?,
+/// The dry run of a prepared campaign. A new job is admitted into a journal in memory; a
+/// resume or a retry into the real journal, inside one transaction that is never committed,
+/// so it counts what that run would send and leaves no trace.
+pub(super) async fn run(prepared: Prepared) -> anyhow::Result<ExitStatus> {
+    let Prepared {
+        _lock,
+        mut journal,
+        job,
+        spec,
+        mut source,
         template,
+        suppression,
+        outputs: _,
+    } = prepared;
+    let params = &job.params;
+    let run = if journal.is_in_memory() {
+        journal.create_job(&job.id, params).await?;
+        journal.begin_run(&job.id, false).await?
+    } else if job.is_new {
+        1 // a retry's new job: not created, its first run rehearsed
+    } else {
+        journal.next_run(&job.id).await?
+    };
+    let label = spec.to_string();
+    let mut batch = journal.batch(&job.id, run).await?;
+    if job.resend_uncertain {
+        batch.requeue_uncertain().await?;
+    }
+    let mut dry_run = DryRun {
+        batch,
+        retry_of: params.retry_of.as_deref(),
+        template: &template,
         eligible: 0,
         samples: Vec::new(),
         error: None,
     };
     let screening = Screening {
-        suppression,
+        suppression: &suppression,
         source_label: &label,
         batch_size: CHUNK,
     };
@@ -86,11 +103,19 @@ pub(super) async fn run(
     if let Some(error) = dry_run.error {
         return Err(error.into());
     }
+    // Dropped without a commit: nothing the dry run admitted stays.
+    drop(dry_run.batch);
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "Dry run, nothing sent: {spec}, ages {} on {}",
-        params.ages, params.date
+        "Dry run, nothing sent: {spec}, ages {} on {}{}",
+        params.ages,
+        params.date,
+        if job.is_new {
+            String::new()
+        } else {
+            format!(", resuming job {}", job.id)
+        }
     )?;
     for (label, value) in [
         ("total read", counts.total),

@@ -1,9 +1,10 @@
 //! A campaign run from its [`CampaignPlan`] to its exit code, in three steps:
 //!
-//! 1. **prepare**: the lock first (a second `bulk` is refused at once), the journal, the job
-//!    (new, `--resume`, `--retry-failed`), then everything that can be checked before a request
-//!    goes out — the source and its columns, the template, the message length, the suppression
-//!    list, quiet hours — so a bad campaign stops with nothing sent.
+//! 1. **prepare**: the lock first (a second `bulk` is refused at once; only the plan's own
+//!    usage errors, found while it was built, come earlier), the journal, the job (new,
+//!    `--resume`, `--retry-failed`), then everything that can be checked before a request goes
+//!    out — the source and its columns, the template, the message length, the suppression list,
+//!    the output files, quiet hours — so a bad campaign stops with nothing sent.
 //! 2. **execute**: the pipeline (source → producer → sends → collector), with the progress
 //!    display, the metrics textfile and the alerts beside it, and one [`Stopper`] that signals
 //!    and quiet hours stop.
@@ -32,7 +33,7 @@ use crate::pipeline::{self, Campaign, Reporting, RunOutcome, StopCause, Stopper}
 use crate::provider::http_client;
 use crate::report::alerts::Watch;
 use crate::report::metrics::Metrics;
-use crate::report::output::{write_failed_csv, write_summary};
+use crate::report::output::{OutputFile, SummaryJson, write_failed_csv, write_summary};
 use crate::report::progress::Progress;
 use crate::report::summary::{RunFigures, Summary};
 use crate::schedule::{Clock, QuietHours};
@@ -58,23 +59,14 @@ pub async fn run(
         return Ok(ExitStatus::Success);
     };
     if plan.dry_run {
-        let Prepared {
-            job,
-            journal,
-            source,
-            spec,
-            template,
-            suppression,
-            ..
-        } = prepared;
-        return dry_run::run(&job.params, &template, source, &suppression, journal, &spec).await;
+        return dry_run::run(prepared).await;
     }
     execute(settings, &plan, prepared, clock, shutdown).await
 }
 
 /// A campaign checked and ready: nothing has been sent yet.
 struct Prepared {
-    /// Held until the run ends; `None` for a dry run.
+    /// Held until the run ends; `None` for a dry run of a new job.
     _lock: Option<StateLock>,
     journal: Journal,
     job: Job,
@@ -82,6 +74,39 @@ struct Prepared {
     source: OpenSource,
     template: MessageTemplate,
     suppression: HashSet<Phone>,
+    outputs: Outputs,
+}
+
+/// The files the run writes at its end, their places checked before anything is sent.
+#[derive(Debug, Default)]
+struct Outputs {
+    summary_json: Option<SummaryJson>,
+    failed_csv: Option<OutputFile>,
+}
+
+impl Outputs {
+    fn create(plan: &CampaignPlan) -> Result<Outputs, UsageError> {
+        if plan.dry_run {
+            return Ok(Outputs::default());
+        }
+        let summary_json = match plan.summary_json.as_deref() {
+            Some(path) if path == std::path::Path::new("-") => Some(SummaryJson::Stdout),
+            Some(path) => Some(SummaryJson::File(
+                OutputFile::create("--summary-json", path).map_err(UsageError)?,
+            )),
+            None => None,
+        };
+        let failed_csv = plan
+            .failed_csv
+            .as_deref()
+            .map(|path| OutputFile::create("--failed-csv", path))
+            .transpose()
+            .map_err(UsageError)?;
+        Ok(Outputs {
+            summary_json,
+            failed_csv,
+        })
+    }
 }
 
 /// Step 1; `None` when a `--resume` finds nothing to resume.
@@ -90,12 +115,15 @@ async fn prepare(
     plan: &CampaignPlan,
     clock: Clock,
 ) -> anyhow::Result<Option<Prepared>> {
-    // The lock first: a second bulk must be refused at once, before any other work.
-    let (lock, mut journal) = if plan.dry_run {
-        (None, Journal::in_memory().await?)
-    } else {
-        let lock = journal::lock(&settings.state_dir)?;
-        (Some(lock), Journal::open(&settings.state_dir).await?)
+    // The lock first: a second bulk must be refused at once, before any other work. A dry run
+    // of a new job needs no state at all; one of a resume or a retry reads the job's recipients
+    // (and holds the lock, as its admission writes in a transaction it never commits).
+    let (lock, mut journal) = match (&plan.job, plan.dry_run) {
+        (JobPlan::New { .. }, true) => (None, Journal::in_memory().await?),
+        _ => {
+            let lock = journal::lock(&settings.state_dir)?;
+            (Some(lock), Journal::open(&settings.state_dir).await?)
+        }
     };
     let Some(job) = plan
         .job
@@ -127,6 +155,7 @@ async fn prepare(
         Some(path) => source::suppression::load(path)?,
         None => HashSet::new(),
     };
+    let outputs = Outputs::create(plan)?;
     Ok(Some(Prepared {
         _lock: lock,
         journal,
@@ -135,6 +164,7 @@ async fn prepare(
         source,
         template,
         suppression,
+        outputs,
     }))
 }
 
@@ -161,6 +191,7 @@ async fn execute(
         source,
         template,
         suppression,
+        outputs,
     } = prepared;
     if job.is_new {
         journal.create_job(&job.id, &job.params).await?;
@@ -247,6 +278,9 @@ async fn execute(
             () = counting => run.await,
         }
     };
+    // Why the run stopped is settled now: a signal or quiet hours arriving while the metrics
+    // and alerts below are published must not turn a finished run into a stopped one.
+    let cause = stopper.cause();
     progress.finish();
     if let Some(task) = textfile {
         task.abort();
@@ -256,11 +290,12 @@ async fn execute(
     alerter.flush().await;
     let finished = Finished {
         job: &job,
-        cause: stopper.cause(),
+        run,
+        cause,
         duration: started.elapsed(),
         router: &router,
     };
-    finish(plan, &mut journal, finished, result).await
+    finish(outputs, &mut journal, finished, result).await
 }
 
 /// A campaign that would start inside quiet hours is recorded as paused, so the same cron
@@ -283,6 +318,7 @@ async fn refuse_in_quiet_hours(
 /// How the run ended, for [`finish`].
 struct Finished<'a> {
     job: &'a Job,
+    run: u32,
     cause: Option<StopCause>,
     duration: Duration,
     router: &'a Router,
@@ -290,13 +326,14 @@ struct Finished<'a> {
 
 /// Step 3: the job's status and the exit code, each one function of the stop cause.
 async fn finish(
-    plan: &CampaignPlan,
+    outputs: Outputs,
     journal: &mut Journal,
     finished: Finished<'_>,
     result: Result<RunOutcome, pipeline::PipelineError>,
 ) -> anyhow::Result<ExitStatus> {
     let Finished {
         job,
+        run,
         cause,
         duration,
         router,
@@ -313,6 +350,10 @@ async fn finish(
             return Err(error.into());
         }
     };
+    let closed = journal.close_run(&job.id, run).await?;
+    if closed > 0 {
+        tracing::warn!(job_id = %job.id, recipients = closed, "recipients queued by an earlier run are not in the source any more: recorded failed");
+    }
     journal
         .end_run(&job.id, status, outcome.source, outcome.retries, duration)
         .await?;
@@ -336,10 +377,10 @@ async fn finish(
             .collect(),
     });
     tracing::info!(job_id = %job.id, status = status.name(), sent = summary.sent, fallback = summary.fallback, failed = summary.failed, "campaign ended");
-    if let Some(path) = &plan.failed_csv {
-        write_failed_csv(path, &journal.undelivered(&job.id).await?)?;
+    if let Some(file) = outputs.failed_csv {
+        write_failed_csv(file, &journal.undelivered(&job.id).await?);
     }
-    write_summary(&summary, plan.summary_json.as_deref())?;
+    write_summary(&summary, outputs.summary_json)?;
     Ok(pipeline::exit_status(
         cause.as_ref(),
         summary.failed + summary.uncertain > 0,

@@ -43,7 +43,7 @@ pub enum JobPlan {
         message: String,
         options: JobOptions,
     },
-    /// `--resume`: a job's stored parameters. `None`: the newest job not done.
+    /// `--resume`: a job's stored parameters. `None` (or empty): the newest job not done.
     Resume {
         job_id: Option<String>,
         /// `--resend-uncertain`: uncertain recipients go back in the queue.

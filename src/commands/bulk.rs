@@ -34,7 +34,8 @@ pub async fn run_campaign(
     campaign::run(settings, plan, clock, shutdown).await
 }
 
-/// The plan the flags describe; every usage error is found here, before the lock is taken.
+/// The plan the flags describe. The usage errors of the flags themselves are found here,
+/// before the lock is taken; those that need the journal or the source come after it.
 fn plan(settings: &Settings, args: BulkArgs, show_bar: bool) -> Result<CampaignPlan, UsageError> {
     if args.resend_uncertain && args.resume.is_none() {
         return Err(UsageError(
@@ -48,7 +49,7 @@ fn plan(settings: &Settings, args: BulkArgs, show_bar: bool) -> Result<CampaignP
     };
     let job = if let Some(job_id) = args.resume {
         JobPlan::Resume {
-            job_id: Some(job_id).filter(|id| !id.is_empty()),
+            job_id: Some(job_id),
             resend_uncertain: args.resend_uncertain,
         }
     } else if let Some(original) = args.retry_failed {
@@ -86,16 +87,19 @@ fn ages(group: Option<&str>, range: Option<&str>) -> Result<AgeRange, UsageError
 }
 
 fn message(text: Option<String>, file: Option<&std::path::Path>) -> Result<String, UsageError> {
-    match (text, file) {
-        (Some(text), _) => Ok(text),
-        (None, Some(path)) => Ok(std::fs::read_to_string(path)
+    let text = match (text, file) {
+        (Some(text), _) => text,
+        (None, Some(path)) => std::fs::read_to_string(path)
             .map_err(|e| UsageError(format!("--message-file {}: {e}", path.display())))?
             .trim_end_matches(['\n', '\r'])
-            .to_string()),
-        (None, None) => Err(UsageError(
-            "give --message TEXT or --message-file FILE".into(),
-        )),
-    }
+            .to_string(),
+        (None, None) => {
+            return Err(UsageError(
+                "give --message TEXT or --message-file FILE".into(),
+            ));
+        }
+    };
+    super::non_empty_message(text)
 }
 
 /// `--csv` or `--db` (with `--query`), else `[source]`.

@@ -26,3 +26,13 @@ pub fn progress_bar_wanted(global: &GlobalArgs) -> bool {
         && !global.quiet
         && global.log_format == crate::cli::LogFormat::Text
 }
+
+/// A message body with nothing to say is a usage error: every provider would answer 400.
+pub fn non_empty_message(text: String) -> Result<String, crate::error::UsageError> {
+    if text.trim().is_empty() {
+        return Err(crate::error::UsageError(
+            "the message is empty: give the text to send".into(),
+        ));
+    }
+    Ok(text)
+}

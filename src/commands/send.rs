@@ -19,7 +19,7 @@ pub async fn run(global: &GlobalArgs, args: SendArgs) -> anyhow::Result<ExitStat
     let phone = Phone::parse(&args.to).map_err(|error| UsageError(format!("--to: {error}")))?;
     let template = MessageTemplate {
         header: settings.header.clone(),
-        body: Template::parse(&args.message)
+        body: Template::parse(&super::non_empty_message(args.message)?)
             .map_err(|error| UsageError(format!("--message: {error}")))?,
     };
     template

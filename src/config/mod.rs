@@ -8,6 +8,8 @@ mod raw;
 mod resolve;
 pub mod security;
 
+pub use resolve::MAX_CONCURRENCY;
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

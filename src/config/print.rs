@@ -1,7 +1,8 @@
 //! The resolved config written back as TOML (`msgsend config check`): [`Settings`] turned into
 //! the raw structs the file is read with, every default filled in and every `${VAR}`
 //! substituted, secrets redacted. One schema serves both directions, so the printout has exactly
-//! the file's keys and reads back to the same settings.
+//! the file's keys and reads back to the same printout (a secret reads back as the text
+//! `(redacted)`). A literal `$` is written `$$`, as the file would hold it.
 
 use super::Settings;
 use super::raw::{

@@ -93,8 +93,18 @@ pub(super) fn resolve(raw: RawConfig, at: &Locator) -> Result<Settings, ConfigEr
     };
 
     let bulk = BulkSettings {
-        concurrency: positive(raw.bulk.concurrency.unwrap_or(50), "bulk.concurrency", at)? as usize,
-        batch_size: positive(raw.bulk.batch_size.unwrap_or(1000), "bulk.batch_size", at)? as usize,
+        concurrency: at_most(
+            positive(raw.bulk.concurrency.unwrap_or(50), "bulk.concurrency", at)?,
+            MAX_CONCURRENCY,
+            "bulk.concurrency",
+            at,
+        )? as usize,
+        batch_size: at_most(
+            positive(raw.bulk.batch_size.unwrap_or(1000), "bulk.batch_size", at)?,
+            MAX_BATCH_SIZE,
+            "bulk.batch_size",
+            at,
+        )? as usize,
         shutdown_grace: raw
             .bulk
             .shutdown_grace
@@ -336,6 +346,21 @@ fn resolve_routing(
             .as_ref()
             .map_or(Duration::from_secs(5), |d| d.0.0),
     })
+}
+
+/// The most sends in flight at once, from the config as from `--concurrency`: each holds a
+/// task and its buffers, so the bound keeps a typo from growing memory per recipient.
+pub const MAX_CONCURRENCY: u32 = 10_000;
+
+/// The most recipients admitted in one journal statement.
+const MAX_BATCH_SIZE: u32 = 100_000;
+
+fn at_most(value: u32, max: u32, key: &str, at: &Locator) -> Result<u32, ConfigError> {
+    if value > max {
+        Err(at.error(key, format!("must be at most {max}")))
+    } else {
+        Ok(value)
+    }
 }
 
 fn positive(value: u32, key: &str, at: &Locator) -> Result<u32, ConfigError> {

@@ -59,6 +59,10 @@ impl Retryable for ChannelFailure {
 /// a token when it stops.
 pub trait RequestGate: Sync {
     fn open(&self) -> impl Future<Output = bool> + Send;
+
+    /// The request `open` let go has its answer (or its failure); `ambiguous` when that leaves
+    /// open whether the provider took the message (a timeout, a lost answer).
+    fn answered(&self, _ambiguous: bool) {}
 }
 
 /// No gate: every request goes (`send`, health).
@@ -280,9 +284,15 @@ impl Channel {
         let started = Instant::now();
         let answer = self.client.send(credential, phone, message).await;
         let round_trip = started.elapsed();
+        gate.answered(matches!(&answer, Err(error) if error.class.is_ambiguous()));
         match &answer {
             Err(error) if error.class == Class::RateLimited => {
-                slot.rate_limited(error.retry_after);
+                // The credential pauses for at most `max_delay`, whatever the provider asked.
+                slot.rate_limited(
+                    error
+                        .retry_after
+                        .map(|after| after.min(self.retry.max_delay)),
+                );
             }
             _ => drop(slot),
         }

@@ -51,6 +51,13 @@ impl Delivery {
         }
     }
 
+    /// Whether a channel's gate took the message back before a request (the campaign stopped).
+    pub fn withdrawn(&self) -> bool {
+        self.failures
+            .iter()
+            .any(|(_, failure)| *failure == ChannelFailure::Withdrawn)
+    }
+
     /// `kakaotalk: HTTP 400; sms: timeout`, the reason for an undelivered message.
     pub fn reason(&self) -> String {
         self.failures

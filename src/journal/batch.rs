@@ -54,17 +54,7 @@ impl Batch<'_> {
         let fail = self.fail();
         let phones = json_array(candidates.iter().map(|c| c.phone.as_str()));
         let retryable: Option<HashSet<String>> = match retry_of {
-            Some(original) => Some(
-                self.json_rows::<String>(
-                    "SELECT json_group_array(phone) FROM recipients WHERE job_id = $1 \
-                     AND state = 'failed' AND phone IN (SELECT value FROM json_each($2))",
-                    original,
-                    &phones,
-                )
-                .await?
-                .into_iter()
-                .collect(),
-            ),
+            Some(original) => Some(self.retryable(original, &phones).await?),
             None => None,
         };
         let known: HashMap<String, (RecipientState, i64)> = self
@@ -142,6 +132,41 @@ impl Batch<'_> {
         Ok(answers)
     }
 
+    /// `--retry-failed original`: which of `phones` (a JSON array) the original job recorded
+    /// `failed` and no other job of its family holds in any other state — the family being the
+    /// original campaign and every retry of it or of its retries. So a recipient that an earlier
+    /// retry delivered, or still has queued, in flight or uncertain, is never sent again by a
+    /// second retry: running `--retry-failed` twice sends nobody twice.
+    async fn retryable(
+        &mut self,
+        original: &str,
+        phones: &str,
+    ) -> Result<HashSet<String>, JournalError> {
+        let json: String = sqlx::query_scalar(
+            "WITH RECURSIVE \
+               up(id, parent) AS ( \
+                 SELECT id, params ->> '$.retry_of' FROM jobs WHERE id = $1 \
+                 UNION SELECT j.id, j.params ->> '$.retry_of' FROM jobs j JOIN up ON j.id = up.parent), \
+               family(id) AS ( \
+                 SELECT id FROM up WHERE parent IS NULL \
+                 UNION SELECT j.id FROM jobs j JOIN family f ON j.params ->> '$.retry_of' = f.id), \
+               wanted(phone) AS (SELECT value FROM json_each($2)) \
+             SELECT json_group_array(phone) FROM recipients \
+             WHERE job_id = $1 AND state = 'failed' AND phone IN (SELECT phone FROM wanted) \
+               AND phone NOT IN ( \
+                 SELECT r.phone FROM recipients r JOIN family f ON r.job_id = f.id \
+                 WHERE r.job_id != $3 AND r.state != 'failed' \
+                   AND r.phone IN (SELECT phone FROM wanted))",
+        )
+        .bind(original)
+        .bind(phones)
+        .bind(self.job)
+        .fetch_one(&mut *self.tx)
+        .await
+        .map_err(self.fail())?;
+        serde_json::from_str(&json).map_err(|e| (self.fail())(sqlx::Error::Decode(Box::new(e))))
+    }
+
     /// Runs a query whose one row is a JSON array (`json_group_array`), decoded.
     async fn json_rows<T: serde::de::DeserializeOwned>(
         &mut self,
@@ -156,6 +181,18 @@ impl Batch<'_> {
             .await
             .map_err(self.fail())?;
         serde_json::from_str(&json).map_err(|e| (self.fail())(sqlx::Error::Decode(Box::new(e))))
+    }
+
+    /// `--resend-uncertain`: every uncertain recipient of the job goes back in the queue.
+    pub async fn requeue_uncertain(&mut self) -> Result<(), JournalError> {
+        sqlx::query(
+            "UPDATE recipients SET state = 'queued' WHERE job_id = $1 AND state = 'uncertain'",
+        )
+        .bind(self.job)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(self.fail())?;
+        Ok(())
     }
 
     /// Records that requests for these phones are about to go.

@@ -38,13 +38,14 @@ use crate::phone::Phone;
 /// The journal or its lock failed: the run stops (exit 1).
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
-    #[error("journal {path}: {source}")]
+    // The cause is the error's source: `{:#}` prints it once, after this text.
+    #[error("journal {path}")]
     Database {
         path: String,
         #[source]
         source: sqlx::Error,
     },
-    #[error("state directory {path}: {source}")]
+    #[error("state directory {path}")]
     StateDir {
         path: String,
         #[source]
@@ -131,6 +132,11 @@ impl Journal {
             .await
             .map_err(fail)?;
         Ok(Journal { connection, path })
+    }
+
+    /// Whether this journal lives in memory (a dry run's), gone at exit.
+    pub fn is_in_memory(&self) -> bool {
+        self.path == ":memory:"
     }
 
     fn fail(&self) -> impl Fn(sqlx::Error) -> JournalError + use<> {

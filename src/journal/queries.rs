@@ -80,6 +80,17 @@ impl Journal {
         Ok(u32::try_from(run).unwrap_or(u32::MAX))
     }
 
+    /// The number the job's next run would get, without starting it (a dry run).
+    pub async fn next_run(&mut self, id: &str) -> Result<u32, JournalError> {
+        let runs: i64 = sqlx::query_scalar("SELECT runs FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut self.connection)
+            .await
+            .map_err(self.fail())?
+            .ok_or_else(|| JournalError::UnknownJob(id.to_string()))?;
+        Ok(u32::try_from(runs.saturating_add(1)).unwrap_or(u32::MAX))
+    }
+
     /// Ends a run: the job's status, the source counts of this run, its retries and duration.
     pub async fn end_run(
         &mut self,
@@ -146,6 +157,29 @@ impl Journal {
         resolve_in_flight(&mut self.connection, id)
             .await
             .map_err(self.fail())
+    }
+
+    /// Closes a run whose source was read to its end: a recipient still `queued` that this run
+    /// did not see is not in the source any more (the file shrank or changed, the row is no
+    /// longer eligible): it is recorded `failed` with that reason, never left `queued` under a
+    /// finished job. A row still `in_flight` (a send that never reported) becomes `uncertain`.
+    pub async fn close_run(&mut self, id: &str, run: u32) -> Result<u64, JournalError> {
+        let result = sqlx::query(
+            "UPDATE recipients SET \
+               state = CASE state WHEN 'in_flight' THEN 'uncertain' ELSE 'failed' END, \
+               reason = CASE state WHEN 'in_flight' \
+                 THEN 'a request was in flight when its run ended' \
+                 ELSE 'not in the source any more' END, \
+               updated_at = $3 \
+             WHERE job_id = $1 AND (state = 'in_flight' OR (state = 'queued' AND seen_run != $2))",
+        )
+        .bind(id)
+        .bind(i64::from(run))
+        .bind(now())
+        .execute(&mut self.connection)
+        .await
+        .map_err(self.fail())?;
+        Ok(result.rows_affected())
     }
 
     /// A job's campaign parameters only: what `--resume` and `--retry-failed` need, without

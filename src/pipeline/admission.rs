@@ -24,7 +24,7 @@ pub enum Screened {
 
 /// Counts a source row into `counts` (SPEC section 7's `total`, `invalid`, `suppressed`),
 /// reports an invalid one, and says what is left to do with it.
-pub fn screen(
+fn screen(
     row: SourceRow,
     suppression: &HashSet<Phone>,
     counts: &mut SourceCounts,

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::send::SendEnd;
 use super::{Event, MAX_GROUP, StopCause, Stopper};
-use crate::delivery::{Delivery, DeliveryOutcome};
+use crate::delivery::DeliveryOutcome;
 use crate::job::{Admission, RecipientState};
 use crate::journal::{Journal, JournalError, OutcomeRecord};
 use crate::phone::Phone;
@@ -71,7 +72,7 @@ impl Collector<'_> {
                     requeues.push(phone);
                     replies.push(reply);
                 }
-                Event::Finish { phone, delivery } => finishes.push((phone, delivery)),
+                Event::Finish { phone, end } => finishes.push((phone, end)),
             }
         }
         // A phone has at most one of start, requeue and finish in a group (each waits for the
@@ -87,7 +88,7 @@ impl Collector<'_> {
         batch.requeue(&requeues).await?;
         let records: Vec<OutcomeRecord> = finishes
             .iter()
-            .map(|(phone, delivery)| outcome_record(phone, delivery.as_ref()))
+            .map(|(phone, end)| outcome_record(phone, end))
             .collect();
         batch.finish(&records).await?;
         batch.commit().await?;
@@ -99,13 +100,14 @@ impl Collector<'_> {
         for reply in replies {
             let _ = reply.send(());
         }
-        for (record, (_, delivery)) in records.iter().zip(&finishes) {
-            let attempts = delivery.as_ref().map_or(&[][..], |d| &d.attempts[..]);
-            self.metrics.finished(
-                record.state,
-                delivery.as_ref().and_then(|d| d.channel),
-                attempts,
-            );
+        for (record, (_, end)) in records.iter().zip(&finishes) {
+            let delivery = match end {
+                SendEnd::Delivered(delivery) => Some(delivery),
+                SendEnd::Uncertain(_) => None,
+            };
+            let attempts = delivery.map_or(&[][..], |d| &d.attempts[..]);
+            self.metrics
+                .finished(record.state, delivery.and_then(|d| d.channel), attempts);
             for attempt in attempts {
                 self.providers
                     .entry(attempt.channel)
@@ -155,16 +157,19 @@ impl Collector<'_> {
     }
 }
 
-fn outcome_record<'a>(phone: &'a Phone, delivery: Option<&'a Delivery>) -> OutcomeRecord<'a> {
-    let Some(delivery) = delivery else {
-        return OutcomeRecord {
-            phone,
-            state: RecipientState::Uncertain,
-            channel: None,
-            reason: "still in flight when the shutdown grace ran out".into(),
-            message_id: None,
-            attempts: 0,
-        };
+fn outcome_record<'a>(phone: &'a Phone, end: &'a SendEnd) -> OutcomeRecord<'a> {
+    let delivery = match end {
+        SendEnd::Delivered(delivery) => delivery,
+        SendEnd::Uncertain(reason) => {
+            return OutcomeRecord {
+                phone,
+                state: RecipientState::Uncertain,
+                channel: None,
+                reason: (*reason).into(),
+                message_id: None,
+                attempts: 0,
+            };
+        }
     };
     let (state, message_id) = match &delivery.outcome {
         DeliveryOutcome::Sent { message_id } => (RecipientState::Sent, message_id.as_deref()),

@@ -17,32 +17,36 @@
 //! the source (shared with `--dry-run`); `send.rs` the send task (in-flight gate, failure
 //! budget, outage wait); `collector.rs` the collector; `stop.rs` why a run stops.
 //!
-//! Stopping (any [`StopCause`], through the one [`Stopper`]): no new send starts; the producer still
-//! reads the source to its end and admits what it finds (without sending), so `total`,
-//! `eligible` and the other counts are complete and the unreached recipients wait as `queued`
-//! for `--resume`; send tasks whose first request has not gone (waiting for a slot or a
-//! token) give their recipient back (it stays `queued`); sends in flight get
-//! `shutdown_grace` to finish, and those still open then are recorded `uncertain`.
+//! Stopping (any [`StopCause`], through the one [`Stopper`]; the first cause wins): no new
+//! request leaves. Unless the source or the journal itself failed, the producer still reads the
+//! source to its end and admits what it finds (without sending), so `total`, `eligible` and the
+//! other counts are complete and the unreached recipients wait as `queued` for `--resume`. A
+//! send with no request out (waiting for a slot or a token, or between two attempts whose
+//! failures were certain) gives its recipient back (`queued`); one whose earlier attempt's
+//! answer was lost ends `uncertain`; a request out gets `shutdown_grace` for its answer, and one
+//! still open then is recorded `uncertain`.
 
 mod admission;
 mod collector;
 mod send;
 mod stop;
 
-pub use admission::{AdmissionSink, Screened, Screening, admit_all, screen};
+pub use admission::{AdmissionSink, Screened, Screening, admit_all};
 pub use stop::{StopCause, Stopper, exit_status, job_status};
 
 use collector::Collector;
-use send::{FailureBudget, Outage, SendContext, send_one};
+use send::{FailureBudget, Outage, SendContext, SendEnd, TASK_FAILED, send_one};
 
 use std::collections::{BTreeMap, HashSet};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt as _;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
-use crate::delivery::{Delivery, Router};
+use crate::delivery::Router;
 use crate::job::{Admission, SourceCounts};
 use crate::journal::{Candidate, Journal, JournalError};
 use crate::phone::Phone;
@@ -103,7 +107,8 @@ pub enum PipelineError {
 pub(super) const MAX_GROUP: usize = 512;
 
 /// Runs the campaign until the source is exhausted or `stopper` stops it. A run that fails
-/// (source, journal) has stopped with that cause too, so the stopper always says why.
+/// (source, journal) stopped the run at once with that cause, unless another came first: the
+/// stopper holds the first cause.
 pub async fn run(
     campaign: &Campaign,
     source: OpenSource,
@@ -153,12 +158,7 @@ pub async fn run(
     };
     let (produced, collected) =
         tokio::join!(producer.run(campaign, source), collector.run(event_queue));
-    if produced.is_err() {
-        stopper.stop(StopCause::Source);
-    }
-    if collected.is_err() {
-        stopper.stop(StopCause::Journal);
-    }
+    // A failed source or journal stopped the run where it failed (producer, collector).
     let collected = collected?;
     Ok(RunOutcome {
         source: produced?,
@@ -169,7 +169,7 @@ pub async fn run(
 }
 
 /// A message to the collector.
-pub(super) enum Event {
+enum Event {
     /// Admit these recipients to the run; the answers come in order.
     Admit {
         recipients: Vec<Candidate>,
@@ -185,11 +185,8 @@ pub(super) enum Event {
         phone: Phone,
         reply: oneshot::Sender<()>,
     },
-    /// A send ended; `None` when it was still open after the shutdown grace.
-    Finish {
-        phone: Phone,
-        delivery: Option<Delivery>,
-    },
+    /// A send ended.
+    Finish { phone: Phone, end: SendEnd },
 }
 
 /// The producer: admission through the collector, then a send task per admitted recipient,
@@ -278,7 +275,14 @@ impl AdmissionSink for Producer<'_> {
                 };
                 let sender = self.sender.clone();
                 self.tasks.spawn(async move {
-                    send_one(&sender, *recipient).await;
+                    let phone = recipient.phone.clone();
+                    // A bug that panics a send must not strand its recipient `in_flight` under
+                    // a finished job: it is recorded `uncertain` (a request may have gone).
+                    let sent = AssertUnwindSafe(send_one(&sender, *recipient)).catch_unwind();
+                    if sent.await.is_err() {
+                        let end = SendEnd::Uncertain(TASK_FAILED);
+                        let _ = sender.events.send(Event::Finish { phone, end }).await;
+                    }
                     drop(slot);
                 });
             }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::{Event, StopCause, Stopper};
 use crate::delivery::{ChannelFailure, RequestGate};
@@ -172,17 +172,20 @@ pub(super) async fn send_one(context: &SendContext, recipient: Recipient) {
         context,
         phone: &recipient.phone,
         opened: AtomicBool::new(false),
+        outstanding: AtomicBool::new(false),
+        ambiguous: AtomicBool::new(false),
+        answered: Notify::new(),
     };
     let delivery = loop {
-        // After a stop, a recipient whose first request has not gone yet (it waits for a
-        // token) is withdrawn at once; one already in flight gets the shutdown grace.
+        // After a stop, a recipient with no request out (waiting for a token, or between two
+        // attempts) is taken back at once; one with a request out gets the shutdown grace for
+        // its answer. The delivery is polled first: an answer that completes it wins.
         let stopped = async {
             context.stopper.stopped().await;
-            if gate.opened() {
-                tokio::time::sleep(context.grace).await;
-            }
+            let _ = tokio::time::timeout(context.grace, gate.no_request_out()).await;
         };
         let delivery = tokio::select! {
+            biased;
             delivery = context.router.deliver_gated(&recipient.phone, &text, &gate) => Some(delivery),
             () = stopped => None,
         };
@@ -210,30 +213,52 @@ pub(super) async fn send_one(context: &SendContext, recipient: Recipient) {
             }
         }
     };
-    let withdrawn = match &delivery {
-        None => !gate.opened(),
-        Some(delivery) => delivery
-            .failures
-            .iter()
-            .any(|(_, failure)| *failure == ChannelFailure::Withdrawn),
+    let end = match delivery {
+        // Still waiting for an answer when the grace ran out: it may have arrived.
+        None if gate.request_out() => SendEnd::Uncertain(GRACE_RAN_OUT),
+        Some(delivery) if !delivery.withdrawn() => {
+            context.failure_budget.record(
+                delivery.outcome == DeliveryOutcome::Failed,
+                &context.stopper,
+            );
+            SendEnd::Delivered(delivery)
+        }
+        // Stopped with no request out: before any request, or between attempts.
+        _ => {
+            if !gate.opened() {
+                return; // no request was made: it stays `queued` for a resume
+            }
+            if gate.ambiguous() {
+                SendEnd::Uncertain(STOPPED_AFTER_LOST_ANSWER)
+            } else {
+                // Every request so far failed for certain: a resume sends it again.
+                gate.requeue().await;
+                return;
+            }
+        }
     };
-    if withdrawn {
-        return; // stopped before any request: it stays `queued` for a resume
-    }
-    if let Some(delivery) = &delivery {
-        context.failure_budget.record(
-            delivery.outcome == DeliveryOutcome::Failed,
-            &context.stopper,
-        );
-    }
     let _ = context
         .events
         .send(Event::Finish {
             phone: recipient.phone,
-            delivery,
+            end,
         })
         .await;
 }
+
+/// How a send task ended, for the collector.
+pub(super) enum SendEnd {
+    /// The router's answer: sent, fallback, failed, or uncertain (an answer lost).
+    Delivered(Delivery),
+    /// A request may have reached the provider and no answer says whether: why.
+    Uncertain(&'static str),
+}
+
+pub(super) const GRACE_RAN_OUT: &str = "still in flight when the shutdown grace ran out";
+const STOPPED_AFTER_LOST_ANSWER: &str =
+    "stopped between attempts after one whose answer was lost or late";
+pub(super) const TASK_FAILED: &str =
+    "its send task failed unexpectedly; not resent unless --resend-uncertain";
 
 /// Records the recipient `in_flight` (and waits for the commit) when its first request is
 /// about to go, and withdraws it if the campaign stopped before that.
@@ -244,12 +269,39 @@ struct InFlightGate<'a> {
     /// record is on its way treats the recipient as in flight (grace, then `uncertain`) and
     /// never leaves an `in_flight` row behind a send it dropped.
     opened: AtomicBool,
+    /// A request is out: let go through the gate, its answer not back yet.
+    outstanding: AtomicBool,
+    /// An answer so far left open whether the provider took the message (timeout, lost).
+    ambiguous: AtomicBool,
+    /// Wakes a stop waiting for the outstanding request's answer.
+    answered: Notify,
 }
 
 impl InFlightGate<'_> {
     /// Whether the journal may hold this recipient `in_flight`.
     fn opened(&self) -> bool {
         self.opened.load(Ordering::SeqCst)
+    }
+
+    fn request_out(&self) -> bool {
+        self.outstanding.load(Ordering::SeqCst)
+    }
+
+    fn ambiguous(&self) -> bool {
+        self.ambiguous.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once no request is out.
+    async fn no_request_out(&self) {
+        loop {
+            let answered = self.answered.notified();
+            tokio::pin!(answered);
+            answered.as_mut().enable();
+            if !self.request_out() {
+                return;
+            }
+            answered.await;
+        }
     }
 
     /// Records the recipient `queued` again (every request made for it failed for certain)
@@ -268,11 +320,14 @@ impl InFlightGate<'_> {
 
 impl RequestGate for InFlightGate<'_> {
     async fn open(&self) -> bool {
-        if self.opened() {
-            return true; // a retry or the fallback: already recorded in flight
-        }
+        // After a stop no new request leaves, not even a retry or the fallback.
         if self.context.stopper.is_stopped() {
             return false;
+        }
+        if self.opened() {
+            // A retry or the fallback: already recorded in flight.
+            self.outstanding.store(true, Ordering::SeqCst);
+            return true;
         }
         self.opened.store(true, Ordering::SeqCst);
         let (reply, committed) = oneshot::channel();
@@ -285,6 +340,15 @@ impl RequestGate for InFlightGate<'_> {
             self.opened.store(false, Ordering::SeqCst);
             return false;
         }
+        self.outstanding.store(true, Ordering::SeqCst);
         true
+    }
+
+    fn answered(&self, ambiguous: bool) {
+        if ambiguous {
+            self.ambiguous.store(true, Ordering::SeqCst);
+        }
+        self.outstanding.store(false, Ordering::SeqCst);
+        self.answered.notify_waiters();
     }
 }

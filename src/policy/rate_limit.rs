@@ -144,7 +144,10 @@ impl CredentialLog {
     /// A 429: pause for `retry_after` if given, and cut the allowance (see the module doc).
     fn rate_limited(&mut self, now: Instant, retry_after: Option<Duration>) {
         if let Some(after) = retry_after {
-            self.paused_until = self.paused_until.max(Some(now + after));
+            let until = now
+                .checked_add(after)
+                .unwrap_or(now + Duration::from_secs(86_400));
+            self.paused_until = self.paused_until.max(Some(until));
         }
         if self.last_cut.is_some_and(|cut| now < cut + self.rate.per) {
             return;
@@ -611,5 +614,16 @@ mod tests {
         // ...this one is, for the 3 s the provider asked.
         let _slot = limiter.acquire_for(0).await;
         assert_eq!(Instant::now() - before, Duration::from_secs(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_endless_retry_after_saturates_instead_of_panicking() {
+        let limiter = RateLimiter::new(["10/s".parse().unwrap(), "10/s".parse().unwrap()]);
+        limiter
+            .acquire_for(0)
+            .await
+            .rate_limited(Some(Duration::MAX));
+        // The other credential still serves, once each: no slot was released twice.
+        assert_eq!(limiter.acquire().await.credential(), 1);
     }
 }

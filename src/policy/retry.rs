@@ -71,11 +71,16 @@ pub struct Backoff {
 
 impl Backoff {
     /// After a failed attempt: how long to wait before the next one, or `None` to give up
-    /// (the failure is permanent, or `max_attempts` have been made).
+    /// (the failure is permanent, `max_attempts` have been made, or the provider asked to wait
+    /// longer than `max_delay`: a retry never waits longer, SPEC section 7, so the message goes
+    /// on to the fallback instead of stalling).
     pub fn after_failure(&mut self, advice: RetryAdvice) -> Option<Duration> {
         let RetryAdvice::Retry { after } = advice else {
             return None;
         };
+        if after.is_some_and(|after| after > self.policy.max_delay) {
+            return None;
+        }
         let delay = self.delays.next()?;
         Some(after.unwrap_or_else(|| self.policy.jittered(delay)))
     }
@@ -179,6 +184,23 @@ mod tests {
         let script = vec![Err(Failure::TransientAfter(Duration::from_secs(7))), Ok(())];
         let (at, result) = attempts_against(spec_example(), script).await;
         assert_eq!(at, [Duration::ZERO, Duration::from_secs(7)]);
+        assert_eq!(result, Ok(()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_after_longer_than_max_delay_ends_the_attempts_on_this_channel() {
+        let day = Duration::from_secs(86_400);
+        let script = vec![Err(Failure::TransientAfter(day)), Ok(())];
+        let (at, result) = attempts_against(spec_example(), script).await;
+        assert_eq!(at, [Duration::ZERO]);
+        assert_eq!(result, Err(Failure::TransientAfter(day)));
+        // Exactly max_delay is still waited for.
+        let script = vec![
+            Err(Failure::TransientAfter(Duration::from_secs(30))),
+            Ok(()),
+        ];
+        let (at, result) = attempts_against(spec_example(), script).await;
+        assert_eq!(at, [Duration::ZERO, Duration::from_secs(30)]);
         assert_eq!(result, Ok(()));
     }
 

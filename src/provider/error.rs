@@ -51,6 +51,12 @@ impl Class {
         )
     }
 
+    /// Whether the provider may have taken the message although msgsend has no answer saying
+    /// so (SPEC section 8): no answer in time, or the answer lost.
+    pub fn is_ambiguous(self) -> bool {
+        matches!(self, Class::Timeout | Class::AnswerLost)
+    }
+
     /// Whether the circuit breaker counts this as a failure of the provider (SPEC section 7).
     pub fn counts_for_breaker(self) -> bool {
         matches!(
@@ -152,15 +158,22 @@ pub(super) fn check_status(response: Response) -> Result<Response, ProviderError
 }
 
 /// `Retry-After` as seconds (`"3"`) or as an HTTP date.
+/// Saturated at [`RETRY_AFTER_CEILING`]: the provider's number may be anything, and a wait that
+/// long is already "not before the campaign is over" (retry and pacing cap it further).
 pub(super) fn parse_retry_after(value: &str) -> Option<Duration> {
     let value = value.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let at = jiff::fmt::rfc2822::parse(value).ok()?.timestamp();
-    let wait = at.duration_since(jiff::Timestamp::now());
-    Some(Duration::try_from(wait).unwrap_or(Duration::ZERO))
+    let wait = if let Ok(seconds) = value.parse::<u64>() {
+        Duration::from_secs(seconds)
+    } else {
+        let at = jiff::fmt::rfc2822::parse(value).ok()?.timestamp();
+        let wait = at.duration_since(jiff::Timestamp::now());
+        Duration::try_from(wait).unwrap_or(Duration::ZERO)
+    };
+    Some(wait.min(RETRY_AFTER_CEILING))
 }
+
+/// The longest `Retry-After` msgsend reads: a day.
+pub const RETRY_AFTER_CEILING: Duration = Duration::from_secs(24 * 60 * 60);
 
 #[cfg(test)]
 mod tests {
@@ -187,5 +200,13 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(
+            parse_retry_after("18446744073709551615"),
+            Some(RETRY_AFTER_CEILING)
+        );
+        assert_eq!(
+            parse_retry_after("Fri, 31 Dec 2100 23:59:59 GMT"),
+            Some(RETRY_AFTER_CEILING)
+        );
     }
 }

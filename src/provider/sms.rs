@@ -26,30 +26,34 @@ struct Answer {
     sms_id: Option<serde_json::Value>,
 }
 
-/// A `200` whose body is not `{"result": "OK"}` is not an acceptance. It is classed `rejected`
-/// (not retried): the provider answered, and retrying something it may have taken risks sending
-/// the message twice.
+/// A `200` is an acceptance only with `{"result": "OK"}` (SPEC section 7). A `result` that
+/// says otherwise is the provider's refusal: `rejected`, and the fallback may take the message.
+/// A body that is missing, cut off or not that JSON confirms nothing either way: the provider
+/// may have the message, so it is `answer_lost` — never retried without an idempotency key and
+/// never handed to the fallback (either could deliver it twice).
 pub(super) fn receipt(body: &[u8]) -> Result<Receipt, ProviderError> {
     match serde_json::from_slice::<Answer>(body) {
         Ok(answer) if answer.result == "OK" => Ok(Receipt {
             message_id: answer.sms_id.and_then(id_text),
         }),
-        Ok(answer) => Err(unexpected(format!(
-            "HTTP 200 with result {:?}",
-            answer.result
-        ))),
+        // The provider's word, not echoed: it is text from outside.
+        Ok(_) => Err(unexpected(
+            Class::Rejected,
+            "HTTP 200 with a result other than OK",
+        )),
         Err(_) => Err(unexpected(
-            "HTTP 200 without {\"result\": \"OK\"}".to_string(),
+            Class::AnswerLost,
+            "HTTP 200 without {\"result\": \"OK\"}",
         )),
     }
 }
 
-fn unexpected(detail: String) -> ProviderError {
+fn unexpected(class: Class, detail: &str) -> ProviderError {
     ProviderError {
-        class: Class::Rejected,
+        class,
         status: Some(200),
         retry_after: None,
-        detail,
+        detail: detail.to_string(),
     }
 }
 
@@ -71,6 +75,13 @@ mod tests {
             receipt(br#"{"result":"FAIL"}"#).unwrap_err().class,
             Class::Rejected
         );
-        assert_eq!(receipt(b"not json").unwrap_err().class, Class::Rejected);
+        for unconfirmed in [
+            &b"not json"[..],
+            b"",
+            br#"{"result":1}"#,
+            br#"{"smsId":"s-1"}"#,
+        ] {
+            assert_eq!(receipt(unconfirmed).unwrap_err().class, Class::AnswerLost);
+        }
     }
 }

@@ -1,24 +1,86 @@
 //! What a campaign leaves behind when it ends: the summary on stdout (the table, or the JSON
 //! with `--summary-json -`) and in `--summary-json FILE`, and `--failed-csv`.
+//!
+//! An output file is made when the run starts, as a temporary file in the target's folder
+//! ([`OutputFile::create`]): a path that cannot be written is refused before the first request
+//! (a campaign must not be sent and then fail on its report, and a rerun send everyone again).
+//! At the end the content goes into the temporary file, which is renamed over the target: a
+//! reader never sees half a file, a symlink at the target is replaced rather than followed, and
+//! the file is readable by its owner only (it holds phones and names).
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
 use super::summary::Summary;
 use crate::job::Undelivered;
 
-/// The table on stdout; with `--summary-json -` the JSON instead, with `--summary-json FILE`
-/// the JSON in the file as well.
-pub fn write_summary(summary: &Summary, json: Option<&Path>) -> anyhow::Result<()> {
+/// A file a run writes at its end, its place checked at the start.
+#[derive(Debug)]
+pub struct OutputFile {
+    /// The flag that named it, for messages.
+    flag: &'static str,
+    path: PathBuf,
+    temp: tempfile::NamedTempFile,
+}
+
+impl OutputFile {
+    /// Makes sure `path` can be written, by creating the temporary file it will be written
+    /// through; the error says why not.
+    pub fn create(flag: &'static str, path: &Path) -> Result<OutputFile, String> {
+        let fail = |reason: String| format!("{flag} {}: {reason}", path.display());
+        if path.is_dir() {
+            return Err(fail("is a folder".into()));
+        }
+        let folder = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        let temp = tempfile::Builder::new()
+            .prefix(".msgsend-")
+            .tempfile_in(folder)
+            .map_err(|error| fail(format!("cannot be written there ({error})")))?;
+        Ok(OutputFile {
+            flag,
+            path: path.to_path_buf(),
+            temp,
+        })
+    }
+
+    /// Writes the content and puts the file in place.
+    pub fn finish(
+        mut self,
+        write: impl FnOnce(&mut std::fs::File) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let context = || format!("{} {}", self.flag, self.path.display());
+        write(self.temp.as_file_mut()).with_context(context)?;
+        self.temp.as_file().sync_all().with_context(context)?;
+        self.temp
+            .persist(&self.path)
+            .map_err(|error| error.error)
+            .with_context(context)?;
+        Ok(())
+    }
+}
+
+/// Where `--summary-json` goes.
+#[derive(Debug)]
+pub enum SummaryJson {
+    /// `-`: stdout, instead of the table.
+    Stdout,
+    /// A file, besides the table on stdout.
+    File(OutputFile),
+}
+
+/// The table on stdout, or the JSON instead (`--summary-json -`); the JSON file besides
+/// (`--summary-json FILE`). A file that fails is reported and the table still printed.
+pub fn write_summary(summary: &Summary, json: Option<SummaryJson>) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     match json {
-        Some(path) if path == Path::new("-") => summary.write_json(&mut stdout)?,
-        Some(path) => {
-            let mut file = std::fs::File::create(path)
-                .with_context(|| format!("--summary-json {}", path.display()))?;
-            summary.write_json(&mut file)?;
+        Some(SummaryJson::Stdout) => summary.write_json(&mut stdout)?,
+        Some(SummaryJson::File(file)) => {
+            report_failure(file.finish(|out| Ok(summary.write_json(out)?)));
             summary.write_text(&mut stdout)?;
         }
         None => summary.write_text(&mut stdout)?,
@@ -27,23 +89,29 @@ pub fn write_summary(summary: &Summary, json: Option<&Path>) -> anyhow::Result<(
     Ok(())
 }
 
-/// `--failed-csv`: `phone`, `name`, `reason`, `line` for every recipient not delivered.
-pub fn write_failed_csv(path: &Path, rows: &[Undelivered]) -> anyhow::Result<()> {
-    let mut writer =
-        csv::Writer::from_path(path).with_context(|| format!("--failed-csv {}", path.display()))?;
-    writer.write_record(["phone", "name", "reason", "line"])?;
-    for row in rows {
-        writer.write_record([
-            row.phone.as_str(),
-            &spreadsheet_safe(&row.name),
-            &spreadsheet_safe(&row.reason),
-            &row.line.to_string(),
-        ])?;
+/// `--failed-csv`: `phone`, `name`, `reason`, `line` for every recipient not delivered. A
+/// failure is reported, never turned into the run's error: the campaign was sent.
+pub fn write_failed_csv(file: OutputFile, rows: &[Undelivered]) {
+    report_failure(file.finish(|out| {
+        let mut writer = csv::Writer::from_writer(out);
+        writer.write_record(["phone", "name", "reason", "line"])?;
+        for row in rows {
+            writer.write_record([
+                row.phone.as_str(),
+                &spreadsheet_safe(&row.name),
+                &spreadsheet_safe(&row.reason),
+                &row.line.to_string(),
+            ])?;
+        }
+        writer.flush()?;
+        Ok(())
+    }));
+}
+
+fn report_failure(result: anyhow::Result<()>) {
+    if let Err(error) = result {
+        tracing::error!("{error:#}; the campaign itself is recorded in the journal");
     }
-    writer
-        .flush()
-        .with_context(|| format!("--failed-csv {}", path.display()))?;
-    Ok(())
 }
 
 /// A cell a spreadsheet will not evaluate: source text starting with `=`, `+`, `-`, `@`, a tab

@@ -34,7 +34,7 @@ fn read_header(
         path: display(path),
         source,
     })?;
-    let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(file);
+    let mut reader = super::csv_reader().has_headers(true).from_reader(file);
     let header = reader.byte_headers().map_err(|error| SourceError::Csv {
         path: display(path),
         line: 1,
@@ -77,6 +77,8 @@ fn read_rows(
     loop {
         let row = match reader.read_byte_record(&mut record) {
             Ok(false) => return,
+            // A blank line (only its `\r` left, with records ending at `\n`) is no row.
+            Ok(true) if record.len() == 1 && record[0].trim_ascii().is_empty() => continue,
             Ok(true) => {
                 let line = record.position().map_or(0, csv::Position::line);
                 Ok(classify(shape, line, &record, ages))
@@ -108,13 +110,7 @@ fn classify(shape: &RowShape, line: u64, record: &csv::ByteRecord, ages: AgeFilt
             }
         }
     }
-    match shape.recipient(line, &fields) {
-        Ok(recipient) if ages.range.contains(recipient.birth_date, ages.today) => {
-            SourceRow::InRange(Box::new(recipient))
-        }
-        Ok(_) => SourceRow::OutOfRange,
-        Err(invalid) => SourceRow::Invalid(invalid),
-    }
+    super::judge(shape, shape.recipient(line, &fields), ages)
 }
 
 #[cfg(test)]
@@ -158,6 +154,42 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(phones(&rows), ["010-1234-5678", "010-2222-3333"]);
+    }
+
+    #[tokio::test]
+    async fn crlf_files_report_the_lines_an_editor_shows() {
+        let rows = read(
+            b"name,phone,birth_date\r\na,010-1111-2222,2000-01-01\r\nb,bad,2000-01-01\r\n\r\nc,010-1111-3333,\"2000-01-01\"\r\nd,010-1111-4444,1900-02-30\r\n",
+        )
+        .await
+        .unwrap();
+        let lines: Vec<u64> = rows
+            .iter()
+            .map(|row| match row {
+                SourceRow::InRange(r) => r.line,
+                SourceRow::Invalid(bad) => bad.line,
+                SourceRow::OutOfRange => 0,
+            })
+            .collect();
+        assert_eq!(lines, [2, 3, 5, 6]);
+        assert_eq!(phones(&rows), ["010-1111-2222", "010-1111-3333"]);
+    }
+
+    #[tokio::test]
+    async fn a_birth_date_in_the_future_is_invalid_and_no_value_is_quoted() {
+        let rows = read(
+            b"name,phone,birth_date\na,010-1111-2222,2026-11-25\nb,010-1111-3333,900101-1234567\n",
+        )
+        .await
+        .unwrap();
+        let SourceRow::Invalid(future) = &rows[0] else {
+            panic!("{rows:?}")
+        };
+        assert_eq!((future.line, future.field), (2, "birth_date"));
+        let SourceRow::Invalid(rrn) = &rows[1] else {
+            panic!("{rows:?}")
+        };
+        assert!(!rrn.to_string().contains("1234567"), "{rrn}");
     }
 
     #[tokio::test]

@@ -20,7 +20,7 @@ use jiff::civil::Date;
 use tokio::sync::mpsc;
 
 use crate::config::DatabaseUrl;
-use crate::recipient::{AgeRange, InvalidRow, MissingColumn, Recipient};
+use crate::recipient::{AgeRange, InvalidRow, MissingColumn, Recipient, RowShape};
 
 /// Where a campaign's recipients come from.
 #[derive(Debug, Clone)]
@@ -60,14 +60,15 @@ pub enum SourceRow {
 /// A source that could not be read at all: the campaign stops (exit 1), nothing is sent.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("{path}: cannot be read: {source}")]
+    // The cause is the error's source: `{:#}` prints it once, after this text.
+    #[error("{path}: cannot be read")]
     Unreadable {
         path: String,
         source: std::io::Error,
     },
     #[error("{path}: has no header row")]
     NoHeader { path: String },
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     MissingColumn { path: String, source: MissingColumn },
     #[error("{path}: line {line}: {message}")]
     Csv {
@@ -84,6 +85,36 @@ pub struct OpenSource {
     /// The column names templates may use: every column but `rrn`.
     pub columns: Arc<[String]>,
     pub rows: mpsc::Receiver<Result<SourceRow, SourceError>>,
+}
+
+/// A CSV reader as every file of a campaign is read (sources, the suppression list). Records
+/// end at `\n` only: with the csv crate's default terminator a record after a CRLF line ends
+/// is reported one line low (it starts at the `\n` of the line before), which shifted every
+/// line number of a CRLF file and made a suppression list's first phone look like its header.
+/// The `\r` left at a line's end is trimmed with the rest of the field's white space.
+fn csv_reader() -> ::csv::ReaderBuilder {
+    let mut builder = ::csv::ReaderBuilder::new();
+    builder
+        .flexible(true)
+        .terminator(::csv::Terminator::Any(b'\n'));
+    builder
+}
+
+/// A validated row judged against the campaign's ages: a birth date after the campaign's date
+/// is invalid (no one is born in the future), otherwise in or out of the range.
+fn judge(shape: &RowShape, row: Result<Recipient, InvalidRow>, ages: AgeFilter) -> SourceRow {
+    match row {
+        Ok(recipient) if recipient.birth_date > ages.today => SourceRow::Invalid(InvalidRow {
+            line: recipient.line,
+            field: shape.birth_field(),
+            reason: "is in the future".into(),
+        }),
+        Ok(recipient) if ages.range.contains(recipient.birth_date, ages.today) => {
+            SourceRow::InRange(Box::new(recipient))
+        }
+        Ok(_) => SourceRow::OutOfRange,
+        Err(invalid) => SourceRow::Invalid(invalid),
+    }
 }
 
 /// How many rows a source task reads ahead of the campaign.

@@ -4,10 +4,10 @@
 //! return each row as one JSON object text: one decoding path, whatever the column types.
 //!
 //! The configured `query` is wrapped, never edited: `SELECT <row as JSON> FROM (query) AS q
-//! WHERE q.birth_date BETWEEN $1 AND $2`, the bounds being the range's birth dates on the
-//! campaign's date ([`AgeRange::birth_dates`]), so only rows in the age range leave the database.
-//! Rows are streamed (`fetch`), never loaded whole. On SQLite, `birth_date` is compared as
-//! `YYYY-MM-DD` text; on PostgreSQL it is cast to `date`, so a `DATE` or a text column both work.
+//! WHERE <age condition>`, the bounds being the range's birth dates on the campaign's date
+//! ([`AgeRange::birth_dates`]), so only rows in the age range — and rows whose birth date msgsend
+//! must judge itself ([`age_condition`]) — leave the database. Rows are streamed (`fetch`), never
+//! loaded whole. Every row the query returns is counted: in range, out of range, or invalid.
 //!
 //! [`AgeRange::birth_dates`]: crate::recipient::AgeRange::birth_dates
 
@@ -60,9 +60,20 @@ fn quote_identifier(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// The operator's query as a subquery `(…) AS q`. Trailing `;`s are dropped (a statement
+/// terminator cannot stand inside parentheses), and the query stands on lines of its own, so a
+/// trailing `-- comment` ends before the closing parenthesis.
+fn subquery(query: &str) -> String {
+    let mut query = query.trim_end();
+    while let Some(rest) = query.strip_suffix(';') {
+        query = rest.trim_end();
+    }
+    format!("(\n{query}\n) AS q")
+}
+
 /// The query's columns, from preparing it (no row is read).
 async fn columns(connection: &mut Connection, query: &str) -> Result<Vec<String>, sqlx::Error> {
-    let inner = format!("SELECT * FROM ({query}) AS q");
+    let inner = format!("SELECT * FROM {}", subquery(query));
     match connection {
         Connection::Sqlite(c) => column_names(c, inner).await,
         Connection::Postgres(c) => column_names(c, inner).await,
@@ -81,12 +92,31 @@ async fn column_names<'c>(
         .collect())
 }
 
-/// The age filter on the wrapped query `q`, with the bounds as `$1` and `$2`.
+/// The age filter on the wrapped query `q`, with the bounds as `$1` and `$2` and the
+/// campaign's date as `$3`. It can only drop rows whose birth date is a real `YYYY-MM-DD` date
+/// outside the range and not in the future (a future one is invalid, judged in Rust): a missing,
+/// malformed or impossible one (NULL, `'garbage'`, a datetime, a number) goes through, so
+/// msgsend judges it and counts it `invalid` — no row the query returns vanishes, and none
+/// makes the database raise an error (a failed cast would end the campaign).
+///
+/// On SQLite, `date(x) IS x` holds exactly for a real date written `YYYY-MM-DD` (SQLite
+/// normalises anything else). On PostgreSQL the value is compared as text when it has that
+/// shape — `YYYY-MM-DD` text sorts like the dates it names — and goes through otherwise; a
+/// `DATE` column reads as that text. An impossible date with the right shape that sorts
+/// outside the range (`1950-02-30` in a campaign for the 20s) is dropped there like an
+/// out-of-range row: PostgreSQL has no cast that says "not a date" without failing.
 fn age_condition(connection: &Connection) -> String {
-    let birth = quote_identifier("birth_date");
+    let birth = format!("q.{}", quote_identifier("birth_date"));
     match connection {
-        Connection::Sqlite(_) => format!("q.{birth} BETWEEN $1 AND $2"),
-        Connection::Postgres(_) => format!("q.{birth}::date BETWEEN $1::date AND $2::date"),
+        Connection::Sqlite(_) => format!(
+            "({birth} IS NULL OR date({birth}) IS NOT {birth} \
+             OR {birth} BETWEEN $1 AND $2 OR {birth} > $3)"
+        ),
+        Connection::Postgres(_) => format!(
+            "(CASE WHEN {birth} IS NULL THEN true \
+             WHEN {birth}::text ~ '^[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}$' \
+             THEN {birth}::text BETWEEN $1 AND $2 OR {birth}::text > $3 ELSE true END)"
+        ),
     }
 }
 
@@ -103,13 +133,14 @@ fn filtered_query(connection: &Connection, query: &str, columns: &[String]) -> S
         Connection::Postgres(_) => "row_to_json(q)::text".to_string(),
     };
     format!(
-        "SELECT {row_as_json} FROM ({query}) AS q WHERE {}",
+        "SELECT {row_as_json} FROM {} WHERE {}",
+        subquery(query),
         age_condition(connection)
     )
 }
 
-/// Runs `sql`, whose rows are one value each, with the age bounds bound to `$1` and `$2`, on
-/// whichever database this is.
+/// Runs `sql`, whose rows are one value each, with the age bounds bound to `$1` and `$2` and
+/// the campaign's date to `$3`, on whichever database this is.
 fn scalars<'c, T>(
     connection: &'c mut Connection,
     sql: String,
@@ -120,22 +151,20 @@ where
     T: for<'r> sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
     T: Send + Unpin + 'c,
 {
-    let (earliest, latest) = bounds(ages);
+    let (earliest, latest) = ages.range.birth_dates(ages.today);
+    let [earliest, latest, today] = [earliest, latest, ages.today].map(|d| d.to_string());
     match connection {
         Connection::Sqlite(c) => sqlx::query_scalar(AssertSqlSafe(sql))
             .bind(earliest)
             .bind(latest)
+            .bind(today)
             .fetch(c),
         Connection::Postgres(c) => sqlx::query_scalar(AssertSqlSafe(sql))
             .bind(earliest)
             .bind(latest)
+            .bind(today)
             .fetch(c),
     }
-}
-
-fn bounds(ages: AgeFilter) -> (String, String) {
-    let (earliest, latest) = ages.range.birth_dates(ages.today);
-    (earliest.to_string(), latest.to_string())
 }
 
 async fn prepare_source(
@@ -226,15 +255,9 @@ fn classify(
         })
         .collect();
     let fields: Vec<&str> = values.iter().map(String::as_str).collect();
-    match shape.recipient(number, &fields) {
-        // The query filtered on the birth date already; checked again so a database that
-        // compares dates differently can never widen the campaign.
-        Ok(recipient) if ages.range.contains(recipient.birth_date, ages.today) => {
-            SourceRow::InRange(Box::new(recipient))
-        }
-        Ok(_) => SourceRow::OutOfRange,
-        Err(invalid) => SourceRow::Invalid(invalid),
-    }
+    // The query filtered on the birth date already; judged again so a database that compares
+    // dates differently can never widen the campaign.
+    super::judge(shape, shape.recipient(number, &fields), ages)
 }
 
 /// `COUNT(*)` of the age-filtered query.
@@ -245,7 +268,8 @@ pub(super) async fn count(
 ) -> Result<u64, SourceError> {
     let (mut connection, _, _) = prepare_source(url, query).await?;
     let sql = format!(
-        "SELECT COUNT(*) FROM ({query}) AS q WHERE {}",
+        "SELECT COUNT(*) FROM {} WHERE {}",
+        subquery(query),
         age_condition(&connection)
     );
     let count: Option<i64> = scalars(&mut connection, sql, ages)

@@ -17,10 +17,7 @@ pub fn load(path: &Path) -> Result<HashSet<Phone>, SourceError> {
         path: path_text(),
         source,
     })?;
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(file);
+    let mut reader = super::csv_reader().has_headers(false).from_reader(file);
     let mut phones = HashSet::new();
     let mut column = None;
     let mut record = csv::StringRecord::new();
@@ -46,7 +43,7 @@ pub fn load(path: &Path) -> Result<HashSet<Phone>, SourceError> {
         if header_line {
             continue;
         }
-        let text = record.get(column.unwrap_or(0)).unwrap_or("");
+        let text = record.get(column.unwrap_or(0)).unwrap_or("").trim();
         let text = if line == 1 {
             text.trim_start_matches('\u{feff}')
         } else {
@@ -86,6 +83,14 @@ mod tests {
         assert_eq!(
             load_text("01012345678\r\n+82 10-2222-3333\n\nnot a phone\n011-123-4567\n"),
             phones(&["010-1234-5678", "010-2222-3333", "011-123-4567"])
+        );
+    }
+
+    #[test]
+    fn a_crlf_csv_with_a_header_suppresses_its_first_phone_too() {
+        assert_eq!(
+            load_text("name,phone\r\nA,010-6000-0000\r\nB,010-6000-0001\r\n"),
+            phones(&["010-6000-0000", "010-6000-0001"])
         );
     }
 
