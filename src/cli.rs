@@ -114,6 +114,10 @@ pub struct BulkArgs {
     /// Write every recipient not delivered, with the reason, to this CSV
     #[arg(long, value_name = "FILE")]
     pub failed_csv: Option<PathBuf>,
+    /// Write every source row refused by validation (line, field, reason; never the value) to
+    /// this CSV
+    #[arg(long, value_name = "FILE")]
+    pub invalid_csv: Option<PathBuf>,
     /// Sends in flight at once [default: [bulk] concurrency]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::config::MAX_CONCURRENCY)))]
     pub concurrency: Option<u32>,

@@ -9,14 +9,11 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::str::FromStr as _;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use common::crowd::crowd;
+use common::journal::{Random, integrity_ok, job_exists, journal_states, receipts};
 use common::{World, stderr};
-use sqlx::ConnectOptions as _;
-use sqlx::sqlite::SqliteConnectOptions;
 
 fn env_number(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -25,73 +22,15 @@ fn env_number(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// A small deterministic generator (xorshift); the seed is printed so a failure can be replayed.
-struct Random(u64);
-
-impl Random {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
-async fn journal(world: &World) -> Option<sqlx::SqliteConnection> {
-    let path = world.path("state/journal.sqlite");
-    if !path.exists() {
-        return None;
-    }
-    let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
-        .unwrap()
-        .read_only(true);
-    Some(options.connect().await.unwrap())
-}
-
-async fn job_exists(world: &World) -> bool {
-    let Some(mut db) = journal(world).await else {
-        return false;
-    };
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE id = 'killer'")
-        .fetch_one(&mut db)
-        .await
-        .unwrap_or(0);
-    n == 1
-}
-
-async fn integrity_ok(world: &World) {
-    if let Some(mut db) = journal(world).await {
-        let verdict: String = sqlx::query_scalar("PRAGMA integrity_check")
-            .fetch_one(&mut db)
-            .await
-            .unwrap();
-        assert_eq!(verdict, "ok");
-    }
-}
-
-async fn journal_states(world: &World) -> BTreeMap<String, String> {
-    let mut db = journal(world).await.unwrap();
-    sqlx::query_as::<_, (String, String)>(
-        "SELECT phone, state FROM recipients WHERE job_id = 'killer'",
-    )
-    .fetch_all(&mut db)
-    .await
-    .unwrap()
-    .into_iter()
-    .collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn twenty_hard_kills_lose_nothing_and_send_no_one_twice() {
     let recipients = env_number("MSGSEND_KILL_TEST_RECIPIENTS", 150);
     let kills = env_number("MSGSEND_KILL_TEST_KILLS", 20);
-    let seed = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
-    eprintln!("kill test: seed {seed}, {recipients} recipients, {kills} kills");
-    let mut random = Random(seed);
+    let mut random = Random::from_clock();
+    eprintln!(
+        "kill test: seed {}, {recipients} recipients, {kills} kills",
+        random.0
+    );
     let crowd = crowd(recipients);
     let mut world = World::start(|config| {
         config.kakaotalk.rate = "60/s".parse().unwrap();
@@ -104,7 +43,7 @@ async fn twenty_hard_kills_lose_nothing_and_send_no_one_twice() {
     let resume_args = ["bulk", "--resume", "killer"];
 
     for _ in 0..kills {
-        let args: &[&str] = if job_exists(&world).await {
+        let args: &[&str] = if job_exists(&world, "killer").await {
             &resume_args
         } else {
             &start_args
@@ -117,7 +56,7 @@ async fn twenty_hard_kills_lose_nothing_and_send_no_one_twice() {
     }
 
     // Finish without a kill: everything not in doubt gets delivered.
-    let args: &[&str] = if job_exists(&world).await {
+    let args: &[&str] = if job_exists(&world, "killer").await {
         &resume_args
     } else {
         &start_args
@@ -130,11 +69,8 @@ async fn twenty_hard_kills_lose_nothing_and_send_no_one_twice() {
     );
     integrity_ok(&world).await;
 
-    let mut received: BTreeMap<String, usize> = BTreeMap::new();
-    for message in world.recorded() {
-        *received.entry(message.phone).or_default() += 1;
-    }
-    let states = journal_states(&world).await;
+    let received = receipts(&world);
+    let states = journal_states(&world, "killer").await;
     let eligible: Vec<&String> = crowd.eligible.iter().collect();
     assert_eq!(
         states.keys().collect::<Vec<_>>(),
@@ -175,15 +111,12 @@ async fn twenty_hard_kills_lose_nothing_and_send_no_one_twice() {
         .msgsend(&["bulk", "--resume", "killer", "--resend-uncertain"])
         .await;
     assert_eq!(resent.status.code(), Some(0), "{}", stderr(&resent));
-    let mut received: BTreeMap<String, usize> = BTreeMap::new();
-    for message in world.recorded() {
-        *received.entry(message.phone).or_default() += 1;
-    }
+    let received = receipts(&world);
     for phone in &crowd.eligible {
         assert!(received.contains_key(phone), "{phone} never received it");
     }
     assert!(
-        journal_states(&world)
+        journal_states(&world, "killer")
             .await
             .values()
             .all(|s| s == "sent" || s == "fallback")

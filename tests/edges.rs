@@ -537,3 +537,41 @@ async fn an_unreadable_source_names_its_cause_once() {
     let log = stderr(&output);
     assert_eq!(log.matches("No such file or directory").count(), 1, "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn many_bad_rows_are_logged_a_few_then_counted_and_listed_in_the_invalid_csv() {
+    let world = World::start(|_| {}).await;
+    let csv = world.path("people.csv");
+    let mut text = people(2, "\n");
+    for i in 0..50 {
+        text.push_str(&format!(
+            "bad{i},010-7000-{:04},900101-12345{i:02}\n",
+            100 + i
+        ));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let invalid = world.path("invalid.csv");
+    let output = world
+        .msgsend(&bulk(
+            csv.to_str().unwrap(),
+            &[
+                "--invalid-csv",
+                invalid.to_str().unwrap(),
+                "--summary-json",
+                "-",
+            ],
+        ))
+        .await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(summary(&output)["invalid"], 50);
+    let log = stderr(&output);
+    assert_eq!(log.matches("skipped an invalid row").count(), 10, "{log}");
+    assert_eq!(log.matches("more invalid rows").count(), 1, "{log}");
+    let mut reader = csv::Reader::from_path(&invalid).unwrap();
+    assert_eq!(reader.headers().unwrap(), vec!["line", "field", "reason"]);
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 50);
+    assert_eq!((&rows[0][0], &rows[0][1]), ("4", "birth_date"));
+    let listed = std::fs::read_to_string(&invalid).unwrap();
+    assert!(!listed.contains("900101"), "no raw value: {listed}");
+}

@@ -12,6 +12,7 @@ use crate::job::Admission;
 use crate::journal::{Batch, Candidate, JournalError};
 use crate::pipeline::{AdmissionSink, Screening, admit_all};
 use crate::recipient::Recipient;
+use crate::report::invalid_rows::InvalidRows;
 use crate::template::MessageTemplate;
 
 /// How many rendered messages the dry run shows.
@@ -70,7 +71,7 @@ pub(super) async fn run(prepared: Prepared) -> anyhow::Result<ExitStatus> {
         mut source,
         template,
         suppression,
-        outputs: _,
+        outputs,
     } = prepared;
     let params = &job.params;
     let run = if journal.is_in_memory() {
@@ -96,10 +97,11 @@ pub(super) async fn run(prepared: Prepared) -> anyhow::Result<ExitStatus> {
     };
     let screening = Screening {
         suppression: &suppression,
-        source_label: &label,
         batch_size: CHUNK,
     };
-    let counts = admit_all(&mut source, &screening, &mut dry_run).await?;
+    let mut invalid_rows = InvalidRows::new(&label, outputs.invalid_csv)?;
+    let counts = admit_all(&mut source, &screening, &mut invalid_rows, &mut dry_run).await?;
+    invalid_rows.finish();
     if let Some(error) = dry_run.error {
         return Err(error.into());
     }

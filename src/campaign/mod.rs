@@ -32,6 +32,7 @@ use crate::phone::Phone;
 use crate::pipeline::{self, Campaign, Reporting, RunOutcome, StopCause, Stopper};
 use crate::provider::http_client;
 use crate::report::alerts::Watch;
+use crate::report::invalid_rows::InvalidRows;
 use crate::report::metrics::Metrics;
 use crate::report::output::{OutputFile, SummaryJson, write_failed_csv, write_summary};
 use crate::report::progress::Progress;
@@ -82,12 +83,23 @@ struct Prepared {
 struct Outputs {
     summary_json: Option<SummaryJson>,
     failed_csv: Option<OutputFile>,
+    /// Written as the source is read, by a dry run too.
+    invalid_csv: Option<OutputFile>,
 }
 
 impl Outputs {
     fn create(plan: &CampaignPlan) -> Result<Outputs, UsageError> {
+        let invalid_csv = plan
+            .invalid_csv
+            .as_deref()
+            .map(|path| OutputFile::create("--invalid-csv", path))
+            .transpose()
+            .map_err(UsageError)?;
         if plan.dry_run {
-            return Ok(Outputs::default());
+            return Ok(Outputs {
+                invalid_csv,
+                ..Outputs::default()
+            });
         }
         let summary_json = match plan.summary_json.as_deref() {
             Some(path) if path == std::path::Path::new("-") => Some(SummaryJson::Stdout),
@@ -105,6 +117,7 @@ impl Outputs {
         Ok(Outputs {
             summary_json,
             failed_csv,
+            invalid_csv,
         })
     }
 }
@@ -262,6 +275,7 @@ async fn execute(
         progress: progress.clone(),
         metrics: metrics.clone(),
         watch: Watch::new(alerter.clone(), &settings.alerts),
+        invalid_rows: InvalidRows::new(&campaign.source_label, outputs.invalid_csv)?,
     };
     let result = {
         let run = pipeline::run(
@@ -295,7 +309,14 @@ async fn execute(
         duration: started.elapsed(),
         router: &router,
     };
-    finish(outputs, &mut journal, finished, result).await
+    finish(
+        outputs.failed_csv,
+        outputs.summary_json,
+        &mut journal,
+        finished,
+        result,
+    )
+    .await
 }
 
 /// A campaign that would start inside quiet hours is recorded as paused, so the same cron
@@ -326,7 +347,8 @@ struct Finished<'a> {
 
 /// Step 3: the job's status and the exit code, each one function of the stop cause.
 async fn finish(
-    outputs: Outputs,
+    failed_csv: Option<OutputFile>,
+    summary_json: Option<SummaryJson>,
     journal: &mut Journal,
     finished: Finished<'_>,
     result: Result<RunOutcome, pipeline::PipelineError>,
@@ -377,10 +399,10 @@ async fn finish(
             .collect(),
     });
     tracing::info!(job_id = %job.id, status = status.name(), sent = summary.sent, fallback = summary.fallback, failed = summary.failed, "campaign ended");
-    if let Some(file) = outputs.failed_csv {
+    if let Some(file) = failed_csv {
         write_failed_csv(file, &journal.undelivered(&job.id).await?);
     }
-    write_summary(&summary, outputs.summary_json)?;
+    write_summary(&summary, summary_json)?;
     Ok(pipeline::exit_status(
         cause.as_ref(),
         summary.failed + summary.uncertain > 0,

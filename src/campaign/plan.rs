@@ -27,6 +27,8 @@ pub struct CampaignPlan {
     pub summary_json: Option<PathBuf>,
     /// `--failed-csv`: every recipient not delivered, with the reason.
     pub failed_csv: Option<PathBuf>,
+    /// `--invalid-csv`: every source row refused, with its line, field and reason.
+    pub invalid_csv: Option<PathBuf>,
     /// Draw a progress bar (a terminal); otherwise a log line every 10 s.
     pub show_bar: bool,
 }

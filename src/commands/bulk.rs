@@ -73,6 +73,7 @@ fn plan(settings: &Settings, args: BulkArgs, show_bar: bool) -> Result<CampaignP
         ignore_quiet_hours: args.ignore_quiet_hours,
         summary_json: args.summary_json,
         failed_csv: args.failed_csv,
+        invalid_csv: args.invalid_csv,
         show_bar,
     })
 }

@@ -88,6 +88,7 @@ header = "{{name}}님, 안녕하세요. 현대 오토에버입니다."
         ignore_quiet_hours: true,
         summary_json: None,
         failed_csv: None,
+        invalid_csv: None,
         show_bar: super::progress_bar_wanted(global),
     };
     let status = campaign::run(&settings, plan, crate::schedule::Clock::system(), shutdown).await;

@@ -11,6 +11,7 @@ use crate::job::{Admission, SourceCounts};
 use crate::journal::Candidate;
 use crate::phone::Phone;
 use crate::recipient::Recipient;
+use crate::report::invalid_rows::InvalidRows;
 use crate::source::{OpenSource, SourceError, SourceRow};
 
 /// What a source row is to a campaign before the journal is asked about it.
@@ -23,12 +24,12 @@ pub enum Screened {
 }
 
 /// Counts a source row into `counts` (SPEC section 7's `total`, `invalid`, `suppressed`),
-/// reports an invalid one, and says what is left to do with it.
+/// reports an invalid one to `invalid_rows`, and says what is left to do with it.
 fn screen(
     row: SourceRow,
     suppression: &HashSet<Phone>,
     counts: &mut SourceCounts,
-    source_label: &str,
+    invalid_rows: &mut InvalidRows,
 ) -> Screened {
     counts.total += 1;
     match row {
@@ -40,12 +41,7 @@ fn screen(
         SourceRow::OutOfRange => Screened::OutOfRange,
         SourceRow::Invalid(invalid) => {
             counts.invalid += 1;
-            tracing::warn!(
-                source = %source_label,
-                line = invalid.line,
-                field = invalid.field,
-                "skipped an invalid row: {invalid}"
-            );
+            invalid_rows.report(&invalid);
             Screened::Invalid
         }
     }
@@ -67,11 +63,9 @@ pub trait AdmissionSink {
     async fn admitted(&mut self, recipient: Box<Recipient>, admission: Admission);
 }
 
-/// Where the rows come from and how they are screened.
+/// How the rows are screened.
 pub struct Screening<'a> {
     pub suppression: &'a HashSet<Phone>,
-    /// The source, for log lines about its rows.
-    pub source_label: &'a str,
     /// The most candidates admitted at once.
     pub batch_size: usize,
 }
@@ -82,6 +76,7 @@ pub struct Screening<'a> {
 pub async fn admit_all(
     source: &mut OpenSource,
     screening: &Screening<'_>,
+    invalid_rows: &mut InvalidRows,
     sink: &mut impl AdmissionSink,
 ) -> Result<SourceCounts, SourceError> {
     let mut counts = SourceCounts::default();
@@ -89,12 +84,7 @@ pub async fn admit_all(
         let mut batch = Vec::new();
         let mut next = Some(first);
         while let Some(row) = next.take() {
-            match screen(
-                row?,
-                screening.suppression,
-                &mut counts,
-                screening.source_label,
-            ) {
+            match screen(row?, screening.suppression, &mut counts, invalid_rows) {
                 Screened::Candidate(recipient) => batch.push(recipient),
                 other => sink.screened_out(&other),
             }

@@ -53,6 +53,7 @@ use crate::phone::Phone;
 use crate::provider::ProviderKind;
 use crate::recipient::Recipient;
 use crate::report::alerts::Watch;
+use crate::report::invalid_rows::InvalidRows;
 use crate::report::metrics::Metrics;
 use crate::report::progress::Progress;
 use crate::report::summary::ProviderStats;
@@ -77,11 +78,13 @@ pub struct Campaign {
     pub all_open_wait: Duration,
 }
 
-/// Where a run reports as it goes: the progress display, the metrics, the alert watch.
+/// Where a run reports as it goes: the progress display, the metrics, the alert watch, the
+/// invalid rows.
 pub struct Reporting {
     pub progress: Progress,
     pub metrics: Arc<Metrics>,
     pub watch: Watch,
+    pub invalid_rows: InvalidRows,
 }
 
 /// What a run measured. Why it stopped, if it did, is its [`Stopper`]'s cause.
@@ -121,6 +124,7 @@ pub async fn run(
         progress,
         metrics,
         watch,
+        invalid_rows,
     } = reporting;
     let (events, event_queue) = mpsc::channel(campaign.concurrency * 2 + 64);
     let sender = Arc::new(SendContext {
@@ -156,8 +160,10 @@ pub async fn run(
         progress,
         metrics: &metrics,
     };
-    let (produced, collected) =
-        tokio::join!(producer.run(campaign, source), collector.run(event_queue));
+    let (produced, collected) = tokio::join!(
+        producer.run(campaign, source, invalid_rows),
+        collector.run(event_queue)
+    );
     // A failed source or journal stopped the run where it failed (producer, collector).
     let collected = collected?;
     Ok(RunOutcome {
@@ -205,13 +211,14 @@ impl Producer<'_> {
         mut self,
         campaign: &Campaign,
         mut source: OpenSource,
+        mut invalid_rows: InvalidRows,
     ) -> Result<SourceCounts, SourceError> {
         let screening = Screening {
             suppression: &campaign.suppression,
-            source_label: &campaign.source_label,
             batch_size: campaign.batch_size,
         };
-        let result = admit_all(&mut source, &screening, &mut self).await;
+        let result = admit_all(&mut source, &screening, &mut invalid_rows, &mut self).await;
+        invalid_rows.finish();
         if result.is_err() {
             // The source broke: send nothing more, let what is in flight finish and be recorded.
             self.sender.stopper.stop(StopCause::Source);
@@ -250,7 +257,10 @@ impl AdmissionSink for Producer<'_> {
                 self.metrics.skipped("suppressed");
                 self.progress.skipped();
             }
-            Screened::Invalid => self.metrics.skipped("invalid"),
+            Screened::Invalid => {
+                self.metrics.skipped("invalid");
+                self.progress.invalid();
+            }
             Screened::OutOfRange | Screened::Candidate(_) => {}
         }
     }

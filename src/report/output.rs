@@ -48,6 +48,14 @@ impl OutputFile {
         })
     }
 
+    /// A handle on the temporary file, for content written as the run goes.
+    pub fn file(&self) -> anyhow::Result<std::fs::File> {
+        self.temp
+            .as_file()
+            .try_clone()
+            .with_context(|| format!("{} {}", self.flag, self.path.display()))
+    }
+
     /// Writes the content and puts the file in place.
     pub fn finish(
         mut self,
@@ -108,7 +116,7 @@ pub fn write_failed_csv(file: OutputFile, rows: &[Undelivered]) {
     }));
 }
 
-fn report_failure(result: anyhow::Result<()>) {
+pub(super) fn report_failure(result: anyhow::Result<()>) {
     if let Err(error) = result {
         tracing::error!("{error:#}; the campaign itself is recorded in the journal");
     }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 use crate::job::RecipientState;
 
@@ -28,6 +28,8 @@ struct Counts {
     sent: AtomicU64,
     fallback: AtomicU64,
     failed: AtomicU64,
+    /// Source rows refused (not among `done`: they are not recipients).
+    invalid: AtomicU64,
 }
 
 /// The progress display of one run. Cheap to clone; every clone updates the same display.
@@ -42,18 +44,23 @@ impl Progress {
     /// `bar`: draw a bar (only sensible at a terminal); without one, a logging task reports
     /// every 10 s until [`finish`](Self::finish).
     pub fn start(bar: bool) -> Progress {
-        let bar = bar.then(|| {
-            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-            bar.set_style(
+        let bar =
+            bar.then(|| {
+                let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+                bar.set_style(
                 ProgressStyle::with_template(
-                    "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {per_sec} ETA {eta} {msg}",
+                    "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {rate} ETA {eta} {msg}",
                 )
-                .expect("the template is valid"),
+                .expect("the template is valid")
+                // indicatif's own `{per_sec}` prints four decimals; one says enough.
+                .with_key("rate", |state: &ProgressState, out: &mut dyn std::fmt::Write| {
+                    let _ = write!(out, "{:.1}/s", state.per_sec());
+                }),
             );
-            bar.enable_steady_tick(Duration::from_millis(200));
-            crate::logging::set_progress_bar(Some(bar.clone()));
-            bar
-        });
+                bar.enable_steady_tick(Duration::from_millis(200));
+                crate::logging::set_progress_bar(Some(bar.clone()));
+                bar
+            });
         let progress = Progress {
             bar,
             counts: Arc::default(),
@@ -102,8 +109,14 @@ impl Progress {
             sent = self.counts.sent.load(Ordering::Relaxed),
             fallback = self.counts.fallback.load(Ordering::Relaxed),
             failed = self.counts.failed.load(Ordering::Relaxed),
+            invalid = self.counts.invalid.load(Ordering::Relaxed),
             "progress: {done}/{total} done, {rate:.1}/s",
         );
+    }
+
+    /// A source row refused by validation.
+    pub fn invalid(&self) {
+        self.counts.invalid.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A recipient skipped without a send (duplicate, suppressed, done earlier).
@@ -133,10 +146,11 @@ impl Progress {
                 bar.inc_length(1);
             }
             bar.set_message(format!(
-                "sent {} · fallback {} · failed {}",
+                "sent {} · fallback {} · failed {} · invalid rows {}",
                 self.counts.sent.load(Ordering::Relaxed),
                 self.counts.fallback.load(Ordering::Relaxed),
-                self.counts.failed.load(Ordering::Relaxed)
+                self.counts.failed.load(Ordering::Relaxed),
+                self.counts.invalid.load(Ordering::Relaxed)
             ));
             bar.inc(1);
         }

@@ -8,6 +8,7 @@ use std::process::Output;
 use std::sync::atomic::AtomicU64;
 
 pub mod crowd;
+pub mod journal;
 pub mod receiver;
 
 use msgsend::sandbox::{RecordedMessage, Sandbox, SandboxConfig, SimStats};
