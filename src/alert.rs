@@ -25,6 +25,8 @@ pub enum Alert {
         provider: ProviderKind,
         reason: String,
         failures: u32,
+        /// What a health probe of the provider found, when one was made.
+        health: Option<String>,
     },
     /// A half-open probe succeeded: the circuit is closed again.
     ProviderRecovered { provider: ProviderKind },
@@ -57,6 +59,14 @@ impl Alert {
         }
     }
 
+    /// The health probe's result, for the webhook's `health` field.
+    pub fn health(&self) -> Option<&str> {
+        match self {
+            Alert::ProviderDown { health, .. } => health.as_deref(),
+            _ => None,
+        }
+    }
+
     pub fn provider(&self) -> Option<ProviderKind> {
         match self {
             Alert::ProviderDown { provider, .. }
@@ -86,9 +96,18 @@ impl Alert {
     pub fn message(&self) -> String {
         match self {
             Alert::ProviderDown {
-                provider, reason, ..
+                provider,
+                reason,
+                health,
+                ..
             } => {
-                format!("{provider} is down ({reason}): circuit open, sending through the fallback")
+                let health = health
+                    .as_ref()
+                    .map(|health| format!("; health probe: {health}"))
+                    .unwrap_or_default();
+                format!(
+                    "{provider} is down ({reason}{health}): circuit open, sending through the fallback"
+                )
             }
             Alert::ProviderRecovered { provider } => {
                 format!("{provider} recovered: circuit closed")
@@ -183,6 +202,7 @@ impl Alerter {
             "value": value,
             "threshold": threshold,
             "message": alert.message(),
+            "health": alert.health(),
             "at": jiff::Timestamp::now().to_string(),
         });
         let request = http.post(url.clone()).timeout(WEBHOOK_TIMEOUT).json(&body);

@@ -130,6 +130,9 @@ pub struct BulkArgs {
     /// Start (and go on) inside [schedule] quiet_hours
     #[arg(long)]
     pub ignore_quiet_hours: bool,
+    /// Send without probing the providers first [default: [routing] preflight]
+    #[arg(long)]
+    pub no_preflight: bool,
 }
 
 fn parse_share(text: &str) -> Result<f64, String> {
@@ -175,6 +178,9 @@ pub struct SendArgs {
     /// Do not fall back to the other channel
     #[arg(long)]
     pub no_fallback: bool,
+    /// Send without probing the providers first [default: [routing] preflight]
+    #[arg(long)]
+    pub no_preflight: bool,
     /// Print the result as JSON
     #[arg(long)]
     pub json: bool,

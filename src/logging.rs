@@ -54,7 +54,8 @@ pub fn set_progress_bar(bar: Option<ProgressBar>) {
 }
 
 /// stderr, with the progress bar suspended around each write. The fmt layer writes each event
-/// in one call, so a line is never split by a redraw.
+/// in one call, so a line is never split by a redraw. A log line that cannot be written (stderr
+/// closed, a full disk, a reader that went away) is dropped: logging never stops a campaign.
 struct BarAwareStderr;
 
 impl Write for BarAwareStderr {
@@ -63,13 +64,15 @@ impl Write for BarAwareStderr {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        match bar {
-            Some(bar) => bar.suspend(|| std::io::stderr().write_all(buf).map(|()| buf.len())),
-            None => std::io::stderr().write_all(buf).map(|()| buf.len()),
-        }
+        let _ = match bar {
+            Some(bar) => bar.suspend(|| std::io::stderr().write_all(buf)),
+            None => std::io::stderr().write_all(buf),
+        };
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        std::io::stderr().flush()
+        let _ = std::io::stderr().flush();
+        Ok(())
     }
 }

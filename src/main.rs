@@ -1,6 +1,8 @@
 //! The `msgsend` binary: parse the command line, build the runtime, run, map the outcome to an
 //! exit code (SPEC section 6). Everything else lives in the library so tests can drive it too.
 
+use std::io::Write as _;
+
 use clap::Parser;
 use msgsend::cli::Cli;
 use msgsend::error::exit_code_for;
@@ -14,7 +16,10 @@ fn main() -> std::process::ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
+            let _ = writeln!(
+                std::io::stderr(),
+                "error: cannot start the async runtime: {error}"
+            );
             return std::process::ExitCode::from(1);
         }
     };
@@ -25,10 +30,15 @@ fn main() -> std::process::ExitCode {
     unblock();
     let cli = Cli::parse();
     msgsend::logging::init(cli.global.verbose, cli.global.quiet, cli.global.log_format);
-    match runtime.block_on(msgsend::run(cli, shutdown)) {
+    let result = runtime.block_on(msgsend::run(cli, shutdown));
+    // Not a waiting drop: a blocking read that cannot end (a FIFO nobody writes to) must not
+    // keep a finished command from exiting.
+    runtime.shutdown_background();
+    match result {
         Ok(status) => status.into(),
         Err(error) => {
-            eprintln!("error: {error:#}");
+            // Not eprintln!: a closed stderr must not turn an error into a panic.
+            let _ = writeln!(std::io::stderr(), "error: {error:#}");
             std::process::ExitCode::from(exit_code_for(&error))
         }
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{World, count};
+use common::{World, count, message_requests};
 use msgsend::delivery::{DeliveryOutcome, Router};
 use msgsend::phone::Phone;
 use msgsend::policy::breaker::BreakerState;
@@ -37,7 +37,7 @@ async fn an_outage_opens_the_breaker_later_sends_go_straight_to_sms_and_recovery
         );
     }
     assert!(matches!(primary.breaker_state(), BreakerState::Open { .. }));
-    assert_eq!(count(&kakaotalk.stats.requests), 3);
+    assert_eq!(message_requests(kakaotalk), 3);
 
     // While open, KakaoTalk is not called at all.
     for n in 3..8 {
@@ -50,13 +50,13 @@ async fn an_outage_opens_the_breaker_later_sends_go_straight_to_sms_and_recovery
                 .all(|a| a.channel == msgsend::provider::ProviderKind::Sms)
         );
     }
-    assert_eq!(count(&kakaotalk.stats.requests), 3);
+    assert_eq!(message_requests(kakaotalk), 3);
 
     // Still down when the half-open probe goes: it fails and the circuit opens again.
     tokio::time::sleep(Duration::from_millis(350)).await;
     let delivery = router.deliver(&phone(8), "hi").await;
     assert!(matches!(delivery.outcome, DeliveryOutcome::Fallback { .. }));
-    assert_eq!(count(&kakaotalk.stats.requests), 4);
+    assert_eq!(message_requests(kakaotalk), 4);
     assert!(matches!(primary.breaker_state(), BreakerState::Open { .. }));
 
     // Back up: the next probe succeeds and closes the circuit; sends use KakaoTalk again.

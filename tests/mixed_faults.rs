@@ -81,7 +81,8 @@ async fn one_seed(seed: u64, stops: u64) {
         .set("providers.kakaotalk.rate_limit", "200/s")
         .set("providers.sms.rate_limit", "200/s")
         .set("bulk.shutdown_grace", "2s")
-        .set("circuit_breaker.open_timeout", "200ms");
+        .set("circuit_breaker.open_timeout", "200ms")
+        .set("routing.preflight", true);
     let csv = world.with_crowd(&crowd);
     let start = common::campaign_args(&csv, &["--job-id", JOB, "--concurrency", "8"]);
     let resume = ["bulk", "--resume", JOB];

@@ -229,7 +229,7 @@ async fn an_outage_opens_the_breaker_with_an_alert_and_falls_back() {
     let result = json(&output);
     assert_eq!(result["channel"], "sms");
     // Two 503s open the circuit; the third attempt is never made.
-    assert_eq!(count(&world.sandbox.kakaotalk.stats.requests), 2);
+    assert_eq!(common::message_requests(&world.sandbox.kakaotalk), 2);
     let alert = stderr(&output)
         .lines()
         .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())

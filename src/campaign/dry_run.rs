@@ -84,6 +84,10 @@ pub(super) async fn run(prepared: Prepared) -> anyhow::Result<ExitStatus> {
     };
     let label = spec.to_string();
     let mut batch = journal.batch(&job.id, run).await?;
+    if !job.is_new {
+        // The lock is held: rows in flight are a killed run's, as the resume would find them.
+        batch.resolve_in_flight().await?;
+    }
     if job.resend_uncertain {
         batch.requeue_uncertain().await?;
     }

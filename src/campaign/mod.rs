@@ -18,19 +18,22 @@ pub mod plan;
 
 pub use plan::{CampaignPlan, Job, JobOptions, JobPlan, SourceChoice};
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
+
+use futures_util::FutureExt as _;
+use std::io::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::alert::Alerter;
 use crate::config::{RoutingSettings, Settings};
-use crate::delivery::Router;
+use crate::delivery::{Health, Router};
 use crate::error::{ExitStatus, UsageError};
-use crate::journal::{self, Journal, StateLock};
+use crate::journal::{self, Journal, JournalError, StateLock};
 use crate::phone::Phone;
 use crate::pipeline::{self, Campaign, Reporting, RunOutcome, StopCause, Stopper};
-use crate::provider::http_client;
+use crate::provider::{ProviderKind, http_client};
 use crate::report::alerts::Watch;
 use crate::report::invalid_rows::InvalidRows;
 use crate::report::metrics::Metrics;
@@ -52,15 +55,29 @@ pub async fn run(
     clock: Clock,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<ExitStatus> {
-    let Some(prepared) = prepare(settings, &plan, clock).await? else {
-        println!(
+    // A signal before the run starts (a slow source to open, a dry run) stops it too.
+    let shutdown = shutdown.shared();
+    let interrupted = || {
+        tracing::warn!("interrupted before any message was sent");
+        Ok(ExitStatus::Interrupted)
+    };
+    let prepared = tokio::select! {
+        prepared = prepare(settings, &plan, clock) => prepared?,
+        () = shutdown.clone() => return interrupted(),
+    };
+    let Some(prepared) = prepared else {
+        let _ = writeln!(
+            std::io::stdout(),
             "Nothing to resume: every job in {} is done",
             settings.state_dir.display()
         );
         return Ok(ExitStatus::Success);
     };
     if plan.dry_run {
-        return dry_run::run(prepared).await;
+        return tokio::select! {
+            counted = dry_run::run(prepared) => counted,
+            () = shutdown => interrupted(),
+        };
     }
     execute(settings, &plan, prepared, clock, shutdown).await
 }
@@ -89,6 +106,30 @@ struct Outputs {
 
 impl Outputs {
     fn create(plan: &CampaignPlan) -> Result<Outputs, UsageError> {
+        // Two outputs in one file would overwrite each other.
+        let named = [
+            ("--summary-json", plan.summary_json.as_deref()),
+            ("--failed-csv", plan.failed_csv.as_deref()),
+            ("--invalid-csv", plan.invalid_csv.as_deref()),
+        ];
+        let files: Vec<(&str, std::path::PathBuf)> = named
+            .iter()
+            .filter_map(|(flag, path)| {
+                let path = path.filter(|p| *p != std::path::Path::new("-"))?;
+                Some((
+                    *flag,
+                    std::path::absolute(path).unwrap_or_else(|_| path.into()),
+                ))
+            })
+            .collect();
+        for (index, (flag, path)) in files.iter().enumerate() {
+            if let Some((other, _)) = files[..index].iter().find(|(_, p)| p == path) {
+                return Err(UsageError(format!(
+                    "{other} and {flag} name the same file {}: give each its own",
+                    path.display()
+                )));
+            }
+        }
         let invalid_csv = plan
             .invalid_csv
             .as_deref()
@@ -207,7 +248,14 @@ async fn execute(
         outputs,
     } = prepared;
     if job.is_new {
-        journal.create_job(&job.id, &job.params).await?;
+        journal
+            .create_job(&job.id, &job.params)
+            .await
+            .map_err(|error| match error {
+                // A taken --job-id is the operator's to change: a usage error, nothing sent.
+                JournalError::JobExists(_) => anyhow::Error::from(UsageError(error.to_string())),
+                other => other.into(),
+            })?;
     }
     let quiet_hours = settings.quiet_hours.filter(|_| !plan.ignore_quiet_hours);
     if let Some(quiet) = quiet_hours
@@ -242,6 +290,13 @@ async fn execute(
         shutdown_grace: settings.bulk.shutdown_grace,
         max_failure_rate: job.params.max_failure_rate,
         all_open_wait: settings.breaker.all_open_wait,
+    };
+    // Pre-flight (SPEC section 3): every provider this run may use, probed at once before
+    // its first message; the results set the channels' starting state and raise the alerts.
+    let preflight = if settings.routing.preflight && !plan.no_preflight {
+        router.preflight().await
+    } else {
+        router.preflight_skipped()
     };
     let stopper = Stopper::new();
     stopper.stop_on(shutdown, StopCause::Signal);
@@ -305,6 +360,8 @@ async fn execute(
     let finished = Finished {
         job: &job,
         run,
+        suppression: &campaign.suppression,
+        preflight: &preflight,
         cause,
         duration: started.elapsed(),
         router: &router,
@@ -330,7 +387,8 @@ async fn refuse_in_quiet_hours(
         .set_status(job_id, crate::job::JobStatus::Paused)
         .await?;
     tracing::warn!(job_id = %job_id, quiet_hours = %quiet, "inside quiet hours: not starting (--ignore-quiet-hours overrides)");
-    println!(
+    let _ = writeln!(
+        std::io::stdout(),
         "Campaign {job_id}: PAUSED (quiet hours {quiet}); continue it with `msgsend bulk --resume {job_id}`"
     );
     Ok(ExitStatus::Paused)
@@ -340,6 +398,9 @@ async fn refuse_in_quiet_hours(
 struct Finished<'a> {
     job: &'a Job,
     run: u32,
+    /// The suppression list: a queued recipient that opted out since is dropped, not failed.
+    suppression: &'a HashSet<Phone>,
+    preflight: &'a BTreeMap<ProviderKind, Health>,
     cause: Option<StopCause>,
     duration: Duration,
     router: &'a Router,
@@ -356,6 +417,8 @@ async fn finish(
     let Finished {
         job,
         run,
+        suppression,
+        preflight,
         cause,
         duration,
         router,
@@ -372,7 +435,7 @@ async fn finish(
             return Err(error.into());
         }
     };
-    let closed = journal.close_run(&job.id, run).await?;
+    let closed = journal.close_run(&job.id, run, suppression).await?;
     if closed > 0 {
         tracing::warn!(job_id = %job.id, recipients = closed, "recipients queued by an earlier run are not in the source any more: recorded failed");
     }
@@ -397,6 +460,7 @@ async fn finish(
                 Some((kind, stats, channel.circuit_openings()))
             })
             .collect(),
+        preflight,
     });
     tracing::info!(job_id = %job.id, status = status.name(), sent = summary.sent, fallback = summary.fallback, failed = summary.failed, "campaign ended");
     if let Some(file) = failed_csv {

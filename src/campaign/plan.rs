@@ -23,6 +23,8 @@ pub struct CampaignPlan {
     pub dry_run: bool,
     /// Start (and go on) inside `[schedule] quiet_hours`.
     pub ignore_quiet_hours: bool,
+    /// `--no-preflight`: send without probing the providers first.
+    pub no_preflight: bool,
     /// `--summary-json`: `-` for stdout instead of the table.
     pub summary_json: Option<PathBuf>,
     /// `--failed-csv`: every recipient not delivered, with the reason.

@@ -71,6 +71,7 @@ fn plan(settings: &Settings, args: BulkArgs, show_bar: bool) -> Result<CampaignP
         job,
         dry_run: args.dry_run,
         ignore_quiet_hours: args.ignore_quiet_hours,
+        no_preflight: args.no_preflight,
         summary_json: args.summary_json,
         failed_csv: args.failed_csv,
         invalid_csv: args.invalid_csv,

@@ -86,6 +86,7 @@ header = "{{name}}님, 안녕하세요. 현대 오토에버입니다."
         },
         dry_run: false,
         ignore_quiet_hours: true,
+        no_preflight: false,
         summary_json: None,
         failed_csv: None,
         invalid_csv: None,

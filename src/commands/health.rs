@@ -1,14 +1,16 @@
-//! `msgsend health`: probes every configured provider with each of its credentials (SPEC
-//! section 7): `GET {base_url}{health_path}`; 2xx is healthy, 401/403 "credentials rejected",
-//! anything else or no answer within the timeout unhealthy. Probes go through the rate limiter
-//! like any request. Exit 4 when any probe is not healthy.
+//! `msgsend health`: probes every configured provider with each of its credentials at once
+//! (SPEC section 7), through the same health checker as the pre-flight of `bulk` and `send`
+//! ([`crate::delivery::Health`]): `GET {base_url}{health_path}`; 2xx is healthy, 401/403
+//! "credentials rejected", a 429 or no rate-limit slot within the timeout "busy" (a campaign
+//! uses the quota), anything else or no answer within the timeout unhealthy. Exit 4 when a
+//! probe is unhealthy or refused.
 
 use std::io::Write;
 
 use crate::cli::{GlobalArgs, HealthArgs};
 use crate::delivery::Channel;
 use crate::error::ExitStatus;
-use crate::provider::{Class, ProviderKind, http_client};
+use crate::provider::{ProviderKind, http_client};
 
 #[derive(Debug, serde::Serialize)]
 struct ProbeReport {
@@ -16,16 +18,17 @@ struct ProbeReport {
     /// `primary` or `fallback`, as `[routing]` makes it.
     role: &'static str,
     credential: String,
-    /// `healthy`, `credentials_rejected` or `unhealthy`.
+    /// `healthy`, `busy` (the quota is in use: no slot within the timeout, or a 429; not a
+    /// failure), `credentials_rejected` or `unhealthy`.
     status: &'static str,
     latency_ms: Option<u64>,
     /// Why it is not healthy: `HTTP 503`, `HTTP 401`, `timeout`, `connection refused`, ...
     detail: Option<String>,
     /// The state a campaign started now would begin in with this provider (the worst of the
-    /// provider's credentials): `closed` (healthy: sends go through it), `disabled` (a
-    /// credential is refused: the first 401/403 takes the provider out and sends fall back),
-    /// `opens` (down: the first requests fail and the circuit opens after `failure_threshold`
-    /// failures, then sends fall back).
+    /// provider's credentials), as its pre-flight would set it: `closed` (healthy or busy:
+    /// sends go through it), `disabled` (a credential is refused: the provider is out for the
+    /// run, sends fall back), `opens` (down: its circuit starts open, sends fall back until the
+    /// half-open probe after `open_timeout`).
     run_state: &'static str,
 }
 
@@ -46,29 +49,16 @@ pub async fn run(global: &GlobalArgs, args: HealthArgs) -> anyhow::Result<ExitSt
             .probe()
             .await
             .into_iter()
-            .map(|(credential, result)| match result {
-                Ok(latency) => ProbeReport {
-                    provider: provider.kind,
-                    role,
-                    credential,
-                    status: "healthy",
-                    latency_ms: Some(latency.as_millis() as u64),
-                    detail: None,
-                    run_state: "closed",
-                },
-                Err(error) => ProbeReport {
-                    provider: provider.kind,
-                    role,
-                    credential,
-                    status: if error.class == Class::Auth {
-                        "credentials_rejected"
-                    } else {
-                        "unhealthy"
-                    },
-                    latency_ms: None,
-                    detail: Some(error.detail),
-                    run_state: "closed",
-                },
+            .map(|probe| ProbeReport {
+                provider: provider.kind,
+                role,
+                credential: probe.credential,
+                status: probe.health.name(),
+                latency_ms: probe
+                    .latency
+                    .map(|latency| u64::try_from(latency.as_millis()).unwrap_or(u64::MAX)),
+                detail: probe.detail,
+                run_state: "closed",
             })
             .collect();
         let run_state = if probes.iter().any(|p| p.status == "credentials_rejected") {
@@ -115,9 +105,11 @@ pub async fn run(global: &GlobalArgs, args: HealthArgs) -> anyhow::Result<ExitSt
         }
     }
     stdout.flush()?;
-    Ok(if reports.iter().all(|r| r.status == "healthy") {
-        ExitStatus::Success
-    } else {
+    // A busy quota (a campaign is using it) is not a failure (SPEC section 8).
+    let failing = |r: &ProbeReport| matches!(r.status, "unhealthy" | "credentials_rejected");
+    Ok(if reports.iter().any(failing) {
         ExitStatus::Unhealthy
+    } else {
+        ExitStatus::Success
     })
 }

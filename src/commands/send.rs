@@ -48,6 +48,9 @@ pub async fn run(global: &GlobalArgs, args: SendArgs) -> anyhow::Result<ExitStat
         .map_err(UsageError)?;
     let routing = routing_for_send(&settings, args.channel, args.no_fallback);
     let router = Router::new(&settings, &routing, http_client()).map_err(UsageError)?;
+    if settings.routing.preflight && !args.no_preflight {
+        router.preflight().await;
+    }
     let delivery = router.deliver(&phone, &text).await;
     if delivery.delivered() {
         tracing::info!(phone = %phone.masked(), channel = delivery.channel.map_or("none", |c| c.name()), "delivered");

@@ -82,6 +82,8 @@ pub struct RoutingSettings {
     pub fallback: Option<ProviderKind>,
     pub strategy: Strategy,
     pub acquire_timeout: Duration,
+    /// Probe every provider a run may use before its first message (SPEC section 3).
+    pub preflight: bool,
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -67,6 +67,7 @@ impl From<&Settings> for RawConfig {
                 fallback: s.routing.fallback.map(text),
                 strategy: Some(text(s.routing.strategy)),
                 acquire_timeout: duration(s.routing.acquire_timeout),
+                preflight: Some(s.routing.preflight),
             },
             retry: RawRetry {
                 max_attempts: Some(s.retry.max_attempts),

@@ -81,6 +81,7 @@ pub struct RawRouting {
     pub fallback: Option<Expanded<String>>,
     pub strategy: Option<Expanded<String>>,
     pub acquire_timeout: Option<Expanded<Dur>>,
+    pub preflight: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]

@@ -345,6 +345,7 @@ fn resolve_routing(
             .acquire_timeout
             .as_ref()
             .map_or(Duration::from_secs(5), |d| d.0.0),
+        preflight: raw.preflight.unwrap_or(true),
     })
 }
 

@@ -37,6 +37,10 @@ pub enum ChannelFailure {
     /// The request gate withdrew the message before any request (the campaign stopped).
     #[error("withdrawn before any request")]
     Withdrawn,
+    /// The message rendered for this recipient is blank (its placeholders were empty): no
+    /// provider takes it, so no request is made.
+    #[error("the message is empty for this recipient")]
+    EmptyMessage,
     /// The message is longer than the provider takes (`max_message_length`); not sent to it.
     #[error("message too long ({length} > {max} characters)")]
     TooLong { length: usize, max: usize },
@@ -137,18 +141,18 @@ impl Attempt {
 #[derive(Debug)]
 pub struct Channel {
     kind: ProviderKind,
-    client: ProviderClient,
-    credentials: Vec<Credential>,
-    limiter: RateLimiter,
+    pub(super) client: ProviderClient,
+    pub(super) credentials: Vec<Credential>,
+    pub(super) limiter: RateLimiter,
     /// How often the circuit opened (or re-opened after a failed probe) in this run.
     openings: AtomicU64,
     failure_threshold: u32,
-    alerter: Alerter,
+    pub(super) alerter: Alerter,
     max_message_length: usize,
     breaker: Mutex<CircuitBreaker>,
     /// Set once the provider refuses msgsend's credentials: the provider is out for the run.
     disabled: Mutex<Option<String>>,
-    retry: RetryPolicy,
+    pub(super) retry: RetryPolicy,
 }
 
 impl Channel {
@@ -203,6 +207,9 @@ impl Channel {
         gate: &impl RequestGate,
         log: &mut Vec<Attempt>,
     ) -> Result<Receipt, ChannelFailure> {
+        if message.trim().is_empty() {
+            return Err(ChannelFailure::EmptyMessage);
+        }
         let length = message.chars().count();
         if length > self.max_message_length {
             return Err(ChannelFailure::TooLong {
@@ -275,7 +282,7 @@ impl Channel {
             return no_request(ChannelFailure::CircuitOpen);
         }
         if !gate.open().await {
-            self.record(permit, CallOutcome::Neutral, "");
+            self.record(permit, CallOutcome::Neutral, "").await;
             slot.unused();
             return no_request(ChannelFailure::Withdrawn);
         }
@@ -298,7 +305,7 @@ impl Channel {
         }
         let result = match answer {
             Ok(receipt) => {
-                self.record(permit, CallOutcome::Success, "");
+                self.record(permit, CallOutcome::Success, "").await;
                 Ok(receipt)
             }
             Err(error) => {
@@ -307,9 +314,9 @@ impl Channel {
                 } else {
                     CallOutcome::Neutral
                 };
-                self.record(permit, outcome, &error.detail);
+                self.record(permit, outcome, &error.detail).await;
                 if error.class == Class::Auth {
-                    self.disable(credential, &error);
+                    self.disable_for(&credential.username, error.detail.clone());
                 }
                 tracing::debug!(provider = %self.kind, phone = %phone.masked(), error = %error, "attempt failed");
                 Err(ChannelFailure::Provider(error))
@@ -322,15 +329,20 @@ impl Channel {
         self.breaker.lock().expect("breaker lock")
     }
 
-    fn record(&self, permit: Permit, outcome: CallOutcome, reason: &str) {
+    /// Feeds the breaker; a circuit that opens asks the health checker first, then alerts
+    /// with what it found (the seed's diagram 6). That probe costs the send that opened the
+    /// circuit up to twice the provider's `timeout`, once per opening.
+    async fn record(&self, permit: Permit, outcome: CallOutcome, reason: &str) {
         let transition = self.breaker_lock().record(Instant::now(), permit, outcome);
         match transition {
             Some(Transition::Opened) => {
                 self.openings.fetch_add(1, Ordering::Relaxed);
+                let health = self.health_for_alert().await;
                 self.alerter.raise(&Alert::ProviderDown {
                     provider: self.kind,
                     reason: reason.to_string(),
                     failures: self.failure_threshold,
+                    health: Some(health),
                 });
             }
             Some(Transition::Closed) => self.alerter.raise(&Alert::ProviderRecovered {
@@ -344,28 +356,23 @@ impl Channel {
         }
     }
 
-    fn disable(&self, credential: &Credential, error: &ProviderError) {
+    /// Takes the provider out for the rest of the run (its credentials were refused), once.
+    pub(super) fn disable_for(&self, username: &str, reason: String) {
         let mut disabled = self.disabled.lock().expect("disabled lock");
         if disabled.is_none() {
-            *disabled = Some(error.detail.clone());
+            *disabled = Some(reason.clone());
             self.alerter.raise(&Alert::CredentialsRejected {
                 provider: self.kind,
-                username: credential.username.clone(),
-                reason: error.detail.clone(),
+                username: username.to_string(),
+                reason,
             });
         }
     }
 
-    /// Probes `GET {base_url}{health_path}` once per credential, each probe through the rate
-    /// limiter like any request. Returns each credential's username and result.
-    pub async fn probe(&self) -> Vec<(String, Result<Duration, ProviderError>)> {
-        let mut results = Vec::with_capacity(self.credentials.len());
-        for (index, credential) in self.credentials.iter().enumerate() {
-            let slot = self.limiter.acquire_for(index).await;
-            let answer = self.client.probe(credential).await;
-            drop(slot);
-            results.push((credential.username.clone(), answer));
-        }
-        results
+    /// Opens the circuit now (pre-flight found the provider down): sends go to the fallback
+    /// until the half-open probe after `open_timeout`.
+    pub(super) fn open_circuit(&self, now: Instant) {
+        self.breaker_lock().open(now);
+        self.openings.fetch_add(1, Ordering::Relaxed);
     }
 }

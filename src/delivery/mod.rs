@@ -5,7 +5,9 @@
 //! [`crate::policy`]; the HTTP contract in [`crate::provider`].
 
 mod channel;
+mod health;
 mod router;
 
 pub use channel::{Attempt, AttemptOutcome, Channel, ChannelFailure, RequestGate, Ungated};
+pub use health::{Health, Probe};
 pub use router::{Delivery, DeliveryOutcome, Router};

@@ -183,6 +183,14 @@ impl Batch<'_> {
         serde_json::from_str(&json).map_err(|e| (self.fail())(sqlx::Error::Decode(Box::new(e))))
     }
 
+    /// Rows a killed run left `in_flight` become `uncertain`, as the next run's start does
+    /// (a dry run rehearses that start).
+    pub async fn resolve_in_flight(&mut self) -> Result<(), JournalError> {
+        super::queries::resolve_in_flight(&mut self.tx, self.job)
+            .await
+            .map_err(self.fail())
+    }
+
     /// `--resend-uncertain`: every uncertain recipient of the job goes back in the queue.
     pub async fn requeue_uncertain(&mut self) -> Result<(), JournalError> {
         sqlx::query(

@@ -2,6 +2,7 @@
 //! its status, its parameters, and the counts and lists the reports need. Per-recipient writes
 //! go in groups through [`Batch`](super::Batch).
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use sqlx::sqlite::SqliteConnection;
@@ -12,6 +13,7 @@ use super::{Journal, JournalError, parse_word, to_i64};
 use crate::job::{
     CampaignParams, JobRecord, JobStatus, RecipientState, SourceCounts, StateCounts, Undelivered,
 };
+use crate::phone::Phone;
 
 impl Journal {
     /// Records a new job; fails when the id is taken.
@@ -162,8 +164,30 @@ impl Journal {
     /// Closes a run whose source was read to its end: a recipient still `queued` that this run
     /// did not see is not in the source any more (the file shrank or changed, the row is no
     /// longer eligible): it is recorded `failed` with that reason, never left `queued` under a
-    /// finished job. A row still `in_flight` (a send that never reported) becomes `uncertain`.
-    pub async fn close_run(&mut self, id: &str, run: u32) -> Result<u64, JournalError> {
+    /// finished job — unless its phone is now in the suppression list (`suppressed`, a phone
+    /// that opted out since): then it is no recipient of the job any more, and its row goes. A
+    /// row still `in_flight` (a send that never reported) becomes `uncertain`.
+    pub async fn close_run(
+        &mut self,
+        id: &str,
+        run: u32,
+        suppressed: &HashSet<Phone>,
+    ) -> Result<u64, JournalError> {
+        let fail = self.fail();
+        let mut tx = self.connection.begin().await.map_err(&fail)?;
+        if !suppressed.is_empty() {
+            let phones: Vec<&str> = suppressed.iter().map(Phone::as_str).collect();
+            sqlx::query(
+                "DELETE FROM recipients WHERE job_id = $1 AND state = 'queued' \
+                 AND seen_run != $2 AND phone IN (SELECT value FROM json_each($3))",
+            )
+            .bind(id)
+            .bind(i64::from(run))
+            .bind(serde_json::to_string(&phones).expect("strings serialize"))
+            .execute(&mut *tx)
+            .await
+            .map_err(&fail)?;
+        }
         let result = sqlx::query(
             "UPDATE recipients SET \
                state = CASE state WHEN 'in_flight' THEN 'uncertain' ELSE 'failed' END, \
@@ -176,9 +200,10 @@ impl Journal {
         .bind(id)
         .bind(i64::from(run))
         .bind(now())
-        .execute(&mut self.connection)
+        .execute(&mut *tx)
         .await
-        .map_err(self.fail())?;
+        .map_err(&fail)?;
+        tx.commit().await.map_err(&fail)?;
         Ok(result.rows_affected())
     }
 

@@ -196,6 +196,11 @@ pub(super) async fn send_one(context: &SendContext, recipient: Recipient) {
             // No channel would take it: not this recipient's failure. Wait for one to come
             // back (a half-open probe) rather than burn through the list.
             Some(unusable) => {
+                // An earlier attempt may have reached the provider (its answer was lost or
+                // late): not sent again while waiting for a channel.
+                if gate.ambiguous() {
+                    break None;
+                }
                 // What was tried failed for certain: the recipient is back in the queue.
                 if gate.opened() {
                     gate.requeue().await;

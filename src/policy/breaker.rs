@@ -98,6 +98,14 @@ impl CircuitBreaker {
         }
     }
 
+    /// Opens the circuit now, whatever it was (a pre-flight found the provider down): calls are
+    /// refused until `open_timeout` has passed, then one probe goes.
+    pub fn open(&mut self, now: Instant) {
+        self.state = BreakerState::Open {
+            until: now + self.open_timeout,
+        };
+    }
+
     /// Records the outcome of a call that [`admit`](Self::admit) let through.
     pub fn record(
         &mut self,

@@ -138,6 +138,11 @@ impl ProviderClient {
         }
     }
 
+    /// How long a request may take.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// `GET {base_url}{health_path}` with the credential (SPEC section 7); the latency on success.
     pub async fn probe(&self, credential: &Credential) -> Result<Duration, ProviderError> {
         let started = Instant::now();

@@ -30,8 +30,14 @@ impl OutputFile {
     /// through; the error says why not.
     pub fn create(flag: &'static str, path: &Path) -> Result<OutputFile, String> {
         let fail = |reason: String| format!("{flag} {}: {reason}", path.display());
-        if path.is_dir() {
-            return Err(fail("is a folder".into()));
+        let text = path.as_os_str().to_string_lossy();
+        if text == "-" {
+            return Err(fail(
+                "stdout is not supported for this file; name a file".into(),
+            ));
+        }
+        if path.is_dir() || text.ends_with('/') {
+            return Err(fail("names a folder; name a file".into()));
         }
         let folder = match path.parent() {
             Some(parent) if !parent.as_os_str().is_empty() => parent,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
-use crate::delivery::{Attempt, AttemptOutcome};
+use crate::delivery::{Attempt, AttemptOutcome, Health};
 use crate::job::{JobStatus, SourceCounts, StateCounts};
 use crate::provider::ProviderKind;
 
@@ -108,6 +108,9 @@ pub struct Summary {
     /// Recipients dealt with by sends per second of this run.
     pub rate_per_s: f64,
     pub providers: BTreeMap<String, ProviderSummary>,
+    /// What this run's pre-flight found: provider → `healthy`, `credentials_rejected`,
+    /// `unhealthy`, `busy` or `skipped`.
+    pub preflight: BTreeMap<String, Health>,
 }
 
 /// What a run measured, to be turned into a [`Summary`].
@@ -121,6 +124,7 @@ pub struct RunFigures<'a> {
     pub sends: u64,
     pub duration: std::time::Duration,
     pub providers: Vec<(ProviderKind, &'a ProviderStats, u64)>,
+    pub preflight: &'a BTreeMap<ProviderKind, Health>,
 }
 
 impl Summary {
@@ -148,6 +152,11 @@ impl Summary {
                 .providers
                 .into_iter()
                 .map(|(kind, stats, openings)| (kind.name().to_string(), stats.summarise(openings)))
+                .collect(),
+            preflight: figures
+                .preflight
+                .iter()
+                .map(|(kind, health)| (kind.name().to_string(), *health))
                 .collect(),
         }
     }
@@ -183,6 +192,14 @@ impl Summary {
         ];
         for (label, value) in &rows {
             writeln!(out, "  {label:<12} {value:>10}")?;
+        }
+        if !self.preflight.is_empty() {
+            let found: Vec<String> = self
+                .preflight
+                .iter()
+                .map(|(provider, health)| format!("{provider} {}", health.name().replace('_', " ")))
+                .collect();
+            writeln!(out, "  {:<12} {}", "pre-flight", found.join(", "))?;
         }
         if self.providers.is_empty() {
             return Ok(());

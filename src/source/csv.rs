@@ -29,17 +29,38 @@ fn display(path: &std::path::Path) -> String {
 
 fn read_header(
     path: &std::path::Path,
-) -> Result<(RowShape, csv::Reader<std::fs::File>), SourceError> {
+) -> Result<
+    (
+        RowShape,
+        csv::Reader<super::line_ends::UnixLineEnds<std::fs::File>>,
+    ),
+    SourceError,
+> {
     let file = std::fs::File::open(path).map_err(|source| SourceError::Unreadable {
         path: display(path),
         source,
     })?;
-    let mut reader = super::csv_reader().has_headers(true).from_reader(file);
-    let header = reader.byte_headers().map_err(|error| SourceError::Csv {
-        path: display(path),
-        line: 1,
-        message: error.to_string(),
-    })?;
+    // The header is the first line that is not blank.
+    let mut reader = super::csv_reader(file, false);
+    let mut header = csv::ByteRecord::new();
+    loop {
+        match reader.read_byte_record(&mut header) {
+            Ok(false) => {
+                return Err(SourceError::NoHeader {
+                    path: display(path),
+                });
+            }
+            Ok(true) if is_blank(&header) => continue,
+            Ok(true) => break,
+            Err(error) => {
+                return Err(SourceError::Csv {
+                    path: display(path),
+                    line: error.position().map_or(1, csv::Position::line),
+                    message: error.to_string(),
+                });
+            }
+        }
+    }
     if header.is_empty() {
         return Err(SourceError::NoHeader {
             path: display(path),
@@ -68,7 +89,7 @@ fn read_header(
 
 fn read_rows(
     path: &std::path::Path,
-    mut reader: csv::Reader<std::fs::File>,
+    mut reader: csv::Reader<super::line_ends::UnixLineEnds<std::fs::File>>,
     shape: &RowShape,
     ages: AgeFilter,
     sender: &mpsc::Sender<Result<SourceRow, SourceError>>,
@@ -77,8 +98,8 @@ fn read_rows(
     loop {
         let row = match reader.read_byte_record(&mut record) {
             Ok(false) => return,
-            // A blank line (only its `\r` left, with records ending at `\n`) is no row.
-            Ok(true) if record.len() == 1 && record[0].trim_ascii().is_empty() => continue,
+            // A line of white space only is no row.
+            Ok(true) if is_blank(&record) => continue,
             Ok(true) => {
                 let line = record.position().map_or(0, csv::Position::line);
                 Ok(classify(shape, line, &record, ages))
@@ -94,6 +115,12 @@ fn read_rows(
             return;
         }
     }
+}
+
+/// A line with nothing but white space (no separator either): no row. A line of empty fields
+/// (`,,`) is a row, and an invalid one.
+fn is_blank(record: &csv::ByteRecord) -> bool {
+    record.len() <= 1 && record.iter().all(|field| field.trim_ascii().is_empty())
 }
 
 fn classify(shape: &RowShape, line: u64, record: &csv::ByteRecord, ages: AgeFilter) -> SourceRow {
@@ -173,6 +200,22 @@ mod tests {
             .collect();
         assert_eq!(lines, [2, 3, 5, 6]);
         assert_eq!(phones(&rows), ["010-1111-2222", "010-1111-3333"]);
+    }
+
+    #[tokio::test]
+    async fn lone_cr_line_ends_and_a_leading_blank_line_are_read_too() {
+        let rows = read(b"name,phone,birth_date\ra,010-1111-2222,2000-01-01\rb,bad,2000-01-01\r")
+            .await
+            .unwrap();
+        assert_eq!(phones(&rows), ["010-1111-2222"]);
+        let SourceRow::Invalid(bad) = &rows[1] else {
+            panic!("{rows:?}")
+        };
+        assert_eq!(bad.line, 3);
+        let rows = read(b"\r\nname,phone,birth_date\r\na,010-1111-2222,2000-01-01\r\n")
+            .await
+            .unwrap();
+        assert_eq!(phones(&rows), ["010-1111-2222"]);
     }
 
     #[tokio::test]

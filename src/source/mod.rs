@@ -9,6 +9,7 @@
 //! - [`suppression`]: the opt-out list.
 
 pub mod csv;
+mod line_ends;
 pub mod sql;
 pub mod suppression;
 
@@ -87,17 +88,16 @@ pub struct OpenSource {
     pub rows: mpsc::Receiver<Result<SourceRow, SourceError>>,
 }
 
-/// A CSV reader as every file of a campaign is read (sources, the suppression list). Records
-/// end at `\n` only: with the csv crate's default terminator a record after a CRLF line ends
-/// is reported one line low (it starts at the `\n` of the line before), which shifted every
-/// line number of a CRLF file and made a suppression list's first phone look like its header.
-/// The `\r` left at a line's end is trimmed with the rest of the field's white space.
-fn csv_reader() -> ::csv::ReaderBuilder {
-    let mut builder = ::csv::ReaderBuilder::new();
-    builder
+/// A CSV file as every file of a campaign is read (sources, the suppression list): its line
+/// ends made `\n` ([`line_ends`]), so records end there and line numbers are an editor's.
+fn csv_reader(
+    file: std::fs::File,
+    has_headers: bool,
+) -> ::csv::Reader<line_ends::UnixLineEnds<std::fs::File>> {
+    ::csv::ReaderBuilder::new()
         .flexible(true)
-        .terminator(::csv::Terminator::Any(b'\n'));
-    builder
+        .has_headers(has_headers)
+        .from_reader(line_ends::UnixLineEnds::new(file))
 }
 
 /// A validated row judged against the campaign's ages: a birth date after the campaign's date

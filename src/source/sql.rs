@@ -126,7 +126,15 @@ fn filtered_query(connection: &Connection, query: &str, columns: &[String]) -> S
         Connection::Sqlite(_) => {
             let pairs: Vec<String> = columns
                 .iter()
-                .map(|c| format!("'{}', q.{}", c.replace('\'', "''"), quote_identifier(c)))
+                .map(|c| {
+                    // JSON holds no BLOB: such a value reads as missing (a BLOB birth date is
+                    // then an invalid row) instead of failing the whole query.
+                    let column = format!("q.{}", quote_identifier(c));
+                    format!(
+                        "'{}', CASE typeof({column}) WHEN 'blob' THEN NULL ELSE {column} END",
+                        c.replace('\'', "''")
+                    )
+                })
                 .collect();
             format!("json_object({})", pairs.join(", "))
         }

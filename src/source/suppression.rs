@@ -17,7 +17,7 @@ pub fn load(path: &Path) -> Result<HashSet<Phone>, SourceError> {
         path: path_text(),
         source,
     })?;
-    let mut reader = super::csv_reader().has_headers(false).from_reader(file);
+    let mut reader = super::csv_reader(file, false);
     let mut phones = HashSet::new();
     let mut column = None;
     let mut record = csv::StringRecord::new();
@@ -34,21 +34,21 @@ pub fn load(path: &Path) -> Result<HashSet<Phone>, SourceError> {
             }
         }
         let line = record.position().map_or(0, csv::Position::line);
+        if record.iter().all(|field| field.trim().is_empty()) {
+            continue; // a blank line
+        }
+        // The first record that is not blank says whether the list has a header.
+        let first = column.is_none();
         let column = *column.get_or_insert_with(|| {
             record
                 .iter()
                 .position(|field| field.trim_start_matches('\u{feff}').trim() == "phone")
         });
-        let header_line = line == 1 && column.is_some();
-        if header_line {
-            continue;
+        if first && column.is_some() {
+            continue; // the header
         }
         let text = record.get(column.unwrap_or(0)).unwrap_or("").trim();
-        let text = if line == 1 {
-            text.trim_start_matches('\u{feff}')
-        } else {
-            text
-        };
+        let text = text.trim_start_matches('\u{feff}').trim();
         if text.trim().is_empty() {
             continue;
         }
@@ -91,6 +91,18 @@ mod tests {
         assert_eq!(
             load_text("name,phone\r\nA,010-6000-0000\r\nB,010-6000-0001\r\n"),
             phones(&["010-6000-0000", "010-6000-0001"])
+        );
+    }
+
+    #[test]
+    fn lone_cr_line_ends_and_a_leading_blank_line_are_read_too() {
+        assert_eq!(
+            load_text("01020000001\r01020000002\r"),
+            phones(&["010-2000-0001", "010-2000-0002"])
+        );
+        assert_eq!(
+            load_text("\r\nname,phone\r\nA,010-2000-0001\r\n"),
+            phones(&["010-2000-0001"])
         );
     }
 

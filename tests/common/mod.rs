@@ -55,6 +55,11 @@ password = "${{SMS_PASSWORD}}"
 rate_limit = "100/s"
 timeout = "2s"
 
+# The tests of other features count requests and read failure reasons; the pre-flight's
+# probes are tested on their own (tests/preflight.rs) and in tests/mixed_faults.rs.
+[routing]
+preflight = false
+
 [retry]
 max_attempts = 3
 initial_delay = "10ms"
@@ -181,6 +186,12 @@ header = "{{name}}님, 안녕하세요. 현대 오토에버입니다."
         }
         RecordedMessage::read_all(&self.record).unwrap()
     }
+}
+
+/// The message requests a simulated provider received: every request but the health probes
+/// (the pre-flight's, and the one a circuit makes when it opens).
+pub fn message_requests(sim: &msgsend::sandbox::ProviderSim) -> u64 {
+    count(&sim.stats.requests) - count(&sim.stats.health_checks)
 }
 
 pub fn count(counter: &AtomicU64) -> u64 {
