@@ -171,6 +171,10 @@ async fn a_sqlite_campaign_under_spillover_uses_both_quotas_and_sends_once() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    not(postgres_available),
+    ignore = "no PostgreSQL server: apt-get install postgresql, or set MSGSEND_TEST_POSTGRES_URL"
+)]
 async fn a_postgres_campaign_reads_dates_and_sends_once() {
     let Some(url) = common::postgres_url() else {
         return;

@@ -434,6 +434,10 @@ async fn sqlite_birth_dates_that_do_not_parse_are_counted_invalid_never_dropped(
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    not(postgres_available),
+    ignore = "no PostgreSQL server: apt-get install postgresql, or set MSGSEND_TEST_POSTGRES_URL"
+)]
 async fn postgres_text_birth_dates_that_do_not_parse_are_invalid_not_fatal() {
     let Some(url) = common::postgres_url() else {
         return;
@@ -574,4 +578,199 @@ async fn many_bad_rows_are_logged_a_few_then_counted_and_listed_in_the_invalid_c
     assert_eq!((&rows[0][0], &rows[0][1]), ("4", "birth_date"));
     let listed = std::fs::read_to_string(&invalid).unwrap();
     assert!(!listed.contains("900101"), "no raw value: {listed}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_blob_column_in_sqlite_is_no_value_not_a_failed_campaign() {
+    use sqlx::ConnectOptions as _;
+    let world = World::start(|_| {}).await;
+    let path = world.path("blob.sqlite");
+    let mut db = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&path)
+        .create_if_missing(true)
+        .connect()
+        .await
+        .unwrap();
+    sqlx::query("CREATE TABLE users (name TEXT, phone TEXT, birth_date, photo)")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO users VALUES ('a', '010-7400-0000', $1, X'00FF'), ('b', '010-7400-0001', X'00FF', NULL)")
+        .bind(born_25())
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let output = world
+        .msgsend(&[
+            "bulk",
+            "--age-group",
+            "20s",
+            "--message",
+            "hi",
+            "--db",
+            "sqlite://blob.sqlite",
+            "--query",
+            "SELECT * FROM users",
+            "--summary-json",
+            "-",
+        ])
+        .await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let result = summary(&output);
+    assert_eq!(
+        (result["total"].as_u64(), result["invalid"].as_u64()),
+        (Some(2), Some(1)),
+        "{result}"
+    );
+    assert_eq!(result["sent"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_recipient_who_opted_out_since_the_first_run_is_dropped_not_failed() {
+    let mut world = World::start(|c| {
+        c.kakaotalk.rate = "5/s".parse().unwrap();
+        c.kakaotalk.faults.latency = Duration::from_millis(50);
+    })
+    .await;
+    world.set("providers.kakaotalk.rate_limit", "5/s");
+    let csv = world.path("people.csv");
+    std::fs::write(&csv, people(20, "\n")).unwrap();
+    let child = world
+        .command(&bulk(csv.to_str().unwrap(), &["--job-id", "optout"]))
+        .spawn()
+        .unwrap();
+    wait_for("the first deliveries", || world.recorded().len() >= 3).await;
+    kill(child.id(), "TERM");
+    let first = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(first.status.code(), Some(130), "{}", stderr(&first));
+    let delivered = recorded_phones(&world);
+    let opted_out: Vec<String> = (0..20)
+        .map(phone)
+        .filter(|p| !delivered.contains(p))
+        .take(3)
+        .collect();
+    let optout = world.path("optout.txt");
+    std::fs::write(&optout, opted_out.join("\n")).unwrap();
+    world.set("source.suppression", optout.display().to_string());
+    let second = world
+        .msgsend(&["bulk", "--resume", "optout", "--summary-json", "-"])
+        .await;
+    assert_eq!(second.status.code(), Some(0), "{}", stderr(&second));
+    let result = summary(&second);
+    assert_eq!(result["failed"], 0, "{result}");
+    assert_eq!(result["suppressed"], 3, "{result}");
+    assert_eq!(result["eligible"], 17, "{result}");
+    let received = recorded_phones(&world);
+    assert!(opted_out.iter().all(|p| !received.contains(p)));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn output_paths_naming_a_folder_or_one_file_twice_are_usage_errors() {
+    let world = World::start(|_| {}).await;
+    let csv = world.path("people.csv");
+    std::fs::write(&csv, people(2, "\n")).unwrap();
+    let folder = format!("{}/", world.path("new").display());
+    let same = world.path("same.out").display().to_string();
+    for extra in [
+        vec!["--failed-csv", folder.as_str()],
+        vec![
+            "--failed-csv",
+            same.as_str(),
+            "--summary-json",
+            same.as_str(),
+        ],
+        vec!["--failed-csv", "-"],
+    ] {
+        let output = world.msgsend(&bulk(csv.to_str().unwrap(), &extra)).await;
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{extra:?}: {}",
+            stderr(&output)
+        );
+    }
+    assert_eq!(count(&world.sandbox.kakaotalk.stats.requests), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_closed_stderr_never_turns_a_campaign_into_a_panic() {
+    let world = World::start(|_| {}).await;
+    let csv = world.path("people.csv");
+    std::fs::write(&csv, people(3, "\n")).unwrap();
+    let mut command = world.command(&bulk(csv.to_str().unwrap(), &["-v", "--job-id", "full"]));
+    command.stderr(
+        std::fs::File::options()
+            .write(true)
+            .open("/dev/full")
+            .unwrap(),
+    );
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
+    assert_eq!(job_status(&world, "full").await["status"], "DONE");
+    assert_eq!(world.recorded().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signal_stops_a_dry_run() {
+    let world = World::start(|_| {}).await;
+    let csv = world.path("people.csv");
+    std::fs::write(&csv, people(9999, "\n").repeat(30)).unwrap();
+    let child = world
+        .command(&[
+            "bulk",
+            "--age-group",
+            "20s",
+            "--message",
+            "hi",
+            "--csv",
+            csv.to_str().unwrap(),
+            "--dry-run",
+        ])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    kill(child.id(), "INT");
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_taken_job_id_is_a_usage_error_and_an_empty_rendered_message_is_never_sent() {
+    let mut world = World::start(|_| {}).await;
+    // No header: the body alone is the message, and it renders empty.
+    world.config.remove("message");
+    let csv = world.path("people.csv");
+    std::fs::write(
+        &csv,
+        "name,phone,birth_date,note\na,010-7500-0000,".to_string() + &born_25() + ",\n",
+    )
+    .unwrap();
+    let first = world
+        .msgsend(&[
+            "bulk",
+            "--age-group",
+            "20s",
+            "--message",
+            "{note}",
+            "--csv",
+            csv.to_str().unwrap(),
+            "--job-id",
+            "taken",
+            "--summary-json",
+            "-",
+        ])
+        .await;
+    assert_eq!(first.status.code(), Some(3), "{}", stderr(&first));
+    assert_eq!(summary(&first)["failed"], 1);
+    assert_eq!(count(&world.sandbox.kakaotalk.stats.requests), 0);
+    let again = world
+        .msgsend(&bulk(csv.to_str().unwrap(), &["--job-id", "taken"]))
+        .await;
+    assert_eq!(again.status.code(), Some(2), "{}", stderr(&again));
 }

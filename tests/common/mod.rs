@@ -9,7 +9,11 @@ use std::sync::atomic::AtomicU64;
 
 pub mod crowd;
 pub mod journal;
+pub mod postgres;
 pub mod receiver;
+
+#[allow(unused_imports)] // not every test binary uses PostgreSQL
+pub use postgres::postgres_url;
 
 use msgsend::sandbox::{RecordedMessage, Sandbox, SandboxConfig, SimStats};
 use tempfile::TempDir;
@@ -214,25 +218,6 @@ pub fn json(output: &Output) -> serde_json::Value {
 
 /// The password of the test PostgreSQL role that `.ci/run` creates; tests check it never shows.
 pub const POSTGRES_TEST_PASSWORD: &str = "pg-test-pw-51d2";
-
-/// The PostgreSQL server to test against: `MSGSEND_TEST_POSTGRES_URL`. Without it the test is
-/// skipped, loudly, unless `MSGSEND_REQUIRE_POSTGRES=1` (set by `.ci/run`) makes that a failure.
-pub fn postgres_url() -> Option<String> {
-    match std::env::var("MSGSEND_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            let required = std::env::var("MSGSEND_REQUIRE_POSTGRES").is_ok_and(|v| v == "1");
-            assert!(
-                !required,
-                "MSGSEND_REQUIRE_POSTGRES=1 but MSGSEND_TEST_POSTGRES_URL is not set"
-            );
-            eprintln!(
-                "SKIPPED: no PostgreSQL server (set MSGSEND_TEST_POSTGRES_URL, as .ci/run does)"
-            );
-            None
-        }
-    }
-}
 
 /// Checks a Prometheus text exposition with `promtool check metrics` (Debian's `prometheus`
 /// package, which `.ci/run` installs). Without promtool the check is skipped, loudly, unless
