@@ -161,7 +161,11 @@ impl std::fmt::Debug for Alerter {
         f.debug_struct("Alerter")
             .field(
                 "webhook",
-                &self.inner.webhook.as_ref().map(|(_, url)| url.as_str()),
+                &self
+                    .inner
+                    .webhook
+                    .as_ref()
+                    .map(|(_, url)| crate::secret::redacted_url(url, true)),
             )
             .finish()
     }

@@ -80,8 +80,10 @@ pub struct BulkArgs {
     /// Recipients from this CSV file [default: [source] csv or database]
     #[arg(long, value_name = "FILE")]
     pub csv: Option<PathBuf>,
-    /// Recipients from this database: sqlite://PATH or postgres://...
-    #[arg(long, value_name = "URL")]
+    /// Recipients from this database: sqlite://PATH or postgres://... A password written here
+    /// is visible to other users in `ps`: give it in MSGSEND_DB, or as [source] database with
+    /// ${VAR}
+    #[arg(long, value_name = "URL", env = "MSGSEND_DB", hide_env_values = true)]
     pub db: Option<String>,
     /// The query returning name, phone, birth_date [default: [source] query]
     #[arg(long, value_name = "SQL", requires = "db")]

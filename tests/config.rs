@@ -277,3 +277,16 @@ fn errors_name_the_file() {
         "{missing}"
     );
 }
+
+#[test]
+fn a_password_of_the_wrong_type_is_refused_without_quoting_it() {
+    let (line, key, message) =
+        error_of(&MINIMAL.replacen("password = \"1234\"", "password = 98765432", 1));
+    assert_eq!(
+        key.as_deref(),
+        Some("providers.kakaotalk.password"),
+        "{message}"
+    );
+    assert!(line.is_some());
+    assert!(!message.contains("98765432"), "{message}");
+}

@@ -13,6 +13,7 @@ use crate::journal::{Batch, Candidate, JournalError};
 use crate::pipeline::{AdmissionSink, Screening, admit_all};
 use crate::recipient::Recipient;
 use crate::report::invalid_rows::InvalidRows;
+use crate::report::printable;
 use crate::template::MessageTemplate;
 
 /// How many rendered messages the dry run shows.
@@ -134,7 +135,8 @@ pub(super) async fn run(prepared: Prepared) -> anyhow::Result<ExitStatus> {
     }
     for (line, phone, text) in dry_run.samples {
         writeln!(out, "Sample (line {line}, {phone}):")?;
-        for text_line in text.lines() {
+        // Names and columns come from the source: shown with control characters escaped.
+        for text_line in printable(&text, true).lines() {
             writeln!(out, "  | {text_line}")?;
         }
     }

@@ -12,6 +12,7 @@ use crate::delivery::{Delivery, DeliveryOutcome, Router};
 use crate::error::{ExitStatus, UsageError};
 use crate::phone::Phone;
 use crate::provider::{ProviderKind, http_client};
+use crate::report::printable;
 use crate::template::{MessageTemplate, Template};
 
 pub async fn run(global: &GlobalArgs, args: SendArgs) -> anyhow::Result<ExitStatus> {
@@ -125,7 +126,9 @@ fn write_text(out: &mut impl Write, phone: &Phone, delivery: &Delivery) -> std::
             writeln!(
                 out,
                 "delivered to {phone} via {channel}{fallback}, message id {}, {attempts} attempt{plural}",
-                message_id.as_deref().unwrap_or("(none given)")
+                message_id
+                    .as_deref()
+                    .map_or("(none given)".into(), |id| printable(id, false))
             )?;
         }
         _ => writeln!(

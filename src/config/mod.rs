@@ -237,11 +237,21 @@ impl<'a> Locator<'a> {
             (None, Some(key)) => self.line_of(key),
             (None, None) => None,
         };
+        // serde quotes the value it could not take ("invalid type: integer `98765432`"); a
+        // password's value is never shown.
+        let secret = key
+            .as_deref()
+            .is_some_and(|key| key.ends_with("password") || key.ends_with("database"));
+        let message = if secret && error.message().starts_with("invalid") {
+            "must be a string (the value is not shown: it may be a secret)".to_string()
+        } else {
+            error.message().to_string()
+        };
         ConfigError::Invalid {
             file: self.file.to_path_buf(),
             line,
             key,
-            message: error.message().to_string(),
+            message,
         }
     }
 

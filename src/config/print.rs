@@ -10,6 +10,7 @@ use super::raw::{
     RawMetrics, RawProvider, RawProviders, RawRetry, RawRouting, RawSchedule, RawSource,
 };
 use crate::provider::{ProviderKind, ProviderSettings};
+use crate::secret::redacted_url;
 
 /// `settings` as the TOML a config file would hold.
 pub fn to_toml(settings: &Settings) -> Result<String, toml::ser::Error> {
@@ -101,10 +102,19 @@ impl From<&Settings> for RawConfig {
             },
             metrics: RawMetrics {
                 textfile: s.metrics.textfile.clone().map(Expanded),
-                pushgateway: s.metrics.pushgateway.clone().map(Expanded),
+                pushgateway: s
+                    .metrics
+                    .pushgateway
+                    .as_ref()
+                    .map(|url| text(redacted_url(url, false))),
             },
             alerts: RawAlerts {
-                webhook: s.alerts.webhook.clone().map(Expanded),
+                // A webhook's path is often its token.
+                webhook: s
+                    .alerts
+                    .webhook
+                    .as_ref()
+                    .map(|url| text(redacted_url(url, true))),
                 min_success_rate: Some(s.alerts.min_success_rate),
                 max_queue: Some(s.alerts.max_queue),
                 max_response_time: duration(s.alerts.max_response_time),

@@ -135,13 +135,15 @@ pub struct RawSchedule {
 #[serde(deny_unknown_fields)]
 pub struct RawMetrics {
     pub textfile: Option<Expanded<PathBuf>>,
-    pub pushgateway: Option<Expanded<reqwest::Url>>,
+    /// A string here, parsed in `resolve`: a bad URL is reported without quoting it.
+    pub pushgateway: Option<Expanded<String>>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAlerts {
-    pub webhook: Option<Expanded<reqwest::Url>>,
+    /// A string here, parsed in `resolve`: a bad URL is reported without quoting it.
+    pub webhook: Option<Expanded<String>>,
     pub min_success_rate: Option<f64>,
     pub max_queue: Option<u64>,
     pub max_response_time: Option<Expanded<Dur>>,
@@ -204,7 +206,7 @@ impl ConfigText for PathBuf {
 
 impl ConfigText for reqwest::Url {
     fn config_text(&self) -> String {
-        escaped(self.as_str())
+        escaped(&crate::secret::redacted_url(self, false))
     }
 }
 

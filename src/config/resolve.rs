@@ -147,7 +147,7 @@ pub(super) fn resolve(raw: RawConfig, at: &Locator) -> Result<Settings, ConfigEr
         return Err(at.error("alerts.min_success_rate", "must be between 0.0 and 1.0"));
     }
     let alerts = AlertSettings {
-        webhook: raw.alerts.webhook.map(|u| u.0),
+        webhook: monitoring_url(raw.alerts.webhook, "alerts.webhook", at)?,
         min_success_rate,
         max_queue: raw.alerts.max_queue.unwrap_or(5000),
         max_response_time: raw
@@ -171,7 +171,7 @@ pub(super) fn resolve(raw: RawConfig, at: &Locator) -> Result<Settings, ConfigEr
         quiet_hours,
         metrics: MetricsSettings {
             textfile: raw.metrics.textfile.map(|p| p.0),
-            pushgateway: raw.metrics.pushgateway.map(|u| u.0),
+            pushgateway: monitoring_url(raw.metrics.pushgateway, "metrics.pushgateway", at)?,
         },
         alerts,
     })
@@ -377,12 +377,7 @@ pub(super) fn database_url(url: String) -> Result<DatabaseUrl, String> {
     let redacted = match url.split_once("://") {
         Some(("sqlite", _)) => url.clone(),
         Some(("postgres" | "postgresql", _)) => match reqwest::Url::parse(&url) {
-            Ok(mut parsed) => {
-                if parsed.password().is_some() {
-                    let _ = parsed.set_password(Some("(redacted)"));
-                }
-                parsed.to_string()
-            }
+            Ok(parsed) => crate::secret::redacted_url(&parsed, false),
             Err(_) => return Err("is not a valid postgres:// URL".to_string()),
         },
         _ => return Err("must start with sqlite:// or postgres://".to_string()),
@@ -391,6 +386,24 @@ pub(super) fn database_url(url: String) -> Result<DatabaseUrl, String> {
         url: Secret::new(url),
         redacted,
     })
+}
+
+/// A monitoring URL (`[metrics] pushgateway`, `[alerts] webhook`): http or https with a host.
+fn monitoring_url(
+    raw: Option<Expanded<String>>,
+    key: &str,
+    at: &Locator,
+) -> Result<Option<reqwest::Url>, ConfigError> {
+    let Some(Expanded(text)) = raw else {
+        return Ok(None);
+    };
+    match reqwest::Url::parse(&text) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+            Ok(Some(url))
+        }
+        // The text is not quoted: it may hold a token.
+        _ => Err(at.error(key, "must be an http:// or https:// URL with a host")),
+    }
 }
 
 /// `$XDG_STATE_HOME/msgsend`, else `~/.local/state/msgsend` (SPEC section 3).

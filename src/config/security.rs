@@ -32,10 +32,20 @@ pub fn warnings(settings: &Settings, file: &Path, text: &str) -> Vec<String> {
                 .clone()
                 .map(|u| ("metrics.pushgateway".to_string(), u)),
         );
+    // The proxy plain-http requests would go through, named (host only) in the warning.
+    let proxy = ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+        .and_then(|text| reqwest::Url::parse(&text).ok())
+        .and_then(|url| {
+            url.host_str()
+                .map(|host| format!(" and through the proxy at {host}"))
+        })
+        .unwrap_or_default();
     for (key, url) in urls {
         if url.scheme() == "http" && !is_loopback(&url) {
             warnings.push(format!(
-                "{}: {key} uses plain http to {}: passwords and phone numbers would travel in clear; use https",
+                "{}: {key} uses plain http to {}{proxy}: passwords and phone numbers would travel in clear; use https",
                 file.display(),
                 url.host_str().unwrap_or("?")
             ));
@@ -50,7 +60,8 @@ pub fn warnings(settings: &Settings, file: &Path, text: &str) -> Vec<String> {
     warnings
 }
 
-fn is_loopback(url: &reqwest::Url) -> bool {
+/// Whether `url` names this machine (`localhost`, 127.0.0.0/8, ::1).
+pub fn is_loopback(url: &reqwest::Url) -> bool {
     match url.host_str() {
         Some("localhost") => true,
         Some(host) => host

@@ -18,7 +18,53 @@ pub(super) fn create_state_dir(state_dir: &Path) -> Result<(), JournalError> {
         .map_err(|source| JournalError::StateDir {
             path: state_dir.display().to_string(),
             source,
-        })
+        })?;
+    #[cfg(unix)]
+    if let Ok(metadata) = std::fs::metadata(state_dir) {
+        use std::os::unix::fs::PermissionsExt as _;
+        if metadata.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(
+                state_dir = %state_dir.display(),
+                "the state directory can be read by other users; its journal files are kept \
+                 readable by their owner only, but `chmod 700` the directory too"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Makes the journal's files (`journal.sqlite` and its `-wal`, `-shm`) readable by their owner
+/// only, creating the database file so: they hold phones and names, and SQLite creates the
+/// `-wal` and `-shm` files with the database file's mode.
+pub(super) fn private_journal_files(journal: &Path) -> Result<(), JournalError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        let fail = |source| JournalError::StateDir {
+            path: journal.display().to_string(),
+            source,
+        };
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(journal)
+            .map_err(fail)?;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = journal.as_os_str().to_owned();
+            name.push(suffix);
+            let path = std::path::PathBuf::from(name);
+            if let Ok(metadata) = std::fs::symlink_metadata(&path)
+                && metadata.is_file()
+                && metadata.permissions().mode() & 0o077 != 0
+            {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(fail)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Holds the state directory's lock for as long as it lives; the OS releases it when the
@@ -32,10 +78,12 @@ pub struct StateLock {
 pub fn lock(state_dir: &Path) -> Result<StateLock, JournalError> {
     create_state_dir(state_dir)?;
     let lock_path = state_dir.join("bulk.lock");
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
+    let mut options = File::options();
+    options.create(true).truncate(false).write(true);
+    // Never through a symlink someone planted in the state directory.
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOFOLLOW);
+    let file = options
         .open(&lock_path)
         .map_err(|source| JournalError::StateDir {
             path: lock_path.display().to_string(),

@@ -20,8 +20,8 @@ mod queries;
 mod schema;
 
 pub use batch::{Batch, Candidate};
-use lock::create_state_dir;
 pub use lock::{StateLock, lock};
+use lock::{create_state_dir, private_journal_files};
 pub use schema::journal_path;
 use schema::{SCHEMA, now};
 
@@ -94,6 +94,7 @@ impl Journal {
     pub async fn open(state_dir: &Path) -> Result<Journal, JournalError> {
         create_state_dir(state_dir)?;
         let path = journal_path(state_dir);
+        private_journal_files(&path)?;
         let options = SqliteConnectOptions::new()
             .filename(&path)
             .create_if_missing(true)

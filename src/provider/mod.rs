@@ -68,12 +68,73 @@ impl fmt::Debug for Credential {
 
 /// The HTTP client every provider shares: rustls, keep-alive, HTTP/1.1 and HTTP/2.
 pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
+    let builder = reqwest::Client::builder()
+        // A provider cannot steer a message elsewhere: a 3xx is its answer (a rejection, with
+        // its status), and no `Referer` (it would carry the SMS URL's phone) is ever sent.
+        .redirect(reqwest::redirect::Policy::none())
+        .referer(false)
         .pool_idle_timeout(Duration::from_secs(90))
         .tcp_nodelay(true)
-        .user_agent(concat!("msgsend/", env!("CARGO_PKG_VERSION")))
+        .user_agent(concat!("msgsend/", env!("CARGO_PKG_VERSION")));
+    with_proxies(builder)
         .build()
         .expect("the TLS backend initialises")
+}
+
+/// The environment's proxies (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, either case), never
+/// for this machine: reqwest's own reading of them sends a loopback provider's requests —
+/// Basic credentials, phones, messages — to the proxy unless `NO_PROXY` says otherwise. Here
+/// loopback is always bypassed, and `NO_PROXY` adds to that.
+fn with_proxies(builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
+    let env = |names: [&str; 2]| {
+        names
+            .iter()
+            .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+    };
+    let mut bypass = String::from("localhost,127.0.0.0/8,::1");
+    if let Some(more) = env(["NO_PROXY", "no_proxy"]) {
+        bypass.push(',');
+        bypass.push_str(&more);
+    }
+    let no_proxy = reqwest::NoProxy::from_string(&bypass);
+    let mut builder = builder.no_proxy();
+    let proxies = [
+        (env(["HTTPS_PROXY", "https_proxy"]), "https"),
+        (env(["HTTP_PROXY", "http_proxy"]), "http"),
+        (env(["ALL_PROXY", "all_proxy"]), "all"),
+    ];
+    for (url, scheme) in proxies {
+        let Some(url) = url else { continue };
+        let proxy = match scheme {
+            "https" => reqwest::Proxy::https(url.as_str()),
+            "http" => reqwest::Proxy::http(url.as_str()),
+            _ => reqwest::Proxy::all(url.as_str()),
+        };
+        match proxy {
+            Ok(proxy) => builder = builder.proxy(proxy.no_proxy(no_proxy.clone())),
+            Err(_) => tracing::warn!("a proxy variable holds no usable URL; it is not used"),
+        }
+    }
+    builder
+}
+
+/// The most of a provider's answer msgsend reads (SPEC section 7: a small cap). A message's
+/// answer is a few dozen bytes of JSON.
+pub const ANSWER_CAP: usize = 64 * 1024;
+
+/// An answer's body went past [`ANSWER_CAP`].
+struct BodyTooLarge;
+
+/// The body, read chunk by chunk up to [`ANSWER_CAP`]. A body cut off reads as what arrived.
+async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, BodyTooLarge> {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        if body.len() + chunk.len() > ANSWER_CAP {
+            return Err(BodyTooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// One provider's endpoints over the shared client.
@@ -129,9 +190,18 @@ impl ProviderClient {
         let response = check_status(response)?;
         // The status said yes; an answer cut off after it must not make msgsend send the
         // message again (the provider has it). An unreadable body reads as an empty one:
-        // KakaoTalk's success needs no body; SMS's needs `{"result": "OK"}` and so becomes a
-        // rejection that is not retried.
-        let body = response.bytes().await.unwrap_or_default();
+        // KakaoTalk's success needs no body; SMS's needs `{"result": "OK"}`, so for SMS it is
+        // `answer_lost`. A body past the cap is not read on: no answer may flood memory, and
+        // one that large confirms nothing (`answer_lost`).
+        let body = match read_capped(response).await {
+            Ok(body) => body,
+            Err(BodyTooLarge) => {
+                return Err(ProviderError::new(
+                    Class::AnswerLost,
+                    format!("HTTP 2xx with a body over {} KiB", ANSWER_CAP / 1024),
+                ));
+            }
+        };
         match self.kind {
             ProviderKind::KakaoTalk => Ok(kakaotalk::receipt(&body)),
             ProviderKind::Sms => sms::receipt(&body),

@@ -254,6 +254,7 @@ impl Metrics {
         if let Some(gateway) = &settings.pushgateway
             && let Err(error) = self.push(http, gateway, job_id).await
         {
+            let gateway = crate::secret::redacted_url(gateway, false);
             tracing::warn!(pushgateway = %gateway, "cannot push the metrics: {error}");
         }
     }
@@ -271,6 +272,13 @@ impl Metrics {
             .unwrap_or(Path::new("."));
         let mut file = tempfile::NamedTempFile::new_in(dir)?;
         std::io::Write::write_all(&mut file, self.render().as_bytes())?;
+        // No personal data in it, and node_exporter runs as another user: readable by all.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            file.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+        }
         file.as_file().sync_all()?;
         file.persist(path).map_err(|e| e.error)?;
         Ok(())

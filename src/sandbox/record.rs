@@ -37,16 +37,19 @@ pub(super) struct Recorder {
 
 impl Recorder {
     pub(super) fn create(path: &Path) -> std::io::Result<Self> {
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|error| {
-                std::io::Error::new(
-                    error.kind(),
-                    format!("cannot open the record file {}: {error}", path.display()),
-                )
-            })?;
+        let mut options = OpenOptions::new();
+        options.create(true).append(true);
+        // Accepted messages hold phones: readable by their owner only, never via a symlink.
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOFOLLOW);
+        let file = options.open(path).map_err(|error| {
+            std::io::Error::new(
+                error.kind(),
+                format!("cannot open the record file {}: {error}", path.display()),
+            )
+        })?;
         Ok(Recorder {
             file: Mutex::new(file),
         })

@@ -49,10 +49,34 @@ async fn connect(url: &DatabaseUrl) -> Result<Connection, SourceError> {
             .disable_statement_logging();
         Ok(Connection::Sqlite(options.connect().await.map_err(fail)?))
     } else {
+        warn_without_tls(url);
+        // Read-only like the SQLite source: the operator's query may call a function that
+        // writes, and a campaign (a dry run above all) must never change its source.
         let options = PgConnectOptions::from_str(url.expose())
             .map_err(fail)?
+            .options([("default_transaction_read_only", "on")])
             .disable_statement_logging();
         Ok(Connection::Postgres(options.connect().await.map_err(fail)?))
+    }
+}
+
+/// A PostgreSQL source off this machine without TLS required: names and phones (and the
+/// password's exchange) could travel in clear. sqlx's default `sslmode=prefer` falls back to
+/// plain text silently, so this says so.
+fn warn_without_tls(url: &DatabaseUrl) {
+    let Ok(parsed) = reqwest::Url::parse(url.expose()) else {
+        return;
+    };
+    // No host is a Unix socket: this machine too.
+    let loopback = parsed.host().is_none() || crate::config::security::is_loopback(&parsed);
+    let required = parsed.query_pairs().any(|(name, value)| {
+        name == "sslmode" && matches!(&*value, "require" | "verify-ca" | "verify-full")
+    });
+    if !loopback && !required {
+        tracing::warn!(
+            database = %url,
+            "the source database is not on this machine and TLS is not required: add ?sslmode=require (or verify-full)"
+        );
     }
 }
 

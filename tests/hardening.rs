@@ -1,0 +1,331 @@
+//! The security review's defects, each through the binary on 127.0.0.1: a provider that
+//! redirects or floods, secrets inside URLs, personal data at rest, symlinked outputs, a source
+//! query that writes, and text from outside that carries terminal escapes.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::process::CommandExt as _;
+
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
+use common::{World, count, stderr, stdout};
+use futures_util::StreamExt as _;
+
+/// A loopback HTTP server answering every request with `answer()`; returns its base URL.
+async fn fake_provider<F>(answer: F) -> String
+where
+    F: Fn() -> Response + Clone + Send + Sync + 'static,
+{
+    let app = axum::Router::new().fallback(move || {
+        let answer = answer.clone();
+        async move { answer() }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+fn born_25() -> String {
+    common::crowd::today_in_seoul()
+        .checked_sub(jiff::Span::new().years(25))
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_provider_redirect_is_a_rejection_and_nothing_follows_it() {
+    let mut world = World::start(|_| {}).await;
+    // The "provider" redirects to the sandbox's own SMS endpoint: following it would deliver.
+    let target = format!("{}/sms?phone=010-1234-5678", world.sandbox.sms.base_url());
+    let url = fake_provider(move || {
+        let mut response = Response::new(Body::empty());
+        *response.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+        response
+            .headers_mut()
+            .insert(header::LOCATION, HeaderValue::from_str(&target).unwrap());
+        response
+    })
+    .await;
+    world.set("providers.kakaotalk.base_url", url);
+    let output = world.send_hi(&["--no-fallback", "--json"]).await;
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    let result = common::json(&output);
+    assert_eq!(result["attempts"][0]["detail"], "HTTP 307", "{result}");
+    assert_eq!(count(&world.sandbox.sms.stats.requests), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endless_answer_is_read_up_to_a_cap_and_memory_stays_flat() {
+    let mut world = World::start(|_| {}).await;
+    let url = fake_provider(|| {
+        let chunk = axum::body::Bytes::from(vec![b'x'; 64 * 1024]);
+        let endless = futures_util::stream::repeat(chunk).map(Ok::<_, std::io::Error>);
+        Response::new(Body::from_stream(endless))
+    })
+    .await;
+    world.set("providers.kakaotalk.base_url", url);
+    let mut command = world.command(&[
+        "send",
+        "--to",
+        "01012345678",
+        "--name",
+        "A",
+        "--message",
+        "hi",
+        "--no-fallback",
+    ]);
+    let child = command.spawn().unwrap();
+    let pid = child.id() as libc::pid_t;
+    let (status, max_rss_kib) = tokio::task::spawn_blocking(move || {
+        let mut status = 0;
+        // SAFETY: wait4 on our own child, with valid pointers to locals.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        assert_eq!(waited, pid);
+        drop(child);
+        (libc::WEXITSTATUS(status), usage.ru_maxrss)
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 3, "not delivered: the answer confirms nothing");
+    assert!(max_rss_kib < 100 * 1024, "peak RSS {max_rss_kib} KiB");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_id_with_terminal_escapes_is_printed_escaped() {
+    let mut world = World::start(|_| {}).await;
+    let url =
+        fake_provider(|| Response::new(Body::from(r#"{"messageId": "\u001b[2Jgone"}"#))).await;
+    world.set("providers.kakaotalk.base_url", url);
+    let output = world.send_hi(&["--no-fallback"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(!text.contains('\u{1b}'), "{text:?}");
+    assert!(text.contains("\\u{1b}[2Jgone"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_inside_urls_never_reach_the_output_or_the_logs() {
+    let mut world = World::start(|_| {}).await;
+    world
+        .set(
+            "metrics.pushgateway",
+            "http://pgw:pushgw-pw-71@127.0.0.1:9/",
+        )
+        .set(
+            "alerts.webhook",
+            "https://hooks.example.com/T0/abcsecret?token=hook-token-52",
+        )
+        .set(
+            "source.database",
+            "postgres://app@db.example:5432/crm?password=db-pw-33&sslmode=require",
+        );
+    let secrets = ["pushgw-pw-71", "abcsecret", "hook-token-52", "db-pw-33"];
+    let check = world.msgsend(&["config", "check"]).await;
+    assert_eq!(check.status.code(), Some(0), "{}", stderr(&check));
+    let csv = world.path("people.csv");
+    std::fs::write(
+        &csv,
+        format!("name,phone,birth_date\na,010-7600-0000,{}\n", born_25()),
+    )
+    .unwrap();
+    let run = world
+        .msgsend(&[
+            "-vv",
+            "bulk",
+            "--age-group",
+            "20s",
+            "--message",
+            "hi",
+            "--csv",
+            csv.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(run.status.code(), Some(0), "{}", stderr(&run));
+    for output in [&check, &run] {
+        for secret in secrets {
+            assert!(!stdout(output).contains(secret), "{secret} in stdout");
+            assert!(!stderr(output).contains(secret), "{secret} in stderr");
+        }
+    }
+    assert!(stdout(&check).contains("https://hooks.example.com/(redacted)"));
+    assert!(
+        stderr(&run).contains("cannot push the metrics"),
+        "{}",
+        stderr(&run)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn files_with_personal_data_are_private_even_under_umask_000() {
+    let world = World::start(|_| {}).await;
+    let csv = world.path("people.csv");
+    std::fs::write(
+        &csv,
+        format!("name,phone,birth_date\na,010-7600-0000,{}\n", born_25()),
+    )
+    .unwrap();
+    let (failed, summary, invalid, prom) = (
+        world.path("failed.csv"),
+        world.path("summary.json"),
+        world.path("invalid.csv"),
+        world.path("msgsend.prom"),
+    );
+    let mut world = world;
+    world.set("metrics.textfile", prom.display().to_string());
+    let mut command = world.command(&[
+        "bulk",
+        "--age-group",
+        "20s",
+        "--message",
+        "hi",
+        "--csv",
+        csv.to_str().unwrap(),
+        "--failed-csv",
+        failed.to_str().unwrap(),
+        "--summary-json",
+        summary.to_str().unwrap(),
+        "--invalid-csv",
+        invalid.to_str().unwrap(),
+    ]);
+    // SAFETY: umask only changes the child's file-creation mask, between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            libc::umask(0);
+            Ok(())
+        });
+    }
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    let journal = world.path("state/journal.sqlite");
+    for private in [&failed, &summary, &invalid, &journal] {
+        assert_eq!(mode(private), 0o600, "{}", private.display());
+    }
+    for suffix in ["-wal", "-shm"] {
+        let path = std::path::PathBuf::from(format!("{}{suffix}", journal.display()));
+        if path.exists() {
+            assert_eq!(mode(&path), 0o600, "{}", path.display());
+        }
+    }
+    assert_eq!(mode(&prom), 0o644, "node_exporter must read the metrics");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_output_path_that_is_a_symlink_never_writes_through_it() {
+    let world = World::start(|_| {}).await;
+    let csv = world.path("people.csv");
+    std::fs::write(
+        &csv,
+        format!("name,phone,birth_date\na,010-7600-0000,{}\n", born_25()),
+    )
+    .unwrap();
+    let precious = world.path("precious.txt");
+    std::fs::write(&precious, "keep me").unwrap();
+    let link = world.path("summary.json");
+    std::os::unix::fs::symlink(&precious, &link).unwrap();
+    let output = world
+        .msgsend(&[
+            "bulk",
+            "--age-group",
+            "20s",
+            "--message",
+            "hi",
+            "--csv",
+            csv.to_str().unwrap(),
+            "--summary-json",
+            link.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep me");
+    assert!(
+        !std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    not(postgres_available),
+    ignore = "no PostgreSQL server: apt-get install postgresql, or set MSGSEND_TEST_POSTGRES_URL"
+)]
+async fn a_postgres_query_that_would_write_is_refused() {
+    let Some(url) = common::postgres_url() else {
+        return;
+    };
+    use sqlx::ConnectOptions as _;
+    let options: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+    let mut db = options.connect().await.unwrap();
+    let suffix = std::process::id();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP TABLE IF EXISTS people_{suffix}, audit_{suffix};\
+         CREATE TABLE people_{suffix} (name TEXT, phone TEXT, birth_date TEXT);\
+         CREATE TABLE audit_{suffix} (n INT);\
+         INSERT INTO people_{suffix} VALUES ('a', '010-7700-0000', '{born}');\
+         CREATE OR REPLACE FUNCTION side_effect_{suffix}() RETURNS INT VOLATILE LANGUAGE SQL \
+           AS 'INSERT INTO audit_{suffix} VALUES (1) RETURNING n';",
+        born = born_25()
+    )))
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let world = World::start(|_| {}).await;
+    let query = format!("SELECT *, side_effect_{suffix}() AS x FROM people_{suffix}");
+    let output = world
+        .msgsend(&[
+            "bulk",
+            "--age-group",
+            "20s",
+            "--message",
+            "hi",
+            "--db",
+            &url,
+            "--query",
+            &query,
+            "--dry-run",
+        ])
+        .await;
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let written: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT COUNT(*) FROM audit_{suffix}"
+    )))
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(written, 0, "the source query wrote");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_proxy_in_the_environment_never_sees_a_loopback_provider() {
+    let proxy = common::receiver::Receiver::start(StatusCode::OK).await;
+    let world = World::start(|_| {}).await;
+    let mut command = world.command(&[
+        "send",
+        "--to",
+        "01012345678",
+        "--name",
+        "A",
+        "--message",
+        "hi",
+    ]);
+    command
+        .env("HTTP_PROXY", proxy.url())
+        .env("ALL_PROXY", proxy.url())
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy");
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(proxy.received().is_empty(), "the proxy saw the request");
+    assert_eq!(world.recorded().len(), 1);
+}
