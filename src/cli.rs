@@ -215,14 +215,33 @@ pub struct SandboxArgs {
     /// SMS's quota per credential, enforced over a sliding window
     #[arg(long, value_name = "RATE", default_value = "500/min")]
     pub sms_rate: Rate,
-    /// A credential KakaoTalk accepts (repeatable) [default: autoever:1234]
-    #[arg(long, value_name = "USER:PASS")]
+    /// A credential KakaoTalk accepts (repeatable) [default: autoever:1234]. A password on the
+    /// command line is visible to other users in `ps`: the variable takes a comma-separated list
+    #[arg(
+        long,
+        value_name = "USER:PASS",
+        env = "MSGSEND_SANDBOX_KAKAOTALK_CREDENTIALS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     pub kakaotalk_credential: Vec<UserPass>,
-    /// A credential SMS accepts (repeatable) [default: autoever:5678]
-    #[arg(long, value_name = "USER:PASS")]
+    /// A credential SMS accepts (repeatable) [default: autoever:5678]; see above for `ps`
+    #[arg(
+        long,
+        value_name = "USER:PASS",
+        env = "MSGSEND_SANDBOX_SMS_CREDENTIALS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     pub sms_credential: Vec<UserPass>,
-    /// A credential both providers accept (repeatable)
-    #[arg(long, value_name = "USER:PASS")]
+    /// A credential both providers accept (repeatable); see above for `ps`
+    #[arg(
+        long,
+        value_name = "USER:PASS",
+        env = "MSGSEND_SANDBOX_CREDENTIALS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     pub credential: Vec<UserPass>,
     /// Share of message requests answered 500, at random (0..1)
     #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = parse_probability)]

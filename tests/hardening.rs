@@ -6,6 +6,7 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::process::CommandExt as _;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -328,4 +329,75 @@ async fn a_proxy_in_the_environment_never_sees_a_loopback_provider() {
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert!(proxy.received().is_empty(), "the proxy saw the request");
     assert_eq!(world.recorded().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sandbox_refuses_an_unauthenticated_body_before_reading_it_and_drops_slow_headers() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let world = World::start(|_| {}).await;
+    let addr = world.sandbox.kakaotalk.addr;
+    // Headers announcing a large body, wrong credentials, and no body at all.
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            b"POST /kakaotalk-messages HTTP/1.1\r\nHost: x\r\nAuthorization: Basic d3Jvbmc6d3Jvbmc=\r\n\
+              Content-Type: application/json\r\nContent-Length: 100000000\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut answer = vec![0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(3), stream.read(&mut answer))
+        .await
+        .expect("answered before the body came")
+        .unwrap();
+    assert!(
+        answer[..read].starts_with(b"HTTP/1.1 401"),
+        "{:?}",
+        String::from_utf8_lossy(&answer[..read])
+    );
+
+    // Headers that never end: the connection is closed after the header timeout.
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"POST /kakaotalk-messages HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok(),
+        "a connection without its headers was held open"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_state_dir_others_can_read_is_warned_about_and_its_journal_stays_private() {
+    let world = World::start(|_| {}).await;
+    let state = world.path("state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let csv = world.path("people.csv");
+    std::fs::write(
+        &csv,
+        format!("name,phone,birth_date\na,010-7600-0000,{}\n", born_25()),
+    )
+    .unwrap();
+    let output = world
+        .msgsend(&[
+            "bulk",
+            "--age-group",
+            "20s",
+            "--message",
+            "hi",
+            "--csv",
+            csv.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("can be read by other users"),
+        "{}",
+        stderr(&output)
+    );
+    let journal = std::fs::metadata(state.join("journal.sqlite")).unwrap();
+    assert_eq!(journal.permissions().mode() & 0o777, 0o600);
 }

@@ -3,6 +3,7 @@
 //! limit, `GET /health`), inject faults on demand and record every accepted message as a JSON
 //! line. Operators try campaigns against it; every test of msgsend talks to it over real HTTP.
 
+mod listen;
 mod record;
 mod server;
 mod window;
@@ -167,15 +168,11 @@ impl Sandbox {
                     stats: state.stats.clone(),
                     control: state.control.clone(),
                 };
-                let stopped = stop.clone().cancelled_owned();
-                tasks.push(tokio::spawn(async move {
-                    if let Err(error) = axum::serve(listener, server::router(state))
-                        .with_graceful_shutdown(stopped)
-                        .await
-                    {
-                        tracing::error!("{kind} sandbox stopped: {error}");
-                    }
-                }));
+                tasks.push(tokio::spawn(listen::serve(
+                    listener,
+                    server::router(state),
+                    stop.clone(),
+                )));
                 Ok(handle)
             };
         let kakaotalk = start(ProviderKind::KakaoTalk, &config.kakaotalk).await?;

@@ -157,15 +157,29 @@ async fn health(State(state): State<Arc<SimState>>, headers: HeaderMap) -> Respo
     }
 }
 
+/// The most of a message request's body the sandbox reads: a message of 1,000 characters,
+/// form-encoded, is under 10 KiB.
+const MAX_BODY: usize = 64 * 1024;
+
+/// How long a client may take to send a body once its credentials were accepted.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 async fn message(
     State(state): State<Arc<SimState>>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
+    // Credentials first: a client without them never gets its body read.
     let username = match admit(&state, &headers).await {
         Ok(username) => username,
         Err(response) => return response,
+    };
+    let body = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY)).await
+    {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => return (StatusCode::PAYLOAD_TOO_LARGE, "body too large").into_response(),
+        Err(_) => return (StatusCode::REQUEST_TIMEOUT, "body too slow").into_response(),
     };
     let number = state.message_requests.fetch_add(1, Ordering::SeqCst);
     if number < state.faults.fail_first

@@ -64,20 +64,25 @@ async fn connect(url: &DatabaseUrl) -> Result<Connection, SourceError> {
 /// password's exchange) could travel in clear. sqlx's default `sslmode=prefer` falls back to
 /// plain text silently, so this says so.
 fn warn_without_tls(url: &DatabaseUrl) {
-    let Ok(parsed) = reqwest::Url::parse(url.expose()) else {
-        return;
+    if travels_in_clear(url.expose()) {
+        tracing::warn!(
+            database = %url,
+            "the source database is not on this machine and TLS is not required: add ?sslmode=require (or verify-full)"
+        );
+    }
+}
+
+/// Whether a `postgres://` URL names another machine without requiring TLS.
+fn travels_in_clear(url: &str) -> bool {
+    let Ok(parsed) = reqwest::Url::parse(url) else {
+        return false;
     };
     // No host is a Unix socket: this machine too.
     let loopback = parsed.host().is_none() || crate::config::security::is_loopback(&parsed);
     let required = parsed.query_pairs().any(|(name, value)| {
         name == "sslmode" && matches!(&*value, "require" | "verify-ca" | "verify-full")
     });
-    if !loopback && !required {
-        tracing::warn!(
-            database = %url,
-            "the source database is not on this machine and TLS is not required: add ?sslmode=require (or verify-full)"
-        );
-    }
+    !loopback && !required
 }
 
 fn quote_identifier(name: &str) -> String {
@@ -309,4 +314,25 @@ pub(super) async fn count(
         .await
         .map_err(|e| database_error(url, e))?;
     Ok(count.map_or(0, |n| u64::try_from(n).unwrap_or(0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::travels_in_clear;
+
+    #[test]
+    fn only_a_remote_database_without_required_tls_is_in_clear() {
+        assert!(travels_in_clear("postgres://app:pw@db.example/crm"));
+        assert!(travels_in_clear(
+            "postgres://app@db.example/crm?sslmode=prefer"
+        ));
+        assert!(!travels_in_clear(
+            "postgres://app@db.example/crm?sslmode=require"
+        ));
+        assert!(!travels_in_clear(
+            "postgres://app@db.example/crm?sslmode=verify-full"
+        ));
+        assert!(!travels_in_clear("postgres://app@127.0.0.1:5432/crm"));
+        assert!(!travels_in_clear("postgres://app@localhost/crm"));
+    }
 }
