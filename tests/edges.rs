@@ -10,22 +10,13 @@ use std::time::{Duration, Instant};
 
 use common::{World, count, json, stderr, stdout};
 
-/// A birth date that makes someone 25 on the campaign's date (Seoul).
 fn born_25() -> String {
-    let today = common::crowd::today_in_seoul();
-    today
-        .checked_sub(jiff::Span::new().years(25))
-        .unwrap()
-        .to_string()
+    common::born(25)
 }
 
 /// `n` people in their 20s, phones `010-7000-0000` onwards, as CSV text with `line_end`.
 fn people(n: usize, line_end: &str) -> String {
-    let mut text = format!("name,phone,birth_date{line_end}");
-    for i in 0..n {
-        text.push_str(&format!("p{i},010-7000-{i:04},{}{line_end}", born_25()));
-    }
-    text
+    common::people_csv("7000", n, line_end)
 }
 
 fn phone(i: usize) -> String {
@@ -76,6 +67,30 @@ async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// A campaign to `people` in a world whose KakaoTalk takes 5/s, stopped by SIGTERM (exit 130)
+/// once the first three were delivered; returns the world and the CSV's path.
+async fn interrupted_job(people_count: usize, job: &str) -> (World, std::path::PathBuf) {
+    let mut world = World::start(|c| {
+        c.kakaotalk.rate = "5/s".parse().unwrap();
+        c.kakaotalk.faults.latency = Duration::from_millis(50);
+    })
+    .await;
+    world.set("providers.kakaotalk.rate_limit", "5/s");
+    let csv = world.path("people.csv");
+    std::fs::write(&csv, people(people_count, "\n")).unwrap();
+    let child = world
+        .command(&bulk(csv.to_str().unwrap(), &["--job-id", job]))
+        .spawn()
+        .unwrap();
+    wait_for("the first deliveries", || world.recorded().len() >= 3).await;
+    kill(child.id(), "TERM");
+    let first = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(first.status.code(), Some(130), "{}", stderr(&first));
+    (world, csv)
+}
+
 async fn job_status(world: &World, job: &str) -> serde_json::Value {
     let output = world.msgsend(&["status", job, "--json"]).await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
@@ -123,25 +138,7 @@ async fn crlf_line_numbers_are_the_lines_an_editor_shows() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_resume_after_the_source_shrank_fails_the_missing_and_never_ends_done_with_queued() {
-    let world = World::start(|c| {
-        c.kakaotalk.rate = "5/s".parse().unwrap();
-        c.kakaotalk.faults.latency = Duration::from_millis(50);
-    })
-    .await;
-    let mut world = world;
-    world.set("providers.kakaotalk.rate_limit", "5/s");
-    let csv = world.path("people.csv");
-    std::fs::write(&csv, people(30, "\n")).unwrap();
-    let child = world
-        .command(&bulk(csv.to_str().unwrap(), &["--job-id", "shrink"]))
-        .spawn()
-        .unwrap();
-    wait_for("the first deliveries", || world.recorded().len() >= 3).await;
-    kill(child.id(), "TERM");
-    let first = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
-    assert_eq!(first.status.code(), Some(130), "{}", stderr(&first));
+    let (mut world, csv) = interrupted_job(30, "shrink").await;
     let delivered: Vec<String> = recorded_phones(&world);
     // Those the first run had not reached, and that the shrunk file no longer holds.
     let gone = (5..30).filter(|&i| !delivered.contains(&phone(i))).count() as u64;
@@ -319,24 +316,7 @@ async fn a_signal_in_the_first_milliseconds_exits_130_and_leaves_no_running_job(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dry_run_of_a_resume_counts_what_the_resume_would_send() {
-    let mut world = World::start(|c| {
-        c.kakaotalk.rate = "5/s".parse().unwrap();
-        c.kakaotalk.faults.latency = Duration::from_millis(50);
-    })
-    .await;
-    world.set("providers.kakaotalk.rate_limit", "5/s");
-    let csv = world.path("people.csv");
-    std::fs::write(&csv, people(20, "\n")).unwrap();
-    let child = world
-        .command(&bulk(csv.to_str().unwrap(), &["--job-id", "half"]))
-        .spawn()
-        .unwrap();
-    wait_for("the first deliveries", || world.recorded().len() >= 3).await;
-    kill(child.id(), "TERM");
-    let first = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
-    assert_eq!(first.status.code(), Some(130), "{}", stderr(&first));
+    let (world, _) = interrupted_job(20, "half").await;
     let done = world.recorded().len();
     let dry = world
         .msgsend(&["bulk", "--resume", "half", "--dry-run"])
@@ -406,18 +386,7 @@ async fn sqlite_birth_dates_that_do_not_parse_are_counted_invalid_never_dropped(
         "SELECT name, phone, birth_date FROM users -- everyone",
     ] {
         let output = world
-            .msgsend(&[
-                "bulk",
-                "--age-group",
-                "20s",
-                "--message",
-                "hi",
-                "--db",
-                "sqlite://careless.sqlite",
-                "--query",
-                query,
-                "--dry-run",
-            ])
+            .dry_run_of_database("sqlite://careless.sqlite", query)
             .await;
         assert_eq!(
             output.status.code(),
@@ -443,11 +412,7 @@ async fn postgres_text_birth_dates_that_do_not_parse_are_invalid_not_fatal() {
         return;
     };
     let table = format!("careless_{}", std::process::id());
-    let mut db = {
-        use sqlx::ConnectOptions as _;
-        let options: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
-        options.connect().await.unwrap()
-    };
+    let mut db = common::postgres::connect(&url).await;
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (name TEXT, phone TEXT, birth_date TEXT);\
          INSERT INTO {table} VALUES ('fine', '010-7200-0000', '{good}'), ('garbage', '010-7200-0001', 'garbage'), \
@@ -460,20 +425,7 @@ async fn postgres_text_birth_dates_that_do_not_parse_are_invalid_not_fatal() {
     .unwrap();
     let world = World::start(|_| {}).await;
     let query = format!("SELECT name, phone, birth_date FROM {table}");
-    let output = world
-        .msgsend(&[
-            "bulk",
-            "--age-group",
-            "20s",
-            "--message",
-            "hi",
-            "--db",
-            &url,
-            "--query",
-            &query,
-            "--dry-run",
-        ])
-        .await;
+    let output = world.dry_run_of_database(&url, &query).await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let text = stdout(&output);
     assert!(text.contains(&count_line("total read", 4)), "{text}");
@@ -627,24 +579,7 @@ async fn a_blob_column_in_sqlite_is_no_value_not_a_failed_campaign() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_recipient_who_opted_out_since_the_first_run_is_dropped_not_failed() {
-    let mut world = World::start(|c| {
-        c.kakaotalk.rate = "5/s".parse().unwrap();
-        c.kakaotalk.faults.latency = Duration::from_millis(50);
-    })
-    .await;
-    world.set("providers.kakaotalk.rate_limit", "5/s");
-    let csv = world.path("people.csv");
-    std::fs::write(&csv, people(20, "\n")).unwrap();
-    let child = world
-        .command(&bulk(csv.to_str().unwrap(), &["--job-id", "optout"]))
-        .spawn()
-        .unwrap();
-    wait_for("the first deliveries", || world.recorded().len() >= 3).await;
-    kill(child.id(), "TERM");
-    let first = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
-    assert_eq!(first.status.code(), Some(130), "{}", stderr(&first));
+    let (mut world, _) = interrupted_job(20, "optout").await;
     let delivered = recorded_phones(&world);
     let opted_out: Vec<String> = (0..20)
         .map(phone)
@@ -706,9 +641,7 @@ async fn a_closed_stderr_never_turns_a_campaign_into_a_panic() {
             .open("/dev/full")
             .unwrap(),
     );
-    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
-        .await
-        .unwrap();
+    let output = common::output_of(command).await;
     assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
     assert_eq!(job_status(&world, "full").await["status"], "DONE");
     assert_eq!(world.recorded().len(), 3);

@@ -30,10 +30,7 @@ where
 }
 
 fn born_25() -> String {
-    common::crowd::today_in_seoul()
-        .checked_sub(jiff::Span::new().years(25))
-        .unwrap()
-        .to_string()
+    common::born(25)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -199,9 +196,7 @@ async fn files_with_personal_data_are_private_even_under_umask_000() {
             Ok(())
         });
     }
-    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
-        .await
-        .unwrap();
+    let output = common::output_of(command).await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let mode =
         |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
@@ -263,9 +258,7 @@ async fn a_postgres_query_that_would_write_is_refused() {
     let Some(url) = common::postgres_url() else {
         return;
     };
-    use sqlx::ConnectOptions as _;
-    let options: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
-    let mut db = options.connect().await.unwrap();
+    let mut db = common::postgres::connect(&url).await;
     let suffix = std::process::id();
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "DROP TABLE IF EXISTS people_{suffix}, audit_{suffix};\
@@ -281,20 +274,7 @@ async fn a_postgres_query_that_would_write_is_refused() {
     .unwrap();
     let world = World::start(|_| {}).await;
     let query = format!("SELECT *, side_effect_{suffix}() AS x FROM people_{suffix}");
-    let output = world
-        .msgsend(&[
-            "bulk",
-            "--age-group",
-            "20s",
-            "--message",
-            "hi",
-            "--db",
-            &url,
-            "--query",
-            &query,
-            "--dry-run",
-        ])
-        .await;
+    let output = world.dry_run_of_database(&url, &query).await;
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     let written: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT COUNT(*) FROM audit_{suffix}"
@@ -323,9 +303,7 @@ async fn a_proxy_in_the_environment_never_sees_a_loopback_provider() {
         .env("ALL_PROXY", proxy.url())
         .env_remove("NO_PROXY")
         .env_remove("no_proxy");
-    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
-        .await
-        .unwrap();
+    let output = common::output_of(command).await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert!(proxy.received().is_empty(), "the proxy saw the request");
     assert_eq!(world.recorded().len(), 1);

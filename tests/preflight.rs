@@ -12,25 +12,12 @@ use axum::http::StatusCode;
 use common::receiver::Receiver;
 use common::{World, count, json, message_requests, stderr};
 
-/// A birth date that makes someone 25 on the campaign's date (Seoul).
-fn born_25() -> String {
-    let today = common::crowd::today_in_seoul();
-    today
-        .checked_sub(jiff::Span::new().years(25))
-        .unwrap()
-        .to_string()
-}
-
 /// A world with the pre-flight on (the default; the shared test config turns it off) and
 /// `people` recipients in their 20s; returns the CSV's path.
 fn world_with_people(world: &mut World, people: usize) -> String {
     world.set("routing.preflight", true);
     let csv = world.path("people.csv");
-    let mut text = String::from("name,phone,birth_date\n");
-    for i in 0..people {
-        text.push_str(&format!("p{i},010-7300-{i:04},{}\n", born_25()));
-    }
-    std::fs::write(&csv, text).unwrap();
+    std::fs::write(&csv, common::people_csv("7300", people, "\n")).unwrap();
     csv.display().to_string()
 }
 

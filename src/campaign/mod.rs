@@ -14,11 +14,16 @@
 //! `--dry-run` shares the first step and then only admits and counts ([`dry_run`]).
 
 mod dry_run;
+mod finish;
+mod outputs;
 pub mod plan;
+
+use finish::{Finished, finish};
+use outputs::Outputs;
 
 pub use plan::{CampaignPlan, Job, JobOptions, JobPlan, SourceChoice};
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::future::Future;
 
 use futures_util::FutureExt as _;
@@ -28,18 +33,16 @@ use std::time::{Duration, Instant};
 
 use crate::alert::Alerter;
 use crate::config::{RoutingSettings, Settings};
-use crate::delivery::{Health, Router};
+use crate::delivery::Router;
 use crate::error::{ExitStatus, UsageError};
 use crate::journal::{self, Journal, JournalError, StateLock};
 use crate::phone::Phone;
-use crate::pipeline::{self, Campaign, Reporting, RunOutcome, StopCause, Stopper};
-use crate::provider::{ProviderKind, http_client};
+use crate::pipeline::{self, Campaign, Reporting, StopCause, Stopper};
+use crate::provider::http_client;
 use crate::report::alerts::Watch;
 use crate::report::invalid_rows::InvalidRows;
 use crate::report::metrics::Metrics;
-use crate::report::output::{OutputFile, SummaryJson, write_failed_csv, write_summary};
 use crate::report::progress::Progress;
-use crate::report::summary::{RunFigures, Summary};
 use crate::schedule::{Clock, QuietHours};
 use crate::source::{self, AgeFilter, OpenSource, SourceSpec};
 use crate::template::MessageTemplate;
@@ -93,74 +96,6 @@ struct Prepared {
     template: MessageTemplate,
     suppression: HashSet<Phone>,
     outputs: Outputs,
-}
-
-/// The files the run writes at its end, their places checked before anything is sent.
-#[derive(Debug, Default)]
-struct Outputs {
-    summary_json: Option<SummaryJson>,
-    failed_csv: Option<OutputFile>,
-    /// Written as the source is read, by a dry run too.
-    invalid_csv: Option<OutputFile>,
-}
-
-impl Outputs {
-    fn create(plan: &CampaignPlan) -> Result<Outputs, UsageError> {
-        // Two outputs in one file would overwrite each other.
-        let named = [
-            ("--summary-json", plan.summary_json.as_deref()),
-            ("--failed-csv", plan.failed_csv.as_deref()),
-            ("--invalid-csv", plan.invalid_csv.as_deref()),
-        ];
-        let files: Vec<(&str, std::path::PathBuf)> = named
-            .iter()
-            .filter_map(|(flag, path)| {
-                let path = path.filter(|p| *p != std::path::Path::new("-"))?;
-                Some((
-                    *flag,
-                    std::path::absolute(path).unwrap_or_else(|_| path.into()),
-                ))
-            })
-            .collect();
-        for (index, (flag, path)) in files.iter().enumerate() {
-            if let Some((other, _)) = files[..index].iter().find(|(_, p)| p == path) {
-                return Err(UsageError(format!(
-                    "{other} and {flag} name the same file {}: give each its own",
-                    path.display()
-                )));
-            }
-        }
-        let invalid_csv = plan
-            .invalid_csv
-            .as_deref()
-            .map(|path| OutputFile::create("--invalid-csv", path))
-            .transpose()
-            .map_err(UsageError)?;
-        if plan.dry_run {
-            return Ok(Outputs {
-                invalid_csv,
-                ..Outputs::default()
-            });
-        }
-        let summary_json = match plan.summary_json.as_deref() {
-            Some(path) if path == std::path::Path::new("-") => Some(SummaryJson::Stdout),
-            Some(path) => Some(SummaryJson::File(
-                OutputFile::create("--summary-json", path).map_err(UsageError)?,
-            )),
-            None => None,
-        };
-        let failed_csv = plan
-            .failed_csv
-            .as_deref()
-            .map(|path| OutputFile::create("--failed-csv", path))
-            .transpose()
-            .map_err(UsageError)?;
-        Ok(Outputs {
-            summary_json,
-            failed_csv,
-            invalid_csv,
-        })
-    }
 }
 
 /// Step 1; `None` when a `--resume` finds nothing to resume.
@@ -392,83 +327,4 @@ async fn refuse_in_quiet_hours(
         "Campaign {job_id}: PAUSED (quiet hours {quiet}); continue it with `msgsend bulk --resume {job_id}`"
     );
     Ok(ExitStatus::Paused)
-}
-
-/// How the run ended, for [`finish`].
-struct Finished<'a> {
-    job: &'a Job,
-    run: u32,
-    /// The suppression list: a queued recipient that opted out since is dropped, not failed.
-    suppression: &'a HashSet<Phone>,
-    preflight: &'a BTreeMap<ProviderKind, Health>,
-    cause: Option<StopCause>,
-    duration: Duration,
-    router: &'a Router,
-}
-
-/// Step 3: the job's status and the exit code, each one function of the stop cause.
-async fn finish(
-    failed_csv: Option<OutputFile>,
-    summary_json: Option<SummaryJson>,
-    journal: &mut Journal,
-    finished: Finished<'_>,
-    result: Result<RunOutcome, pipeline::PipelineError>,
-) -> anyhow::Result<ExitStatus> {
-    let Finished {
-        job,
-        run,
-        suppression,
-        preflight,
-        cause,
-        duration,
-        router,
-    } = finished;
-    let status = pipeline::job_status(cause.as_ref());
-    let outcome = match result {
-        Ok(outcome) => outcome,
-        Err(error) => {
-            // What was recorded stays recorded; the job can be resumed once the cause is fixed.
-            // It stays `RUNNING` (as after a kill) unless its in-flight rows could be resolved.
-            if journal.resolve_in_flight(&job.id).await.is_ok() {
-                let _ = journal.set_status(&job.id, status).await;
-            }
-            return Err(error.into());
-        }
-    };
-    let closed = journal.close_run(&job.id, run, suppression).await?;
-    if closed > 0 {
-        tracing::warn!(job_id = %job.id, recipients = closed, "recipients queued by an earlier run are not in the source any more: recorded failed");
-    }
-    journal
-        .end_run(&job.id, status, outcome.source, outcome.retries, duration)
-        .await?;
-    let record = journal.job(&job.id).await?;
-    let summary = Summary::new(RunFigures {
-        job_id: &job.id,
-        status,
-        reason: cause.as_ref().and_then(StopCause::summary_reason),
-        source: outcome.source,
-        states: record.states,
-        retries: record.retries,
-        sends: outcome.sends,
-        duration,
-        providers: router
-            .channels()
-            .filter_map(|channel| {
-                let kind = channel.kind();
-                let stats = outcome.providers.get(&kind)?;
-                Some((kind, stats, channel.circuit_openings()))
-            })
-            .collect(),
-        preflight,
-    });
-    tracing::info!(job_id = %job.id, status = status.name(), sent = summary.sent, fallback = summary.fallback, failed = summary.failed, "campaign ended");
-    if let Some(file) = failed_csv {
-        write_failed_csv(file, &journal.undelivered(&job.id).await?);
-    }
-    write_summary(&summary, summary_json)?;
-    Ok(pipeline::exit_status(
-        cause.as_ref(),
-        summary.failed + summary.uncertain > 0,
-    ))
 }

@@ -7,6 +7,7 @@ pub mod print;
 mod raw;
 mod resolve;
 pub mod security;
+mod urls;
 
 pub use resolve::MAX_CONCURRENCY;
 
@@ -120,7 +121,7 @@ pub struct DatabaseUrl {
 impl DatabaseUrl {
     /// `sqlite://PATH` or `postgres://...`; the error says what is wrong without the URL.
     pub fn parse(url: String) -> Result<DatabaseUrl, String> {
-        resolve::database_url(url)
+        urls::database_url(url)
     }
 
     pub fn expose(&self) -> &str {

@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::raw::{Expanded, RawConfig, RawCredential, RawProvider};
+use super::urls::monitoring_url;
 use super::{
-    AlertSettings, BreakerSettings, BulkSettings, ConfigError, DatabaseUrl, Locator,
-    MetricsSettings, RoutingSettings, Settings, SourceSettings,
+    AlertSettings, BreakerSettings, BulkSettings, ConfigError, Locator, MetricsSettings,
+    RoutingSettings, Settings, SourceSettings,
 };
 use crate::policy::retry::RetryPolicy;
 use crate::policy::strategy::Strategy;
@@ -119,9 +120,10 @@ pub(super) fn resolve(raw: RawConfig, at: &Locator) -> Result<Settings, ConfigEr
     };
 
     let database = match raw.source.database {
-        Some(Expanded(url)) => {
-            Some(database_url(url).map_err(|message| at.error("source.database", message))?)
-        }
+        Some(Expanded(url)) => Some(
+            super::urls::database_url(url)
+                .map_err(|message| at.error("source.database", message))?,
+        ),
         None => None,
     };
     let source = SourceSettings {
@@ -372,40 +374,6 @@ fn positive(value: u32, key: &str, at: &Locator) -> Result<u32, ConfigError> {
     }
 }
 
-/// `sqlite://PATH` or `postgres://...`; the password, if any, is kept out of every printout.
-pub(super) fn database_url(url: String) -> Result<DatabaseUrl, String> {
-    let redacted = match url.split_once("://") {
-        Some(("sqlite", _)) => url.clone(),
-        Some(("postgres" | "postgresql", _)) => match reqwest::Url::parse(&url) {
-            Ok(parsed) => crate::secret::redacted_url(&parsed, false),
-            Err(_) => return Err("is not a valid postgres:// URL".to_string()),
-        },
-        _ => return Err("must start with sqlite:// or postgres://".to_string()),
-    };
-    Ok(DatabaseUrl {
-        url: Secret::new(url),
-        redacted,
-    })
-}
-
-/// A monitoring URL (`[metrics] pushgateway`, `[alerts] webhook`): http or https with a host.
-fn monitoring_url(
-    raw: Option<Expanded<String>>,
-    key: &str,
-    at: &Locator,
-) -> Result<Option<reqwest::Url>, ConfigError> {
-    let Some(Expanded(text)) = raw else {
-        return Ok(None);
-    };
-    match reqwest::Url::parse(&text) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
-            Ok(Some(url))
-        }
-        // The text is not quoted: it may hold a token.
-        _ => Err(at.error(key, "must be an http:// or https:// URL with a host")),
-    }
-}
-
 /// `$XDG_STATE_HOME/msgsend`, else `~/.local/state/msgsend` (SPEC section 3).
 fn default_state_dir() -> PathBuf {
     match std::env::var_os("XDG_STATE_HOME").filter(|dir| !dir.is_empty()) {
@@ -420,6 +388,7 @@ fn default_state_dir() -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::urls::database_url;
 
     #[test]
     fn database_passwords_are_redacted() {

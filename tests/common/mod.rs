@@ -184,6 +184,23 @@ header = "{{name}}님, 안녕하세요. 현대 오토에버입니다."
         self.msgsend(&args).await
     }
 
+    /// `bulk --age-group 20s --message hi --db URL --query SQL --dry-run`.
+    pub async fn dry_run_of_database(&self, url: &str, query: &str) -> Output {
+        self.msgsend(&[
+            "bulk",
+            "--age-group",
+            "20s",
+            "--message",
+            "hi",
+            "--db",
+            url,
+            "--query",
+            query,
+            "--dry-run",
+        ])
+        .await
+    }
+
     pub fn recorded(&self) -> Vec<RecordedMessage> {
         if !self.record.exists() {
             return Vec::new();
@@ -196,6 +213,30 @@ header = "{{name}}님, 안녕하세요. 현대 오토에버입니다."
 /// (the pre-flight's, and the one a circuit makes when it opens).
 pub fn message_requests(sim: &msgsend::sandbox::ProviderSim) -> u64 {
     count(&sim.stats.requests) - count(&sim.stats.health_checks)
+}
+
+/// A birth date that makes someone `age` on the campaign's date (Seoul, today).
+pub fn born(age: i16) -> String {
+    crowd::today_in_seoul()
+        .checked_sub(jiff::Span::new().years(age))
+        .unwrap()
+        .to_string()
+}
+
+/// A CSV of `n` people aged 25, phones `010-{block}-0000` onwards, lines ended by `line_end`.
+pub fn people_csv(block: &str, n: usize, line_end: &str) -> String {
+    let mut text = format!("name,phone,birth_date{line_end}");
+    for i in 0..n {
+        text.push_str(&format!("p{i},010-{block}-{i:04},{}{line_end}", born(25)));
+    }
+    text
+}
+
+/// Runs a prepared command (`World::command` changed by the test) to its end.
+pub async fn output_of(mut command: std::process::Command) -> Output {
+    tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap()
 }
 
 pub fn count(counter: &AtomicU64) -> u64 {

@@ -177,3 +177,10 @@ fn start_cluster() -> Option<String> {
         "postgres://msgsend:{POSTGRES_TEST_PASSWORD}@127.0.0.1:{port}/postgres"
     ))
 }
+
+/// A connection to the test server, to prepare tables.
+pub async fn connect(url: &str) -> sqlx::PgConnection {
+    use sqlx::ConnectOptions as _;
+    let options: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+    options.connect().await.unwrap()
+}
