@@ -28,7 +28,9 @@ pub fn init(verbose: u8, quiet: bool, format: LogFormat) {
         (false, _) => "trace",
     };
     // Our own level for msgsend; the libraries below stay at warn unless asked.
-    let default_filter = format!("warn,msgsend={level}");
+    // sqlx warns about connect parameters it ignores by quoting them (`sslpassword`, ...):
+    // only its errors are let through.
+    let default_filter = format!("warn,sqlx=error,msgsend={level}");
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()

@@ -290,3 +290,17 @@ fn a_password_of_the_wrong_type_is_refused_without_quoting_it() {
     assert!(line.is_some());
     assert!(!message.contains("98765432"), "{message}");
 }
+
+#[test]
+fn a_base_url_with_credentials_in_it_is_refused_without_quoting_them() {
+    let (_, key, message) = error_of(&MINIMAL.replace(
+        "http://127.0.0.1:8081",
+        "http://buser:url-secret-4@127.0.0.1:8081",
+    ));
+    assert_eq!(
+        key.as_deref(),
+        Some("providers.kakaotalk.base_url"),
+        "{message}"
+    );
+    assert!(!message.contains("url-secret-4"), "{message}");
+}

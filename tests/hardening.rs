@@ -334,6 +334,13 @@ async fn the_sandbox_refuses_an_unauthenticated_body_before_reading_it_and_drops
         String::from_utf8_lossy(&answer[..read])
     );
 
+    // A connection that sends nothing is closed too.
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut nothing = Vec::new();
+    let closed =
+        tokio::time::timeout(Duration::from_secs(10), silent.read_to_end(&mut nothing)).await;
+    assert!(closed.is_ok(), "a silent connection was held open");
+
     // Headers that never end: the connection is closed after the header timeout.
     let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
     slow.write_all(b"POST /kakaotalk-messages HTTP/1.1\r\nHost: x\r\n")

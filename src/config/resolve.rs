@@ -192,6 +192,13 @@ fn resolve_provider(
             "must be an http:// or https:// URL with a host",
         ));
     }
+    // Credentials in the URL would go out as a second Authorization header.
+    if !base_url.username().is_empty() || base_url.password().is_some() {
+        return Err(at.error(
+            &key("base_url"),
+            "must not carry a user or password: give them as username and password",
+        ));
+    }
     let rate_limit = raw
         .rate_limit
         .map_or_else(|| kind.default_rate_limit(), |r| r.0);
@@ -387,7 +394,6 @@ fn default_state_dir() -> PathBuf {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::config::urls::database_url;
 
     #[test]
@@ -399,6 +405,8 @@ mod tests {
         );
         assert_eq!(url.expose(), "postgres://app:hunter2@db.example:5432/users");
         assert!(database_url("mysql://x".into()).is_err());
+        let sqlite = database_url("sqlite:///tmp/users.sqlite?token=sq-secret-1".into()).unwrap();
+        assert!(!sqlite.to_string().contains("sq-secret-1"), "{sqlite}");
         assert_eq!(
             database_url("sqlite://users.db".into())
                 .unwrap()

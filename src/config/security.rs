@@ -60,17 +60,9 @@ pub fn warnings(settings: &Settings, file: &Path, text: &str) -> Vec<String> {
     warnings
 }
 
-/// Whether `url` names this machine (`localhost`, 127.0.0.0/8, ::1).
+/// Whether `url` names this machine, however spelled (see [`crate::provider::is_this_machine`]).
 pub fn is_loopback(url: &reqwest::Url) -> bool {
-    match url.host_str() {
-        Some("localhost") => true,
-        Some(host) => host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback()),
-        None => false,
-    }
+    url.host().is_some() && crate::provider::is_this_machine(url)
 }
 
 /// Whether any `password` key in the file has a value that is not a `${VAR}` reference.

@@ -8,7 +8,11 @@ use crate::secret::Secret;
 /// `sqlite://PATH` or `postgres://...`; the password, if any, is kept out of every printout.
 pub(super) fn database_url(url: String) -> Result<DatabaseUrl, String> {
     let redacted = match url.split_once("://") {
-        Some(("sqlite", _)) => url.clone(),
+        // A query or user info on a SQLite URL is shown redacted like any other.
+        Some(("sqlite", _)) => match reqwest::Url::parse(&url) {
+            Ok(parsed) => crate::secret::redacted_url(&parsed, false),
+            Err(_) => url.split('?').next().unwrap_or_default().to_string(),
+        },
         Some(("postgres" | "postgresql", _)) => match reqwest::Url::parse(&url) {
             Ok(parsed) => crate::secret::redacted_url(&parsed, false),
             Err(_) => return Err("is not a valid postgres:// URL".to_string()),

@@ -126,8 +126,8 @@ impl Channel {
             .or_else(|| any(Health::Unhealthy))
             .or_else(|| any(Health::Busy).filter(|_| any(Health::Healthy).is_none()));
         let health = worst.map_or(Health::Healthy, |p| p.health);
-        let detail = worst.map(Probe::describe).unwrap_or_default();
-        tracing::info!(provider = %self.kind(), health = health.name(), "pre-flight: {} {health} {detail}", self.kind());
+        let found = worst.map_or_else(|| health.to_string(), Probe::describe);
+        tracing::info!(provider = %self.kind(), health = health.name(), "pre-flight: {} {found}", self.kind());
         match (health, worst) {
             (Health::CredentialsRejected, Some(probe)) => {
                 self.disable_for(&probe.credential, probe.detail.clone().unwrap_or_default());

@@ -19,8 +19,12 @@ pub(super) fn create_state_dir(state_dir: &Path) -> Result<(), JournalError> {
             path: state_dir.display().to_string(),
             source,
         })?;
+    // Once per process: the lock and the journal both make sure the directory exists.
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     #[cfg(unix)]
-    if let Ok(metadata) = std::fs::metadata(state_dir) {
+    if let Ok(metadata) = std::fs::metadata(state_dir)
+        && !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed)
+    {
         use std::os::unix::fs::PermissionsExt as _;
         if metadata.permissions().mode() & 0o077 != 0 {
             tracing::warn!(
@@ -82,7 +86,10 @@ pub fn lock(state_dir: &Path) -> Result<StateLock, JournalError> {
     options.create(true).truncate(false).write(true);
     // Never through a symlink someone planted in the state directory.
     #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOFOLLOW);
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.custom_flags(libc::O_NOFOLLOW).mode(0o600);
+    }
     let file = options
         .open(&lock_path)
         .map_err(|source| JournalError::StateDir {

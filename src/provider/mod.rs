@@ -84,38 +84,74 @@ pub fn http_client() -> reqwest::Client {
 /// The environment's proxies (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, either case), never
 /// for this machine: reqwest's own reading of them sends a loopback provider's requests —
 /// Basic credentials, phones, messages — to the proxy unless `NO_PROXY` says otherwise. Here
-/// loopback is always bypassed, and `NO_PROXY` adds to that.
+/// every spelling of this machine ([`is_this_machine`]) is bypassed, and `NO_PROXY` adds to it.
 fn with_proxies(builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
     let env = |names: [&str; 2]| {
         names
             .iter()
             .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+            .and_then(|text| Url::parse(&text).ok())
     };
-    let mut bypass = String::from("localhost,127.0.0.0/8,::1");
-    if let Some(more) = env(["NO_PROXY", "no_proxy"]) {
-        bypass.push(',');
-        bypass.push_str(&more);
+    let all = env(["ALL_PROXY", "all_proxy"]);
+    let https = env(["HTTPS_PROXY", "https_proxy"]).or_else(|| all.clone());
+    let http = env(["HTTP_PROXY", "http_proxy"]).or(all);
+    let builder = builder.no_proxy();
+    if https.is_none() && http.is_none() {
+        return builder;
     }
-    let no_proxy = reqwest::NoProxy::from_string(&bypass);
-    let mut builder = builder.no_proxy();
-    let proxies = [
-        (env(["HTTPS_PROXY", "https_proxy"]), "https"),
-        (env(["HTTP_PROXY", "http_proxy"]), "http"),
-        (env(["ALL_PROXY", "all_proxy"]), "all"),
-    ];
-    for (url, scheme) in proxies {
-        let Some(url) = url else { continue };
-        let proxy = match scheme {
-            "https" => reqwest::Proxy::https(url.as_str()),
-            "http" => reqwest::Proxy::http(url.as_str()),
-            _ => reqwest::Proxy::all(url.as_str()),
-        };
-        match proxy {
-            Ok(proxy) => builder = builder.proxy(proxy.no_proxy(no_proxy.clone())),
-            Err(_) => tracing::warn!("a proxy variable holds no usable URL; it is not used"),
+    let no_proxy = std::env::var("NO_PROXY")
+        .or_else(|_| std::env::var("no_proxy"))
+        .ok()
+        .and_then(|list| reqwest::NoProxy::from_string(&list));
+    let proxy = reqwest::Proxy::custom(move |url| {
+        if is_this_machine(url) {
+            return None;
         }
+        match url.scheme() {
+            "https" => https.clone(),
+            _ => http.clone(),
+        }
+    })
+    .no_proxy(no_proxy);
+    builder.proxy(proxy)
+}
+
+/// Whether `url` names this machine, however it is spelled: `localhost` (a trailing dot, any
+/// case, a `.localhost` name), 127.0.0.0/8, `::1`, the unspecified addresses (`0.0.0.0`, `::`,
+/// which connect here), and IPv4-mapped IPv6 forms of those.
+pub fn is_this_machine(url: &Url) -> bool {
+    match url.host() {
+        // A URL of another scheme (`postgres://`) keeps an IP address as text.
+        Some(url::Host::Domain(name)) => match name
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+        {
+            Ok(ip) => {
+                let mapped = match ip {
+                    std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4),
+                    v4 => Some(v4),
+                };
+                [Some(ip), mapped]
+                    .into_iter()
+                    .flatten()
+                    .any(|ip| ip.is_loopback() || ip.is_unspecified())
+            }
+            Err(_) => {
+                let name = name.trim_end_matches('.').to_ascii_lowercase();
+                name == "localhost" || name.ends_with(".localhost")
+            }
+        },
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback() || ip.is_unspecified(),
+        Some(url::Host::Ipv6(ip)) => {
+            ip.is_loopback()
+                || ip.is_unspecified()
+                || ip
+                    .to_ipv4_mapped()
+                    .is_some_and(|ip| ip.is_loopback() || ip.is_unspecified())
+        }
+        None => true,
     }
-    builder
 }
 
 /// The most of a provider's answer msgsend reads (SPEC section 7: a small cap). A message's
@@ -232,6 +268,32 @@ impl ProviderClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_spelling_of_this_machine_is_this_machine() {
+        let local = |text: &str| is_this_machine(&Url::parse(text).unwrap());
+        for here in [
+            "http://localhost:1/",
+            "http://LOCALHOST.:1/",
+            "http://api.localhost/",
+            "http://127.0.0.1/",
+            "http://127.1/",
+            "http://2130706433/",
+            "http://0.0.0.0/",
+            "http://[::1]/",
+            "http://[::]/",
+            "http://[::ffff:127.0.0.1]/",
+        ] {
+            assert!(local(here), "{here}");
+        }
+        for elsewhere in [
+            "http://kakao.example/",
+            "http://10.0.0.1/",
+            "http://[::ffff:10.0.0.1]/",
+        ] {
+            assert!(!local(elsewhere), "{elsewhere}");
+        }
+    }
 
     #[test]
     fn the_auth_header_is_basic_and_sensitive() {

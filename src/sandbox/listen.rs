@@ -16,7 +16,8 @@ use tokio_util::task::TaskTracker;
 /// Connections served at once; one more is closed as soon as it is accepted.
 pub const MAX_CONNECTIONS: usize = 1024;
 
-/// How long a client may take to send a request's headers.
+/// How long a client may take to send a request's headers (and, on a new connection, its
+/// first byte).
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long connections still open may take to finish once the sandbox stops.
@@ -45,6 +46,15 @@ pub async fn serve(listener: TcpListener, router: axum::Router, stop: Cancellati
         let service = TowerToHyperService::new(router.clone());
         let stop = stop.clone();
         connections.spawn(async move {
+            // hyper's header timeout starts at the first byte: a connection that sends none
+            // within the same time is closed too, or silent ones could fill every slot.
+            let mut first = [0u8; 1];
+            if !matches!(
+                tokio::time::timeout(HEADER_TIMEOUT, stream.peek(&mut first)).await,
+                Ok(Ok(1))
+            ) {
+                return;
+            }
             let mut builder = Builder::new(TokioExecutor::new());
             builder
                 .http1()
