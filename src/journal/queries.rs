@@ -51,16 +51,12 @@ impl Journal {
     ) -> Result<u32, JournalError> {
         let fail = self.fail();
         let mut tx = self.connection.begin().await.map_err(&fail)?;
-        let status: Option<String> = sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(&fail)?;
-        // Only a killed run (still `RUNNING`) can leave rows in flight; a run that ended resolved
-        // its own. Skipping the scan saves seconds when resuming a job of millions.
-        if status.as_deref() == Some(JobStatus::Running.name()) {
-            resolve_in_flight(&mut tx, id).await.map_err(&fail)?;
-        }
+        // Rows left `in_flight` are resolved whatever the job's status says: a killed run leaves
+        // it `RUNNING`, but a run of an older msgsend (or one whose last write failed) may have
+        // left some under any status, and a resume must reach them. A run that ends resolves
+        // its own, so this usually finds none; it costs a scan of the job's rows (about a
+        // second per few million), which the promise is worth.
+        resolve_in_flight(&mut tx, id).await.map_err(&fail)?;
         if resend_uncertain {
             sqlx::query(
                 "UPDATE recipients SET state = 'queued' WHERE job_id = $1 AND state = 'uncertain'",
@@ -432,6 +428,17 @@ mod tests {
         let undelivered = journal.undelivered("job").await.unwrap();
         assert_eq!(undelivered.len(), 1);
         assert!(undelivered[0].reason.starts_with("uncertain: "));
+
+        // A row left in flight under a job not marked running is reached too.
+        let mut batch = journal.batch("job", run).await.unwrap();
+        batch.start(std::slice::from_ref(&c)).await.unwrap();
+        batch.commit().await.unwrap();
+        journal
+            .set_status("job", JobStatus::Interrupted)
+            .await
+            .unwrap();
+        journal.begin_run("job", false).await.unwrap();
+        assert_eq!(journal.state_counts("job").await.unwrap().uncertain, 2);
 
         // --resend-uncertain puts the uncertain one back in the queue.
         let run = journal.begin_run("job", true).await.unwrap();
