@@ -66,22 +66,25 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<ExitStatus> {
     let global = &cli.global;
-    let short = match cli.command {
-        Command::Bulk(args) => return commands::bulk::run(global, *args, shutdown).await,
-        Command::Sandbox(args) => return commands::sandbox::run(*args, shutdown).await,
-        Command::Demo => return commands::demo::run(global, shutdown).await,
-        short => short,
-    };
-    let work = async {
-        match short {
-            Command::Send(args) => commands::send::run(global, args).await,
-            Command::Health(args) => commands::health::run(global, args).await,
-            Command::Config(cli::ConfigCommand::Check) => commands::config::check(global),
-            Command::Jobs(args) => commands::jobs::list(global, args).await,
-            Command::Status(args) => commands::jobs::status(global, args).await,
-            Command::Bulk(_) | Command::Sandbox(_) | Command::Demo => unreachable!("handled above"),
+    match cli.command {
+        Command::Bulk(args) => commands::bulk::run(global, *args, shutdown).await,
+        Command::Sandbox(args) => commands::sandbox::run(*args, shutdown).await,
+        Command::Demo => commands::demo::run(global, shutdown).await,
+        Command::Send(args) => until_stopped(commands::send::run(global, args), shutdown).await,
+        Command::Health(args) => until_stopped(commands::health::run(global, args), shutdown).await,
+        Command::Config(cli::ConfigCommand::Check) => commands::config::check(global),
+        Command::Jobs(args) => until_stopped(commands::jobs::list(global, args), shutdown).await,
+        Command::Status(args) => {
+            until_stopped(commands::jobs::status(global, args), shutdown).await
         }
-    };
+    }
+}
+
+/// A command with nothing to stop gracefully: it ends at once on Ctrl-C / SIGTERM, exit 130.
+async fn until_stopped(
+    work: impl Future<Output = anyhow::Result<ExitStatus>>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<ExitStatus> {
     tokio::select! {
         result = work => result,
         () = shutdown => {

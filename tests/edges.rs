@@ -24,17 +24,7 @@ fn phone(i: usize) -> String {
 }
 
 fn bulk<'a>(csv: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec![
-        "bulk",
-        "--age-group",
-        "20s",
-        "--message",
-        "안녕하세요",
-        "--csv",
-        csv,
-    ];
-    args.extend_from_slice(extra);
-    args
+    common::campaign_args(csv, extra)
 }
 
 /// A count line of the dry run's output.

@@ -29,8 +29,11 @@ where
     format!("http://{addr}")
 }
 
-fn born_25() -> String {
-    common::born(25)
+/// A CSV of one person aged 25, `people.csv` in the world's folder; returns its path.
+fn one_person(world: &World) -> std::path::PathBuf {
+    let csv = world.path("people.csv");
+    std::fs::write(&csv, common::people_csv("7600", 1, "\n")).unwrap();
+    csv
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -124,23 +127,15 @@ async fn secrets_inside_urls_never_reach_the_output_or_the_logs() {
     let secrets = ["pushgw-pw-71", "abcsecret", "hook-token-52", "db-pw-33"];
     let check = world.msgsend(&["config", "check"]).await;
     assert_eq!(check.status.code(), Some(0), "{}", stderr(&check));
-    let csv = world.path("people.csv");
-    std::fs::write(
-        &csv,
-        format!("name,phone,birth_date\na,010-7600-0000,{}\n", born_25()),
-    )
-    .unwrap();
+    let csv = one_person(&world);
     let run = world
-        .msgsend(&[
-            "-vv",
-            "bulk",
-            "--age-group",
-            "20s",
-            "--message",
-            "hi",
-            "--csv",
-            csv.to_str().unwrap(),
-        ])
+        .msgsend(
+            &[
+                &["-vv"][..],
+                &common::campaign_args(csv.to_str().unwrap(), &[]),
+            ]
+            .concat(),
+        )
         .await;
     assert_eq!(run.status.code(), Some(0), "{}", stderr(&run));
     for output in [&check, &run] {
@@ -160,12 +155,7 @@ async fn secrets_inside_urls_never_reach_the_output_or_the_logs() {
 #[tokio::test(flavor = "multi_thread")]
 async fn files_with_personal_data_are_private_even_under_umask_000() {
     let world = World::start(|_| {}).await;
-    let csv = world.path("people.csv");
-    std::fs::write(
-        &csv,
-        format!("name,phone,birth_date\na,010-7600-0000,{}\n", born_25()),
-    )
-    .unwrap();
+    let csv = one_person(&world);
     let (failed, summary, invalid, prom) = (
         world.path("failed.csv"),
         world.path("summary.json"),
@@ -174,21 +164,17 @@ async fn files_with_personal_data_are_private_even_under_umask_000() {
     );
     let mut world = world;
     world.set("metrics.textfile", prom.display().to_string());
-    let mut command = world.command(&[
-        "bulk",
-        "--age-group",
-        "20s",
-        "--message",
-        "hi",
-        "--csv",
+    let mut command = world.command(&common::campaign_args(
         csv.to_str().unwrap(),
-        "--failed-csv",
-        failed.to_str().unwrap(),
-        "--summary-json",
-        summary.to_str().unwrap(),
-        "--invalid-csv",
-        invalid.to_str().unwrap(),
-    ]);
+        &[
+            "--failed-csv",
+            failed.to_str().unwrap(),
+            "--summary-json",
+            summary.to_str().unwrap(),
+            "--invalid-csv",
+            invalid.to_str().unwrap(),
+        ],
+    ));
     // SAFETY: umask only changes the child's file-creation mask, between fork and exec.
     unsafe {
         command.pre_exec(|| {
@@ -216,28 +202,16 @@ async fn files_with_personal_data_are_private_even_under_umask_000() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_output_path_that_is_a_symlink_never_writes_through_it() {
     let world = World::start(|_| {}).await;
-    let csv = world.path("people.csv");
-    std::fs::write(
-        &csv,
-        format!("name,phone,birth_date\na,010-7600-0000,{}\n", born_25()),
-    )
-    .unwrap();
+    let csv = one_person(&world);
     let precious = world.path("precious.txt");
     std::fs::write(&precious, "keep me").unwrap();
     let link = world.path("summary.json");
     std::os::unix::fs::symlink(&precious, &link).unwrap();
     let output = world
-        .msgsend(&[
-            "bulk",
-            "--age-group",
-            "20s",
-            "--message",
-            "hi",
-            "--csv",
+        .msgsend(&common::campaign_args(
             csv.to_str().unwrap(),
-            "--summary-json",
-            link.to_str().unwrap(),
-        ])
+            &["--summary-json", link.to_str().unwrap()],
+        ))
         .await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep me");
@@ -267,7 +241,7 @@ async fn a_postgres_query_that_would_write_is_refused() {
          INSERT INTO people_{suffix} VALUES ('a', '010-7700-0000', '{born}');\
          CREATE OR REPLACE FUNCTION side_effect_{suffix}() RETURNS INT VOLATILE LANGUAGE SQL \
            AS 'INSERT INTO audit_{suffix} VALUES (1) RETURNING n';",
-        born = born_25()
+        born = common::born(25)
     )))
     .execute(&mut db)
     .await
@@ -360,22 +334,9 @@ async fn a_state_dir_others_can_read_is_warned_about_and_its_journal_stays_priva
     let state = world.path("state");
     std::fs::create_dir_all(&state).unwrap();
     std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let csv = world.path("people.csv");
-    std::fs::write(
-        &csv,
-        format!("name,phone,birth_date\na,010-7600-0000,{}\n", born_25()),
-    )
-    .unwrap();
+    let csv = one_person(&world);
     let output = world
-        .msgsend(&[
-            "bulk",
-            "--age-group",
-            "20s",
-            "--message",
-            "hi",
-            "--csv",
-            csv.to_str().unwrap(),
-        ])
+        .msgsend(&common::campaign_args(csv.to_str().unwrap(), &[]))
         .await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert!(

@@ -22,19 +22,9 @@ fn world_with_people(world: &mut World, people: usize) -> String {
 }
 
 async fn bulk(world: &World, csv: &str, extra: &[&str]) -> Output {
-    let mut args = vec![
-        "bulk",
-        "--age-group",
-        "20s",
-        "--message",
-        "안녕하세요",
-        "--csv",
-        csv,
-        "--summary-json",
-        "-",
-    ];
-    args.extend_from_slice(extra);
-    world.msgsend(&args).await
+    let mut extra = extra.to_vec();
+    extra.extend(["--summary-json", "-"]);
+    world.msgsend(&common::campaign_args(csv, &extra)).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
