@@ -326,13 +326,7 @@ async fn a_dry_run_of_a_resume_counts_what_the_resume_would_send() {
 
 /// A SQLite source whose `birth_date` column holds what careless databases hold.
 async fn careless_sqlite(path: &std::path::Path) {
-    use sqlx::ConnectOptions as _;
-    let mut db = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(path)
-        .create_if_missing(true)
-        .connect()
-        .await
-        .unwrap();
+    let mut db = common::sqlite_file(path).await;
     sqlx::query("CREATE TABLE users (name TEXT, phone TEXT, birth_date)")
         .execute(&mut db)
         .await
@@ -524,15 +518,8 @@ async fn many_bad_rows_are_logged_a_few_then_counted_and_listed_in_the_invalid_c
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_blob_column_in_sqlite_is_no_value_not_a_failed_campaign() {
-    use sqlx::ConnectOptions as _;
     let world = World::start(|_| {}).await;
-    let path = world.path("blob.sqlite");
-    let mut db = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(&path)
-        .create_if_missing(true)
-        .connect()
-        .await
-        .unwrap();
+    let mut db = common::sqlite_file(&world.path("blob.sqlite")).await;
     sqlx::query("CREATE TABLE users (name TEXT, phone TEXT, birth_date, photo)")
         .execute(&mut db)
         .await

@@ -153,13 +153,7 @@ impl Crowd {
 
     /// A SQLite file with a `users` table (birth dates as `YYYY-MM-DD` text).
     pub async fn write_sqlite(&self, path: &Path) {
-        use sqlx::ConnectOptions as _;
-        let mut db = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .connect()
-            .await
-            .unwrap();
+        let mut db = super::sqlite_file(path).await;
         sqlx::query("CREATE TABLE users (name TEXT, phone TEXT, birth_date TEXT, city TEXT)")
             .execute(&mut db)
             .await

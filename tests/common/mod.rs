@@ -232,6 +232,17 @@ pub fn people_csv(block: &str, n: usize, line_end: &str) -> String {
     text
 }
 
+/// A SQLite file, created when missing, to write a test source into.
+pub async fn sqlite_file(path: &std::path::Path) -> sqlx::SqliteConnection {
+    use sqlx::ConnectOptions as _;
+    sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .connect()
+        .await
+        .unwrap()
+}
+
 /// Runs a prepared command (`World::command` changed by the test) to its end.
 pub async fn output_of(mut command: std::process::Command) -> Output {
     tokio::task::spawn_blocking(move || command.output().unwrap())
