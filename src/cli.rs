@@ -267,6 +267,13 @@ pub struct SandboxArgs {
     /// During --storm-for, send no Retry-After header
     #[arg(long)]
     pub storm_without_retry_after: bool,
+    /// Share of message requests held for --stall-for before they are counted, accepted and
+    /// recorded, even if the client stops waiting: requests that reach the provider late (0..1)
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = parse_probability)]
+    pub stall_rate: f64,
+    /// How long --stall-rate holds a request
+    #[arg(long, value_name = "DURATION", default_value = "0ms", value_parser = parse_duration)]
+    pub stall_for: Duration,
     /// Which provider the fault options above apply to
     #[arg(long, value_enum, default_value_t = FaultTarget::Both)]
     pub faults_on: FaultTarget,

@@ -70,6 +70,14 @@ fn config_from(args: SandboxArgs) -> Result<SandboxConfig, UsageError> {
                 .map_err(|e| UsageError(format!("--reject-phone {text}: {e}")))
         })
         .collect::<Result<HashSet<_>, _>>()?;
+    // Either flag alone would hold nothing back: surely a mistake in a test's setup.
+    let stalls_some = args.stall_rate > 0.0;
+    let stalls_for_some_time = !args.stall_for.is_zero();
+    if stalls_some != stalls_for_some_time {
+        return Err(UsageError(
+            "--stall-rate P and --stall-for DURATION go together: give both (P above 0)".into(),
+        ));
+    }
     let faults = Faults {
         fail_rate: args.fail_rate,
         latency: args.latency,
@@ -80,6 +88,8 @@ fn config_from(args: SandboxArgs) -> Result<SandboxConfig, UsageError> {
         garbage_rate: args.garbage_rate,
         storm_for: args.storm_for,
         storm_without_retry_after: args.storm_without_retry_after,
+        stall_rate: args.stall_rate,
+        stall_for: args.stall_for,
     };
     if matches!(args.faults_on, FaultTarget::Both | FaultTarget::Kakaotalk) {
         config.kakaotalk.faults = faults.clone();

@@ -1,9 +1,13 @@
 //! `msgsend sandbox`: local simulated KakaoTalk and SMS APIs that serve SPEC section 4 strictly
 //! (401 for wrong credentials, 400 for a malformed body or phone, 429 past a sliding-window rate
 //! limit, `GET /health`), inject faults on demand and record every accepted message as a JSON
-//! line. Operators try campaigns against it; every test of msgsend talks to it over real HTTP.
+//! line. It honours idempotency keys and can hold requests back as if they reached it late.
+//! Operators try campaigns against it; every test of msgsend talks to it over real HTTP.
 
+mod contract;
+mod idempotency;
 mod listen;
+mod message;
 mod record;
 mod server;
 mod window;
@@ -17,6 +21,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::provider::ProviderKind;
 use crate::units::Rate;
@@ -43,7 +48,8 @@ pub struct Faults {
     pub latency: Duration,
     /// 503 to every request for this long after start.
     pub outage_for: Duration,
-    /// The first N message requests are answered 500.
+    /// The first N message requests are answered 500 (replays of an accepted idempotency key
+    /// aside: those are answered as they were first).
     pub fail_first: u64,
     /// Phones (normalised) answered 400 (KakaoTalk only, as SPEC section 4 says).
     pub reject_phones: HashSet<String>,
@@ -56,6 +62,11 @@ pub struct Faults {
     /// unless `storm_without_retry_after`.
     pub storm_for: Duration,
     pub storm_without_retry_after: bool,
+    /// Share of message requests held for `stall_for` before the provider takes them up
+    /// (counts them in its rate window, accepts and records them), even when the client has
+    /// stopped waiting meanwhile: a request that reaches the provider late.
+    pub stall_rate: f64,
+    pub stall_for: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -104,6 +115,10 @@ pub struct SimStats {
     pub health_checks: AtomicU64,
     /// The most requests any one credential had in any window of the rate's length.
     pub peak_window: AtomicU64,
+    /// Message requests answered with the remembered answer to their idempotency key.
+    pub replayed: AtomicU64,
+    /// Message requests held back by `stall_rate`.
+    pub stalled: AtomicU64,
 }
 
 impl SimStats {
@@ -141,6 +156,8 @@ pub struct Sandbox {
     pub sms: ProviderSim,
     stop: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Message requests being processed, detached from their connections.
+    requests: TaskTracker,
 }
 
 impl Sandbox {
@@ -151,6 +168,7 @@ impl Sandbox {
             None => None,
         };
         let stop = CancellationToken::new();
+        let requests = TaskTracker::new();
         let mut tasks = Vec::new();
         let mut start =
             async |kind: ProviderKind, sim: &ProviderSimConfig| -> std::io::Result<ProviderSim> {
@@ -161,7 +179,7 @@ impl Sandbox {
                     )
                 })?;
                 let addr = listener.local_addr()?;
-                let state = server::SimState::new(kind, sim, recorder.clone());
+                let state = server::SimState::new(kind, sim, recorder.clone(), &stop, &requests);
                 let handle = ProviderSim {
                     kind,
                     addr,
@@ -182,15 +200,19 @@ impl Sandbox {
             sms,
             stop,
             tasks,
+            requests,
         })
     }
 
-    /// Stops accepting connections and waits for the servers to finish.
+    /// Stops accepting connections and waits for the servers to finish, and for the message
+    /// requests still being processed (stalled ones give up at once, unrecorded).
     pub async fn shutdown(mut self) {
         self.stop.cancel();
         for task in self.tasks.drain(..) {
             let _ = task.await;
         }
+        self.requests.close();
+        self.requests.wait().await;
     }
 }
 
