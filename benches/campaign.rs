@@ -11,6 +11,9 @@
 //!   or MSGSEND_TEST_POSTGRES_URL; skipped without one).
 //! - `pacing`: strict sliding windows of 50/s and 250/s, config equal: achieved ÷ quota in the
 //!   steady state (the rate between 10 % and 90 % of the messages accepted), and the 429s.
+//! - `shared`: two processes on one credential (50/s, strict), one `state_dir`: a `bulk` and,
+//!   beside it, `send` after `send` on the same credential. Combined rate ÷ quota after the
+//!   opening window, and the 429s (SPEC section 8: the quota ledger is shared).
 //! - `spillover`: KakaoTalk 50/s + SMS 100/s, `--strategy spillover`: campaign time ÷
 //!   (N / sum of quotas).
 //! - `pooling`: 1, 2 and 4 KakaoTalk credentials of 50/s each: steady rate ÷ the one's.
@@ -29,11 +32,12 @@ use std::time::{Duration, Instant};
 
 use msgsend::sandbox::{Sandbox, SandboxConfig, SimStats};
 
-const SECTIONS: [&str; 6] = [
+const SECTIONS: [&str; 7] = [
     "overhead",
     "memory",
     "postgres",
     "pacing",
+    "shared",
     "spillover",
     "pooling",
 ];
@@ -82,6 +86,7 @@ fn main() {
             "memory" => bench.memory(),
             "postgres" => bench.postgres(),
             "pacing" => bench.pacing(),
+            "shared" => bench.shared(),
             "spillover" => bench.spillover(),
             "pooling" => bench.pooling(),
             _ => unreachable!(),
@@ -396,6 +401,58 @@ impl Bench {
             );
             self.check_paced(&format!("pacing {rate}"), &paced, n);
         }
+    }
+
+    // The children are reaped by wait4 (`wait_rss`) and `output`, which clippy does not know.
+    #[allow(clippy::zombie_processes)]
+    fn shared(&mut self) {
+        let setup = ProviderSetup {
+            rate: "50/s",
+            credentials: 1,
+        };
+        let per_second = 50;
+        let n = per_second * self.scale(20, 3);
+        let sandbox = self.start_sandbox(&setup, &UNLIMITED);
+        let config = self.config("shared", &sandbox, [&setup, &UNLIMITED], 64, "");
+        let csv = self.csv(n);
+        let mut bulk = spawn_msgsend(&config, &bulk_csv(&csv, "shared"));
+        let started = Instant::now();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let (sends, run) = std::thread::scope(|scope| {
+            let sender = scope.spawn(|| {
+                let mut sends = 0u64;
+                while !done.load(Ordering::SeqCst) {
+                    let to = format!("0109{:07}", sends);
+                    let status = Command::new(env!("CARGO_BIN_EXE_msgsend"))
+                        .args(["--config", config.to_str().unwrap()])
+                        .args(["send", "--to", &to, "--name", "S", "--message", "hi"])
+                        .args(["--channel", "kakaotalk", "--no-fallback", "--no-preflight"])
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status()
+                        .expect("send runs");
+                    sends += u64::from(status.success());
+                }
+                sends
+            });
+            let run = wait_rss(&mut bulk, started);
+            done.store(true, Ordering::SeqCst);
+            (sender.join().expect("sender thread"), run)
+        });
+        let delivered = accepted(&sandbox);
+        let rate_limited = SimStats::get(&sandbox.kakaotalk.stats.rate_limited);
+        self.stop_sandbox(sandbox);
+        // The opening window goes at once; everything after it was paced by the shared ledger.
+        let combined = (delivered.saturating_sub(per_second)) as f64 / run.seconds;
+        println!(
+            "  bulk of {n} + {sends} sends beside it on one 50/s credential: combined {combined:.1} msgs/s = {:.3} of the quota; {rate_limited} 429s",
+            combined / per_second as f64
+        );
+        self.check(rate_limited == 0, format!("shared: {rate_limited} 429s"));
+        self.check(
+            run.exit_code == 0,
+            format!("shared: bulk exit {}", run.exit_code),
+        );
     }
 
     fn spillover(&mut self) {

@@ -39,6 +39,7 @@ pub mod delivery;
 pub mod error;
 pub mod job;
 pub mod journal;
+pub mod ledger;
 pub mod logging;
 pub mod phone;
 pub mod pipeline;

@@ -41,6 +41,14 @@ fn unit_millis(unit: &str) -> Option<u64> {
     })
 }
 
+/// A rate's window unit: a duration's units, and the day.
+fn window_unit_millis(unit: &str) -> Option<u64> {
+    match unit {
+        "d" | "day" => Some(86_400_000),
+        other => unit_millis(other),
+    }
+}
+
 /// Writes a duration back in the form [`parse_duration`] reads, in the largest exact unit.
 pub fn format_duration(duration: Duration) -> String {
     let millis = duration.as_millis();
@@ -86,12 +94,14 @@ impl FromStr for Rate {
             return Err(UnitError::new(text, "the count must be at least 1"));
         }
         let window = window.trim();
-        let per = match unit_millis(window).map(Duration::from_millis) {
+        // A window may also be a day (SPEC section 8: "10000/day"); durations elsewhere stop
+        // at hours, so the day is a rate's unit only.
+        let per = match window_unit_millis(window).map(Duration::from_millis) {
             Some(length) => length,
             None => parse_duration(window).map_err(|_| {
                 UnitError::new(
                     text,
-                    "after '/' comes a unit (s, min, h) or a duration (\"10s\")",
+                    "after '/' comes a unit (s, min, h, day) or a duration (\"10s\")",
                 )
             })?,
         };
@@ -108,7 +118,65 @@ impl fmt::Display for Rate {
             1000 => write!(f, "{}/s", self.count),
             60_000 => write!(f, "{}/min", self.count),
             3_600_000 => write!(f, "{}/h", self.count),
+            86_400_000 => write!(f, "{}/day", self.count),
             _ => write!(f, "{}/{}", self.count, format_duration(self.per)),
+        }
+    }
+}
+
+/// A credential's quota: one window or several (`["20/s", "100/min", "10000/day"]`), every one
+/// of which holds (SPEC section 8). Never empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimit {
+    windows: Vec<Rate>,
+}
+
+impl RateLimit {
+    /// `None` for an empty list.
+    pub fn new(windows: Vec<Rate>) -> Option<Self> {
+        (!windows.is_empty()).then_some(RateLimit { windows })
+    }
+
+    pub fn windows(&self) -> &[Rate] {
+        &self.windows
+    }
+
+    /// The window with the smallest rate (N ÷ W): it sets the even pace of `burst`.
+    pub fn tightest(&self) -> Rate {
+        *self
+            .windows
+            .iter()
+            .min_by(|a, b| a.per_second().total_cmp(&b.per_second()))
+            .expect("a rate limit has a window")
+    }
+
+    /// The longest window: how long a request stays counted at most.
+    pub fn longest_window(&self) -> Duration {
+        self.windows
+            .iter()
+            .map(|rate| rate.per)
+            .max()
+            .expect("a rate limit has a window")
+    }
+}
+
+impl From<Rate> for RateLimit {
+    fn from(rate: Rate) -> Self {
+        RateLimit {
+            windows: vec![rate],
+        }
+    }
+}
+
+/// `100/min`, or `["20/s", "100/min"]` for several windows.
+impl fmt::Display for RateLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.windows.as_slice() {
+            [one] => write!(f, "{one}"),
+            many => {
+                let quoted: Vec<String> = many.iter().map(|rate| format!("\"{rate}\"")).collect();
+                write!(f, "[{}]", quoted.join(", "))
+            }
         }
     }
 }
@@ -200,14 +268,39 @@ mod tests {
         assert_eq!("50/10s".parse(), Ok(rate(50, 10)));
         assert_eq!("1000/h".parse(), Ok(rate(1000, 3600)));
         assert_eq!("300/5m".parse(), Ok(rate(300, 300)));
-        for bad in ["100", "0/s", "-1/s", "10/0s", "10/day", "x/s", "10/", "/s"] {
+        assert_eq!("10000/day".parse(), Ok(rate(10_000, 86_400)));
+        assert_eq!("10/d".parse(), Ok(rate(10, 86_400)));
+        for bad in [
+            "100", "0/s", "-1/s", "10/0s", "10/week", "10/2day", "x/s", "10/", "/s",
+        ] {
             assert!(bad.parse::<Rate>().is_err(), "{bad:?} should be refused");
         }
     }
 
     #[test]
+    fn the_tightest_window_has_the_smallest_rate() {
+        let limit = RateLimit::new(vec![
+            "20/s".parse().unwrap(),
+            "100/min".parse().unwrap(),
+            "10000/day".parse().unwrap(),
+        ])
+        .unwrap();
+        assert_eq!(limit.tightest().to_string(), "10000/day");
+        assert_eq!(limit.longest_window(), Duration::from_secs(86_400));
+        assert_eq!(limit.to_string(), r#"["20/s", "100/min", "10000/day"]"#);
+        assert!(RateLimit::new(Vec::new()).is_none());
+    }
+
+    #[test]
     fn rates_display_in_the_config_form() {
-        for text in ["100/min", "20/s", "50/10s", "1000/h", "7/250ms"] {
+        for text in [
+            "100/min",
+            "20/s",
+            "50/10s",
+            "1000/h",
+            "7/250ms",
+            "10000/day",
+        ] {
             assert_eq!(text.parse::<Rate>().unwrap().to_string(), text);
         }
     }

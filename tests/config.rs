@@ -139,7 +139,7 @@ fn a_bad_duration_or_rate_is_named_with_its_line_and_key() {
     assert!(message.contains("5 seconds"), "{message}");
     let (line, key, _) = error_of(&MINIMAL.replace(
         "password = \"1234\"",
-        "password = \"1234\"\nrate_limit = \"100/day\"",
+        "password = \"1234\"\nrate_limit = \"100/week\"",
     ));
     assert_eq!(
         (line, key.as_deref()),

@@ -8,10 +8,16 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::{World, count, message_requests};
-use msgsend::delivery::{DeliveryOutcome, Router};
+use msgsend::delivery::{DeliveryOutcome, MessageKey, Router};
+use msgsend::ledger::Ledger;
 use msgsend::phone::Phone;
 use msgsend::policy::breaker::BreakerState;
 use msgsend::provider::http_client;
+
+/// The quota ledger of the world's state directory, as `bulk` and `send` open it.
+async fn ledger_of(world: &World) -> Ledger {
+    Ledger::open(&world.settings().state_dir).await.unwrap()
+}
 
 fn phone(n: usize) -> Phone {
     Phone::parse(&format!("010{:08}", n)).unwrap()
@@ -24,13 +30,19 @@ async fn an_outage_opens_the_breaker_later_sends_go_straight_to_sms_and_recovery
         .set("circuit_breaker.failure_threshold", 3)
         .set("circuit_breaker.open_timeout", "300ms")
         .set("retry.max_attempts", 1);
-    let router = Router::new(&world.settings(), &world.settings().routing, http_client()).unwrap();
+    let router = Router::new(
+        &world.settings(),
+        &world.settings().routing,
+        http_client(),
+        &ledger_of(&world).await,
+    )
+    .unwrap();
     let kakaotalk = &world.sandbox.kakaotalk;
     let primary = router.channels().next().unwrap();
 
     kakaotalk.control.down.store(true, Ordering::SeqCst);
     for n in 0..3 {
-        let delivery = router.deliver(&phone(n), "hi").await;
+        let delivery = router.deliver(&phone(n), "hi", &MessageKey::fresh()).await;
         assert!(
             matches!(delivery.outcome, DeliveryOutcome::Fallback { .. }),
             "{delivery:?}"
@@ -41,7 +53,7 @@ async fn an_outage_opens_the_breaker_later_sends_go_straight_to_sms_and_recovery
 
     // While open, KakaoTalk is not called at all.
     for n in 3..8 {
-        let delivery = router.deliver(&phone(n), "hi").await;
+        let delivery = router.deliver(&phone(n), "hi", &MessageKey::fresh()).await;
         assert!(matches!(delivery.outcome, DeliveryOutcome::Fallback { .. }));
         assert!(
             delivery
@@ -54,7 +66,7 @@ async fn an_outage_opens_the_breaker_later_sends_go_straight_to_sms_and_recovery
 
     // Still down when the half-open probe goes: it fails and the circuit opens again.
     tokio::time::sleep(Duration::from_millis(350)).await;
-    let delivery = router.deliver(&phone(8), "hi").await;
+    let delivery = router.deliver(&phone(8), "hi", &MessageKey::fresh()).await;
     assert!(matches!(delivery.outcome, DeliveryOutcome::Fallback { .. }));
     assert_eq!(message_requests(kakaotalk), 4);
     assert!(matches!(primary.breaker_state(), BreakerState::Open { .. }));
@@ -62,7 +74,7 @@ async fn an_outage_opens_the_breaker_later_sends_go_straight_to_sms_and_recovery
     // Back up: the next probe succeeds and closes the circuit; sends use KakaoTalk again.
     kakaotalk.control.down.store(false, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(350)).await;
-    let delivery = router.deliver(&phone(9), "hi").await;
+    let delivery = router.deliver(&phone(9), "hi", &MessageKey::fresh()).await;
     assert!(
         matches!(delivery.outcome, DeliveryOutcome::Sent { .. }),
         "{delivery:?}"
@@ -71,7 +83,7 @@ async fn an_outage_opens_the_breaker_later_sends_go_straight_to_sms_and_recovery
         primary.breaker_state(),
         BreakerState::Closed { failures: 0 }
     );
-    let delivery = router.deliver(&phone(10), "hi").await;
+    let delivery = router.deliver(&phone(10), "hi", &MessageKey::fresh()).await;
     assert!(matches!(delivery.outcome, DeliveryOutcome::Sent { .. }));
 }
 
@@ -100,7 +112,12 @@ async fn deliver_concurrently(
                 if n >= messages {
                     return outcomes;
                 }
-                outcomes.push(router.deliver(&phone(n), "hi").await.outcome);
+                outcomes.push(
+                    router
+                        .deliver(&phone(n), "hi", &MessageKey::fresh())
+                        .await
+                        .outcome,
+                );
             }
         }));
     }
@@ -119,8 +136,15 @@ async fn a_strict_provider_never_answers_429_even_at_the_start() {
     world
         .set("providers.kakaotalk.rate_limit", "20/s")
         .set("routing.fallback", "sms");
-    let router =
-        Arc::new(Router::new(&world.settings(), &without_fallback(&world), http_client()).unwrap());
+    let router = Arc::new(
+        Router::new(
+            &world.settings(),
+            &without_fallback(&world),
+            http_client(),
+            &ledger_of(&world).await,
+        )
+        .unwrap(),
+    );
     let outcomes = deliver_concurrently(router, 60, 20).await;
     assert_all_sent(&outcomes);
     let stats = &world.sandbox.kakaotalk.stats;
@@ -165,8 +189,15 @@ async fn several_credentials_pool_their_quotas_and_each_keeps_its_own() {
     world
         .set("providers.kakaotalk.credentials", list)
         .set("providers.kakaotalk.rate_limit", "10/s");
-    let router =
-        Arc::new(Router::new(&world.settings(), &without_fallback(&world), http_client()).unwrap());
+    let router = Arc::new(
+        Router::new(
+            &world.settings(),
+            &without_fallback(&world),
+            http_client(),
+            &ledger_of(&world).await,
+        )
+        .unwrap(),
+    );
     // 60 messages need 2 windows at 30/s pooled; a single credential would need 6.
     let outcomes = deliver_concurrently(router, 60, 30).await;
     assert_all_sent(&outcomes);
@@ -187,8 +218,15 @@ async fn spillover_sends_what_the_primary_cannot_take_in_time_through_sms() {
         .set("providers.kakaotalk.rate_limit", "5/s")
         .set("routing.strategy", "spillover")
         .set("routing.acquire_timeout", "100ms");
-    let router =
-        Arc::new(Router::new(&world.settings(), &world.settings().routing, http_client()).unwrap());
+    let router = Arc::new(
+        Router::new(
+            &world.settings(),
+            &world.settings().routing,
+            http_client(),
+            &ledger_of(&world).await,
+        )
+        .unwrap(),
+    );
     let outcomes = deliver_concurrently(router, 30, 10).await;
     let sent = outcomes
         .iter()

@@ -10,19 +10,27 @@ use std::time::Duration;
 
 use common::{assert_never_twice, campaign_under};
 
+/// SPEC section 8: a timeout leaves open whether the provider took the message, so the
+/// recipients whose requests timed out are `uncertain`, never handed to SMS; the timeouts open
+/// the circuit, and the recipients after that go to SMS without touching KakaoTalk.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_hanging_primary_times_out_and_the_fallback_delivers() {
-    let (world, crowd, summary, _) = campaign_under(
+async fn a_hanging_primary_leaves_its_recipients_uncertain_and_opens_its_circuit() {
+    let (world, crowd, summary, received) = campaign_under(
         40,
         |c| c.kakaotalk.faults.latency = Duration::from_secs(2),
         &[
             ("providers.kakaotalk.timeout", "150ms".into()),
             ("retry.max_attempts", 2.into()),
+            ("bulk.concurrency", 1.into()),
         ],
     )
     .await;
+    assert_never_twice(&received);
+    let uncertain = summary["uncertain"].as_u64().unwrap();
+    let fallback = summary["fallback"].as_u64().unwrap();
+    assert!(uncertain > 0 && fallback > 0, "{summary}");
     assert_eq!(
-        summary["fallback"],
+        uncertain + fallback,
         crowd.eligible.len() as u64,
         "{summary}"
     );
@@ -37,7 +45,7 @@ async fn a_hanging_primary_times_out_and_the_fallback_delivers() {
         .iter()
         .filter(|m| m.provider == "sms")
         .count();
-    assert_eq!(by_sms, crowd.eligible.len());
+    assert_eq!(by_sms as u64, fallback);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -53,13 +61,35 @@ async fn answers_just_inside_the_timeout_are_successes_not_retries() {
     assert_never_twice(&received);
 }
 
+/// A provider that honours idempotency keys (the sandbox does, SPEC section 4): an answer cut
+/// off after its 200 is asked again under the same key, the provider answers the first answer
+/// again, and the message is delivered once.
 #[tokio::test(flavor = "multi_thread")]
-async fn an_answer_cut_off_after_200_is_not_sent_again() {
+async fn an_answer_cut_off_after_200_is_asked_again_under_its_key_and_delivered_once() {
     let (_, crowd, summary, received) =
         campaign_under(40, |c| c.kakaotalk.faults.reset_rate = 0.4, &[]).await;
     assert_never_twice(&received);
-    // The sandbox took every message; those whose answer was lost are `uncertain`, not resent
-    // and not handed to SMS.
+    assert_eq!(received.len(), crowd.eligible.len());
+    assert!(summary["retries"].as_u64().unwrap() > 0, "{summary}");
+    assert_eq!(
+        summary["sent"].as_u64().unwrap() + summary["uncertain"].as_u64().unwrap(),
+        crowd.eligible.len() as u64,
+        "{summary}"
+    );
+    assert_eq!(summary["fallback"], 0);
+}
+
+/// Without keys (`idempotency_header = ""`), an answer cut off is not asked again: those
+/// recipients are `uncertain`, not resent and not handed to SMS.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_keys_an_answer_cut_off_after_200_is_not_sent_again() {
+    let (_, crowd, summary, received) = campaign_under(
+        40,
+        |c| c.kakaotalk.faults.reset_rate = 0.4,
+        &[("providers.kakaotalk.idempotency_header", "".into())],
+    )
+    .await;
+    assert_never_twice(&received);
     assert_eq!(received.len(), crowd.eligible.len());
     let uncertain = summary["uncertain"].as_u64().unwrap();
     assert!(uncertain > 0, "{summary}");

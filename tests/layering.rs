@@ -24,6 +24,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("logging", 3),
     ("policy", 2),
     ("provider", 2),
+    ("ledger", 1),
     ("recipient", 1),
     ("schedule", 1),
     ("template", 1),

@@ -197,15 +197,18 @@ async fn a_401_is_not_retried_and_the_provider_is_taken_out() {
     assert!(!log.contains("wrong-password") && !stdout(&output).contains("wrong-password"));
 }
 
+/// SPEC section 8: a timeout leaves open whether KakaoTalk took the message. It is asked
+/// again under the same key (KakaoTalk honours keys), and when every attempt times out the
+/// message is `uncertain`: never handed to SMS, which could deliver it a second time.
 #[tokio::test(flavor = "multi_thread")]
-async fn timeouts_are_retried_then_fall_back() {
+async fn timeouts_are_retried_under_the_key_and_never_handed_to_the_fallback() {
     let mut world =
         World::start(|config| config.kakaotalk.faults.latency = Duration::from_millis(800)).await;
     world
         .set("providers.kakaotalk.timeout", "100ms")
         .set("retry.max_attempts", 2);
     let output = world.send_hi(&["--json"]).await;
-    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
     let result = json(&output);
     let outcomes: Vec<&str> = result["attempts"]
         .as_array()
@@ -213,8 +216,15 @@ async fn timeouts_are_retried_then_fall_back() {
         .iter()
         .map(|a| a["outcome"].as_str().unwrap())
         .collect();
-    assert_eq!(outcomes, ["timeout", "timeout", "ok"]);
-    assert_eq!(result["channel"], "sms");
+    assert_eq!(outcomes, ["timeout", "timeout"], "{result}");
+    assert_eq!(result["delivered"], false);
+    assert_eq!(common::message_requests(&world.sandbox.sms), 0);
+    // Without keys, the first timeout already ends it.
+    world.set("providers.kakaotalk.idempotency_header", "");
+    let output = world.send_hi(&["--json"]).await;
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    assert_eq!(json(&output)["attempts"].as_array().unwrap().len(), 1);
+    assert_eq!(common::message_requests(&world.sandbox.sms), 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -431,9 +441,11 @@ async fn logs_mask_the_phone() {
 async fn an_sms_200_that_confirms_nothing_is_never_handed_to_kakaotalk() {
     let world = World::start(|c| c.sms.faults.garbage_rate = 1.0).await;
     let output = world.send_hi(&["--channel", "sms", "--json"]).await;
-    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
     let result = json(&output);
-    assert_eq!(result["delivered"], false, "{result}");
+    // Asked again under its key, SMS answers again (the sandbox replays what it accepted, in
+    // full): delivered, once, and KakaoTalk never asked.
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(result["channel"], "sms", "{result}");
     let providers: Vec<String> = world.recorded().into_iter().map(|m| m.provider).collect();
     assert_eq!(
         providers,

@@ -36,6 +36,7 @@ use crate::config::{RoutingSettings, Settings};
 use crate::delivery::Router;
 use crate::error::{ExitStatus, UsageError};
 use crate::journal::{self, Journal, JournalError, StateLock};
+use crate::ledger::Ledger;
 use crate::phone::Phone;
 use crate::pipeline::{self, Campaign, Reporting, StopCause, Stopper};
 use crate::provider::http_client;
@@ -208,8 +209,10 @@ async fn execute(
         strategy: job.params.strategy,
         ..settings.routing.clone()
     };
+    // The quotas are shared with every msgsend process on this state (SPEC section 8).
+    let ledger = Ledger::open(&settings.state_dir).await?;
     let router = Arc::new(
-        Router::new(settings, &routing, http.clone())
+        Router::new(settings, &routing, http.clone(), &ledger)
             .map_err(UsageError)?
             .with_alerter(&alerter),
     );
@@ -285,6 +288,7 @@ async fn execute(
     // Why the run stopped is settled now: a signal or quiet hours arriving while the metrics
     // and alerts below are published must not turn a finished run into a stopped one.
     let cause = stopper.cause();
+    router.close().await;
     progress.finish();
     if let Some(task) = textfile {
         task.abort();

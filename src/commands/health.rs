@@ -10,6 +10,7 @@ use std::io::Write;
 use crate::cli::{GlobalArgs, HealthArgs};
 use crate::delivery::Channel;
 use crate::error::ExitStatus;
+use crate::ledger::Ledger;
 use crate::provider::{ProviderKind, http_client};
 
 #[derive(Debug, serde::Serialize)]
@@ -35,6 +36,8 @@ struct ProbeReport {
 pub async fn run(global: &GlobalArgs, args: HealthArgs) -> anyhow::Result<ExitStatus> {
     let settings = super::load_settings(global)?;
     let http = http_client();
+    // Probes take their slots from the quotas every msgsend process shares (SPEC section 8).
+    let ledger = Ledger::open(&settings.state_dir).await?;
     let mut reports = Vec::new();
     for provider in &settings.providers {
         let role = if provider.kind == settings.routing.primary {
@@ -44,10 +47,16 @@ pub async fn run(global: &GlobalArgs, args: HealthArgs) -> anyhow::Result<ExitSt
         } else {
             "unused"
         };
-        let channel = Channel::new(http.clone(), provider, settings.breaker, settings.retry);
-        let mut probes: Vec<ProbeReport> = channel
-            .probe()
-            .await
+        let channel = Channel::new(
+            http.clone(),
+            provider,
+            settings.breaker,
+            settings.retry,
+            &ledger,
+        );
+        let probes = channel.probe().await;
+        channel.close().await;
+        let mut probes: Vec<ProbeReport> = probes
             .into_iter()
             .map(|probe| ProbeReport {
                 provider: provider.kind,

@@ -8,8 +8,9 @@ use anyhow::Context as _;
 
 use crate::cli::{GlobalArgs, SendArgs};
 use crate::config::{RoutingSettings, Settings};
-use crate::delivery::{Delivery, DeliveryOutcome, Router};
+use crate::delivery::{Delivery, DeliveryOutcome, MessageKey, Router};
 use crate::error::{ExitStatus, UsageError};
+use crate::ledger::Ledger;
 use crate::phone::Phone;
 use crate::provider::{ProviderKind, http_client};
 use crate::report::printable;
@@ -48,11 +49,13 @@ pub async fn run(global: &GlobalArgs, args: SendArgs) -> anyhow::Result<ExitStat
         .check_message_length(&text, "")
         .map_err(UsageError)?;
     let routing = routing_for_send(&settings, args.channel, args.no_fallback);
-    let router = Router::new(&settings, &routing, http_client()).map_err(UsageError)?;
+    let ledger = Ledger::open(&settings.state_dir).await?;
+    let router = Router::new(&settings, &routing, http_client(), &ledger).map_err(UsageError)?;
     if settings.routing.preflight && !args.no_preflight {
         router.preflight().await;
     }
-    let delivery = router.deliver(&phone, &text).await;
+    let delivery = router.deliver(&phone, &text, &MessageKey::fresh()).await;
+    router.close().await;
     if delivery.delivered() {
         tracing::info!(phone = %phone.masked(), channel = delivery.channel.map_or("none", |c| c.name()), "delivered");
     } else {

@@ -7,7 +7,8 @@
 use super::Settings;
 use super::raw::{
     Dur, Expanded, RawAlerts, RawBulk, RawCircuitBreaker, RawConfig, RawCredential, RawMessage,
-    RawMetrics, RawProvider, RawProviders, RawRetry, RawRouting, RawSchedule, RawSource,
+    RawMetrics, RawProvider, RawProviders, RawRateLimit, RawRetry, RawRouting, RawSchedule,
+    RawSource,
 };
 use crate::provider::{ProviderKind, ProviderSettings};
 use crate::secret::redacted_url;
@@ -41,11 +42,17 @@ impl From<&ProviderSettings> for RawProvider {
                     .map(|c| RawCredential {
                         username: text(&c.username),
                         password: Expanded(c.password.clone()),
-                        rate_limit: Some(Expanded(c.rate_limit)),
+                        rate_limit: Some(RawRateLimit(c.rate_limit.clone())),
                     })
                     .collect(),
             ),
             rate_limit: None,
+            burst: p.burst,
+            idempotency_header: Some(text(
+                p.idempotency_header
+                    .as_ref()
+                    .map_or("", reqwest::header::HeaderName::as_str),
+            )),
             timeout: duration(p.timeout),
             health_path: Some(text(&p.health_path)),
             max_message_length: Some(saturating_u32(p.max_message_length)),

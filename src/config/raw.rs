@@ -17,7 +17,7 @@ use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::secret::Secret;
-use crate::units::{Rate, parse_duration};
+use crate::units::{Rate, RateLimit, parse_duration};
 
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -60,7 +60,9 @@ pub struct RawProvider {
     pub username: Option<Expanded<String>>,
     pub password: Option<Expanded<Secret>>,
     pub credentials: Option<Vec<RawCredential>>,
-    pub rate_limit: Option<Expanded<Rate>>,
+    pub rate_limit: Option<RawRateLimit>,
+    pub burst: Option<u32>,
+    pub idempotency_header: Option<Expanded<String>>,
     pub timeout: Option<Expanded<Dur>>,
     pub health_path: Option<Expanded<String>>,
     pub max_message_length: Option<u32>,
@@ -71,7 +73,7 @@ pub struct RawProvider {
 pub struct RawCredential {
     pub username: Expanded<String>,
     pub password: Expanded<Secret>,
-    pub rate_limit: Option<Expanded<Rate>>,
+    pub rate_limit: Option<RawRateLimit>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -171,9 +173,7 @@ where
 {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let raw = deserializer.deserialize_str(StringVisitor(PhantomData::<T>))?;
-        let expanded =
-            expand_env(&raw, |name| std::env::var(name).ok()).map_err(de::Error::custom)?;
-        expanded.parse().map(Expanded).map_err(de::Error::custom)
+        parse_expanded(&raw).map(Expanded)
     }
 }
 
@@ -181,6 +181,58 @@ impl<T: ConfigText> Serialize for Expanded<T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&self.0.config_text())
     }
+}
+
+/// `rate_limit`: one rate (`"100/min"`) or a list of windows (`["20/s", "10000/day"]`), each
+/// string expanded and parsed like any [`Expanded`] value.
+#[derive(Debug, Clone)]
+pub struct RawRateLimit(pub RateLimit);
+
+impl<'de> Deserialize<'de> for RawRateLimit {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct LimitVisitor;
+        impl<'de> de::Visitor<'de> for LimitVisitor {
+            type Value = RateLimit;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a rate such as \"100/min\" or a list of them")
+            }
+
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<RateLimit, E> {
+                Ok(RateLimit::from(parse_expanded::<Rate, E>(value)?))
+            }
+
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<RateLimit, A::Error> {
+                let mut windows = Vec::new();
+                while let Some(text) = seq.next_element::<String>()? {
+                    windows.push(parse_expanded::<Rate, A::Error>(&text)?);
+                }
+                RateLimit::new(windows)
+                    .ok_or_else(|| de::Error::custom("the list of rates is empty"))
+            }
+        }
+        deserializer.deserialize_any(LimitVisitor).map(RawRateLimit)
+    }
+}
+
+impl Serialize for RawRateLimit {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0.windows() {
+            [one] => serializer.serialize_str(&one.to_string()),
+            many => serializer.collect_seq(many.iter().map(Rate::to_string)),
+        }
+    }
+}
+
+/// `${ENV_VAR}` substituted in `raw`, then parsed into `T`.
+fn parse_expanded<T, E>(raw: &str) -> Result<T, E>
+where
+    T: FromStr,
+    T::Err: Display,
+    E: de::Error,
+{
+    let expanded = expand_env(raw, |name| std::env::var(name).ok()).map_err(E::custom)?;
+    expanded.parse().map_err(E::custom)
 }
 
 /// A value as the config file writes it, `$` escaped as `$$` so that it reads back unchanged.

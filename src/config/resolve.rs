@@ -17,7 +17,7 @@ use crate::provider::{CredentialSettings, ProviderKind, ProviderSettings};
 use crate::schedule::QuietHours;
 use crate::secret::Secret;
 use crate::template::Template;
-use crate::units::Rate;
+use crate::units::RateLimit;
 
 const DEFAULT_QUERY: &str = "SELECT name, phone, birth_date FROM users";
 
@@ -202,20 +202,27 @@ fn resolve_provider(
     let rate_limit = raw
         .rate_limit
         .map_or_else(|| kind.default_rate_limit(), |r| r.0);
-    let credential =
-        |username: Expanded<String>, password: Expanded<Secret>, rate_limit: Rate, field: &str| {
-            if username.0.is_empty() || username.0.contains(':') {
-                return Err(at.error(&key(field), "must be non-empty and hold no ':'"));
-            }
-            Ok(CredentialSettings {
-                username: username.0,
-                password: password.0,
-                rate_limit,
-            })
-        };
+    let credential = |username: Expanded<String>,
+                      password: Expanded<Secret>,
+                      rate_limit: RateLimit,
+                      field: &str| {
+        if username.0.is_empty() || username.0.contains(':') {
+            return Err(at.error(&key(field), "must be non-empty and hold no ':'"));
+        }
+        Ok(CredentialSettings {
+            username: username.0,
+            password: password.0,
+            rate_limit,
+        })
+    };
     let credentials = match (raw.username, raw.password, raw.credentials) {
         (Some(username), Some(password), None) => {
-            vec![credential(username, password, rate_limit, "username")?]
+            vec![credential(
+                username,
+                password,
+                rate_limit.clone(),
+                "username",
+            )?]
         }
         (None, None, Some(list)) if !list.is_empty() => list
             .into_iter()
@@ -232,7 +239,7 @@ fn resolve_provider(
                     credential(
                         username,
                         password,
-                        own.map_or(rate_limit, |r| r.0),
+                        own.map_or_else(|| rate_limit.clone(), |r| r.0),
                         &format!("credentials[{index}].username"),
                     )
                 },
@@ -280,12 +287,32 @@ fn resolve_provider(
         &key("max_message_length"),
         at,
     )? as usize;
+    let burst = raw
+        .burst
+        .map(|burst| positive(burst, &key("burst"), at))
+        .transpose()?;
+    // A header name the HTTP layer refuses is the operator's to fix, before anything is sent;
+    // "" says the provider honours no key (SPEC section 8).
+    let idempotency_header = match raw.idempotency_header {
+        None => Some(reqwest::header::HeaderName::from_static("idempotency-key")),
+        Some(Expanded(name)) if name.is_empty() => None,
+        Some(Expanded(name)) => Some(
+            reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                at.error(
+                    &key("idempotency_header"),
+                    "is not a valid HTTP header name (letters, digits and '-'; \"\" for none)",
+                )
+            })?,
+        ),
+    };
     Ok(ProviderSettings {
         kind,
         base_url,
         credentials,
         timeout,
         health_path,
+        burst,
+        idempotency_header,
         max_message_length,
     })
 }

@@ -9,11 +9,13 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::key::MessageKey;
 use crate::alert::{Alert, Alerter};
 use crate::config::BreakerSettings;
+use crate::ledger::{Ledger, credential_key};
 use crate::phone::Phone;
 use crate::policy::breaker::{BreakerState, CallOutcome, CircuitBreaker, Permit, Transition};
-use crate::policy::rate_limit::RateLimiter;
+use crate::policy::rate_limit::{CredentialQuota, RateLimiter};
 use crate::policy::retry::{RetryAdvice, RetryPolicy, Retryable};
 use crate::policy::strategy::TokenWait;
 use crate::provider::ProviderSettings;
@@ -41,6 +43,10 @@ pub enum ChannelFailure {
     /// provider takes it, so no request is made.
     #[error("the message is empty for this recipient")]
     EmptyMessage,
+    /// A request may have reached the provider with no answer to trust (SPEC section 8), and
+    /// no later attempt settled it: the recipient is `uncertain`, never handed to the fallback.
+    #[error("{0}")]
+    Ambiguous(ProviderError),
     /// The message is longer than the provider takes (`max_message_length`); not sent to it.
     #[error("message too long ({length} > {max} characters)")]
     TooLong { length: usize, max: usize },
@@ -49,9 +55,15 @@ pub enum ChannelFailure {
 impl Retryable for ChannelFailure {
     fn advice(&self) -> RetryAdvice {
         match self {
-            ChannelFailure::Provider(error) if error.class.is_transient() => RetryAdvice::Retry {
-                after: error.retry_after,
-            },
+            // An ambiguous answer is retried only under a key the provider honours: the channel
+            // checks that before it asks.
+            ChannelFailure::Provider(error)
+                if error.class.is_transient() || error.class.is_ambiguous() =>
+            {
+                RetryAdvice::Retry {
+                    after: error.retry_after,
+                }
+            }
             _ => RetryAdvice::Stop,
         }
     }
@@ -138,6 +150,15 @@ impl Attempt {
     }
 }
 
+/// Where an attempt goes: its key, how long it may wait for a slot, and the credential it must
+/// use (a retry of an ambiguous attempt).
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    key: &'a str,
+    wait: TokenWait,
+    credential: Option<usize>,
+}
+
 #[derive(Debug)]
 pub struct Channel {
     kind: ProviderKind,
@@ -147,6 +168,8 @@ pub struct Channel {
     /// How often the circuit opened (or re-opened after a failed probe) in this run.
     openings: AtomicU64,
     failure_threshold: u32,
+    /// How long an open circuit waits before its half-open probe.
+    pub(super) open_timeout: Duration,
     pub(super) alerter: Alerter,
     max_message_length: usize,
     breaker: Mutex<CircuitBreaker>,
@@ -156,19 +179,35 @@ pub struct Channel {
 }
 
 impl Channel {
+    /// A channel whose rate limits live in `ledger`, shared with every process that uses it.
     pub fn new(
         http: reqwest::Client,
         settings: &ProviderSettings,
         breaker: BreakerSettings,
         retry: RetryPolicy,
+        ledger: &Ledger,
     ) -> Self {
+        let quotas: Vec<CredentialQuota> = settings
+            .credentials
+            .iter()
+            .map(|credential| CredentialQuota {
+                key: credential_key(
+                    settings.kind.name(),
+                    settings.base_url.as_str(),
+                    &credential.username,
+                ),
+                limit: credential.rate_limit.clone(),
+                burst: settings.burst,
+            })
+            .collect();
         Channel {
             kind: settings.kind,
             client: ProviderClient::new(http, settings),
             credentials: settings.credentials.iter().map(Credential::new).collect(),
-            limiter: RateLimiter::new(settings.credentials.iter().map(|c| c.rate_limit)),
+            limiter: RateLimiter::new(&quotas, settings.timeout, ledger.clone()),
             openings: AtomicU64::new(0),
             failure_threshold: breaker.failure_threshold,
+            open_timeout: breaker.open_timeout,
             alerter: Alerter::log_only(),
             max_message_length: settings.max_message_length,
             breaker: Mutex::new(CircuitBreaker::new(
@@ -184,6 +223,12 @@ impl Channel {
         self.kind
     }
 
+    /// Gives back this channel's unused rate-limit slots and writes back what it learnt to
+    /// the shared ledger (see [`RateLimiter::close`]).
+    pub async fn close(&self) {
+        self.limiter.close().await;
+    }
+
     /// Sends this channel's alerts (circuit opened or closed, credentials refused) there.
     pub fn set_alerter(&mut self, alerter: Alerter) {
         self.alerter = alerter;
@@ -197,12 +242,17 @@ impl Channel {
         self.breaker.lock().expect("breaker lock").state()
     }
 
-    /// Sends `message` to `phone` through this provider: breaker, rate limit, request, retries.
-    /// Every request made is appended to `log`.
+    /// Sends `message` to `phone` through this provider under its idempotency `key`: breaker,
+    /// rate limit, request, retries. Every request made is appended to `log`.
+    ///
+    /// An ambiguous attempt (SPEC section 8) is retried only where the provider honours keys,
+    /// on the same credential (a provider keeps keys per account); if no later attempt settles
+    /// it, the failure is [`ChannelFailure::Ambiguous`].
     pub async fn send(
         &self,
         phone: &Phone,
         message: &str,
+        key: &MessageKey,
         wait: TokenWait,
         gate: &impl RequestGate,
         log: &mut Vec<Attempt>,
@@ -217,10 +267,18 @@ impl Channel {
                 max: self.max_message_length,
             });
         }
+        let key = key.for_provider(self.kind);
         let mut backoff = self.retry.backoff();
         let mut number = 1;
+        // After an ambiguous attempt: the credential it went to, and what it said.
+        let mut ambiguous: Option<(usize, ProviderError)> = None;
         loop {
-            let (result, round_trip) = self.attempt(phone, message, wait, gate).await;
+            let target = Target {
+                key: &key,
+                wait,
+                credential: ambiguous.as_ref().map(|(credential, _)| *credential),
+            };
+            let (result, round_trip, credential) = self.attempt(phone, message, target, gate).await;
             let error = match result {
                 Ok(receipt) => {
                     log.push(Attempt::new(
@@ -242,23 +300,39 @@ impl Channel {
                     failure.detail.clone(),
                     round_trip,
                 ));
+                if failure.class.is_ambiguous()
+                    && let Some(credential) = credential
+                {
+                    ambiguous = Some((credential, failure.clone()));
+                }
+            }
+            let unsettled = |error| match &ambiguous {
+                Some((_, first)) => ChannelFailure::Ambiguous(match error {
+                    ChannelFailure::Provider(last) if last.class.is_ambiguous() => last,
+                    _ => first.clone(),
+                }),
+                None => error,
+            };
+            if ambiguous.is_some() && !self.client.honours_keys() {
+                return Err(unsettled(error));
             }
             match backoff.after_failure(error.advice()) {
                 Some(pause) => tokio::time::sleep(pause).await,
-                None => return Err(error),
+                None => return Err(unsettled(error)),
             }
             number += 1;
         }
     }
 
+    /// One request; also says which credential it went to, when it went.
     async fn attempt(
         &self,
         phone: &Phone,
         message: &str,
-        wait: TokenWait,
+        target: Target<'_>,
         gate: &impl RequestGate,
-    ) -> (Result<Receipt, ChannelFailure>, Duration) {
-        let no_request = |failure| (Err(failure), Duration::ZERO);
+    ) -> (Result<Receipt, ChannelFailure>, Duration, Option<usize>) {
+        let no_request = |failure| (Err(failure), Duration::ZERO, None);
         if self.disabled.lock().expect("disabled lock").is_some() {
             return no_request(ChannelFailure::Disabled);
         }
@@ -267,9 +341,10 @@ impl Channel {
             return no_request(ChannelFailure::CircuitOpen);
         }
         // The slot lives until the answer is back: see the rate limiter's module doc.
-        let slot = match wait {
-            TokenWait::Unbounded => self.limiter.acquire().await,
-            TokenWait::AtMost(limit) => match self.limiter.acquire_within(limit).await {
+        let slot = match (target.credential, target.wait) {
+            (Some(credential), _) => self.limiter.acquire_for(credential).await,
+            (None, TokenWait::Unbounded) => self.limiter.acquire().await,
+            (None, TokenWait::AtMost(limit)) => match self.limiter.acquire_within(limit).await {
                 Some(slot) => slot,
                 None => return no_request(ChannelFailure::NoToken(limit)),
             },
@@ -286,10 +361,17 @@ impl Channel {
             slot.unused();
             return no_request(ChannelFailure::Withdrawn);
         }
-        let credential = &self.credentials[slot.credential()];
+        // The gate may have taken a while (a journal write): the slot's worst case must still
+        // cover a request that leaves now.
+        slot.refresh().await;
+        let index = slot.credential();
+        let credential = &self.credentials[index];
         // The round trip only: the wait for a token is the limiter's, not the provider's.
         let started = Instant::now();
-        let answer = self.client.send(credential, phone, message).await;
+        let answer = self
+            .client
+            .send(credential, phone, message, target.key)
+            .await;
         let round_trip = started.elapsed();
         gate.answered(matches!(&answer, Err(error) if error.class.is_ambiguous()));
         match &answer {
@@ -301,6 +383,8 @@ impl Channel {
                         .map(|after| after.min(self.retry.max_delay)),
                 );
             }
+            // No answer in time: the request may still reach the provider up to a timeout later.
+            Err(error) if error.class == Class::Timeout => slot.timed_out(),
             _ => drop(slot),
         }
         let result = match answer {
@@ -322,7 +406,7 @@ impl Channel {
                 Err(ChannelFailure::Provider(error))
             }
         };
-        (result, round_trip)
+        (result, round_trip, Some(index))
     }
 
     fn breaker_lock(&self) -> std::sync::MutexGuard<'_, CircuitBreaker> {

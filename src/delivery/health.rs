@@ -72,19 +72,21 @@ impl Channel {
     /// Probes every credential at once, each through its own rate limiter, each bounded by the
     /// provider's `timeout` for its slot and again for its answer.
     pub async fn probe(&self) -> Vec<Probe> {
-        join_all((0..self.credentials.len()).map(|index| self.probe_credential(index))).await
+        let slot_wait = self.client.timeout();
+        join_all((0..self.credentials.len()).map(|index| self.probe_credential(index, slot_wait)))
+            .await
     }
 
-    async fn probe_credential(&self, index: usize) -> Probe {
+    async fn probe_credential(&self, index: usize, slot_wait: Duration) -> Probe {
         let credential = &self.credentials[index];
-        let timeout = self.client.timeout();
         let probe = |health, latency, detail| Probe {
             credential: credential.username.clone(),
             health,
             latency,
             detail,
         };
-        let Ok(slot) = tokio::time::timeout(timeout, self.limiter.acquire_for(index)).await else {
+        let Ok(slot) = tokio::time::timeout(slot_wait, self.limiter.acquire_probe(index)).await
+        else {
             return probe(Health::Busy, None, Some("quota in use".into()));
         };
         let answer = self.client.probe(credential).await;
@@ -147,9 +149,11 @@ impl Channel {
     }
 
     /// The health probe a circuit makes when it opens: its first credential's, described for
-    /// the `provider_down` alert.
+    /// the `provider_down` alert. It waits for a slot no longer than the circuit stays open, so
+    /// the alert goes out before the circuit can recover (a quota in use reads `busy`).
     pub(super) async fn health_for_alert(&self) -> String {
-        self.probe_credential(0).await.describe()
+        let slot_wait = self.client.timeout().min(self.open_timeout);
+        self.probe_credential(0, slot_wait).await.describe()
     }
 }
 

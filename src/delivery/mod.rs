@@ -6,8 +6,10 @@
 
 mod channel;
 mod health;
+mod key;
 mod router;
 
 pub use channel::{Attempt, AttemptOutcome, Channel, ChannelFailure, RequestGate, Ungated};
 pub use health::{Health, Probe};
+pub use key::MessageKey;
 pub use router::{Delivery, DeliveryOutcome, Router};

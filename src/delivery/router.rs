@@ -3,8 +3,10 @@
 //! neither could, with every attempt made.
 
 use super::channel::{Attempt, Channel, ChannelFailure, RequestGate, Ungated};
+use super::key::MessageKey;
 use crate::alert::Alerter;
 use crate::config::{RoutingSettings, Settings};
+use crate::ledger::Ledger;
 use crate::phone::Phone;
 use crate::policy::breaker::BreakerState;
 use crate::policy::strategy::TokenWait;
@@ -19,8 +21,8 @@ pub enum DeliveryOutcome {
     Fallback { message_id: Option<String> },
     /// Not delivered; each channel tried and why it gave up.
     Failed,
-    /// Not known: the connection broke after a request went out (the provider may have the
-    /// message), so it was neither retried nor sent to the fallback.
+    /// Not known: a request may have reached the provider with no answer to trust (SPEC
+    /// section 8), and no retry under its key settled it; never sent to the fallback.
     Uncertain,
 }
 
@@ -68,14 +70,10 @@ impl Delivery {
     }
 }
 
-/// Whether the last channel tried lost its answer (see [`Class::AnswerLost`]).
-///
-/// [`Class::AnswerLost`]: crate::provider::Class::AnswerLost
-fn answer_lost(failures: &[(ProviderKind, ChannelFailure)]) -> bool {
-    matches!(
-        failures.last(),
-        Some((_, ChannelFailure::Provider(error))) if error.class == crate::provider::Class::AnswerLost
-    )
+/// Whether the last channel tried may have delivered the message (SPEC section 8): then it is
+/// never handed to another.
+fn ambiguous(failures: &[(ProviderKind, ChannelFailure)]) -> bool {
+    matches!(failures.last(), Some((_, ChannelFailure::Ambiguous(_))))
 }
 
 /// The channels of a run and the strategy between them.
@@ -88,11 +86,12 @@ pub struct Router {
 
 impl Router {
     /// Builds the channels `routing` names (its primary, its fallback if any) from the
-    /// providers, breaker and retry settings.
+    /// providers, breaker and retry settings; their quotas live in `ledger`.
     pub fn new(
         settings: &Settings,
         routing: &RoutingSettings,
         http: reqwest::Client,
+        ledger: &Ledger,
     ) -> Result<Self, String> {
         let channel = |kind: ProviderKind| -> Result<Channel, String> {
             let provider = settings
@@ -103,6 +102,7 @@ impl Router {
                 provider,
                 settings.breaker,
                 settings.retry,
+                ledger,
             ))
         };
         Ok(Router {
@@ -131,8 +131,16 @@ impl Router {
             .map(|channel| (channel.kind(), channel.breaker_state()))
     }
 
-    pub async fn deliver(&self, phone: &Phone, message: &str) -> Delivery {
-        self.deliver_gated(phone, message, &Ungated).await
+    pub async fn deliver(&self, phone: &Phone, message: &str, key: &MessageKey) -> Delivery {
+        self.deliver_gated(phone, message, key, &Ungated).await
+    }
+
+    /// Gives back the rate-limit slots this process holds and tells the shared ledger what it
+    /// learnt, so the next process starts from the truth rather than the worst case.
+    pub async fn close(&self) {
+        for channel in self.channels() {
+            channel.close().await;
+        }
     }
 
     /// Like [`deliver`](Self::deliver), but every request first passes `gate` (see
@@ -142,13 +150,14 @@ impl Router {
         &self,
         phone: &Phone,
         message: &str,
+        key: &MessageKey,
         gate: &impl RequestGate,
     ) -> Delivery {
         let mut attempts = Vec::new();
         let mut failures = Vec::new();
         match self
             .primary
-            .send(phone, message, self.primary_wait, gate, &mut attempts)
+            .send(phone, message, key, self.primary_wait, gate, &mut attempts)
             .await
         {
             Ok(receipt) => {
@@ -163,14 +172,21 @@ impl Router {
             }
             Err(failure) => failures.push((self.primary.kind(), failure)),
         }
-        if answer_lost(&failures) {
+        if ambiguous(&failures) {
             return Delivery::uncertain(failures, attempts);
         }
         let withdrawn = matches!(failures.last(), Some((_, ChannelFailure::Withdrawn)));
         if let Some(fallback) = self.fallback.as_ref().filter(|_| !withdrawn) {
             tracing::debug!(phone = %phone.masked(), primary = %self.primary.kind(), "falling back to {}", fallback.kind());
             match fallback
-                .send(phone, message, TokenWait::Unbounded, gate, &mut attempts)
+                .send(
+                    phone,
+                    message,
+                    key,
+                    TokenWait::Unbounded,
+                    gate,
+                    &mut attempts,
+                )
                 .await
             {
                 Ok(receipt) => {
@@ -185,7 +201,7 @@ impl Router {
                 }
                 Err(failure) => failures.push((fallback.kind(), failure)),
             }
-            if answer_lost(&failures) {
+            if ambiguous(&failures) {
                 return Delivery::uncertain(failures, attempts);
             }
         }

@@ -128,6 +128,7 @@ pub async fn run(
     } = reporting;
     let (events, event_queue) = mpsc::channel(campaign.concurrency * 2 + 64);
     let sender = Arc::new(SendContext {
+        job_id: campaign.job_id.clone(),
         router,
         failure_budget: FailureBudget::new(campaign.max_failure_rate),
         outage: Outage::new(campaign.all_open_wait),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::{Event, StopCause, Stopper};
-use crate::delivery::{ChannelFailure, RequestGate};
+use crate::delivery::{ChannelFailure, MessageKey, RequestGate};
 use crate::delivery::{Delivery, DeliveryOutcome, Router};
 use crate::phone::Phone;
 use crate::recipient::Recipient;
@@ -154,6 +154,8 @@ impl Outage {
 
 /// What every send task shares.
 pub(super) struct SendContext {
+    /// Part of every recipient's idempotency key.
+    pub(super) job_id: String,
     pub(super) router: Arc<Router>,
     pub(super) failure_budget: FailureBudget,
     pub(super) outage: Outage,
@@ -168,6 +170,7 @@ pub(super) async fn send_one(context: &SendContext, recipient: Recipient) {
         return; // not started: it stays `queued` for a resume
     }
     let text = context.template.render(|field| recipient.field(field));
+    let key = MessageKey::for_recipient(&context.job_id, &recipient.phone);
     let gate = InFlightGate {
         context,
         phone: &recipient.phone,
@@ -186,7 +189,7 @@ pub(super) async fn send_one(context: &SendContext, recipient: Recipient) {
         };
         let delivery = tokio::select! {
             biased;
-            delivery = context.router.deliver_gated(&recipient.phone, &text, &gate) => Some(delivery),
+            delivery = context.router.deliver_gated(&recipient.phone, &text, &key, &gate) => Some(delivery),
             () = stopped => None,
         };
         let Some(done) = &delivery else {

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::secret::Secret;
-use crate::units::Rate;
+use crate::units::{Rate, RateLimit};
 
 /// The two channels msgsend knows.
 #[derive(
@@ -38,15 +38,15 @@ impl ProviderKind {
 
     /// The quota a provider is assumed to have when the config gives no `rate_limit`: the
     /// published per-token quotas, which are also the sandbox's defaults.
-    pub fn default_rate_limit(self) -> Rate {
+    pub fn default_rate_limit(self) -> RateLimit {
         let count = match self {
             ProviderKind::KakaoTalk => 100,
             ProviderKind::Sms => 500,
         };
-        Rate {
+        RateLimit::from(Rate {
             count,
             per: Duration::from_secs(60),
-        }
+        })
     }
 
     /// The other channel.
@@ -70,6 +70,12 @@ pub struct ProviderSettings {
     pub credentials: Vec<CredentialSettings>,
     pub timeout: Duration,
     pub health_path: String,
+    /// At most this many requests leave back to back; beyond them, requests are spaced evenly
+    /// at the tightest window's rate (SPEC section 8). `None`: the tightest window's N.
+    pub burst: Option<u32>,
+    /// The header that carries each message's idempotency key (SPEC section 8); `None` when
+    /// the provider honours none (`idempotency_header = ""`).
+    pub idempotency_header: Option<reqwest::header::HeaderName>,
     /// The longest message (in characters) the provider takes; longer ones are not sent to it.
     pub max_message_length: usize,
 }
@@ -78,6 +84,7 @@ pub struct ProviderSettings {
 pub struct CredentialSettings {
     pub username: String,
     pub password: Secret,
-    /// This credential's own quota (SPEC section 4: quotas are per credential).
-    pub rate_limit: Rate,
+    /// This credential's own quota (SPEC section 4: quotas are per credential), one window or
+    /// several (SPEC section 8).
+    pub rate_limit: RateLimit,
 }

@@ -181,6 +181,8 @@ pub struct ProviderClient {
     send_url: Url,
     health_url: Url,
     timeout: Duration,
+    /// Where each message's idempotency key goes; `None` when the provider honours none.
+    idempotency_header: Option<reqwest::header::HeaderName>,
 }
 
 impl ProviderClient {
@@ -201,22 +203,34 @@ impl ProviderClient {
             send_url: endpoint(send_path),
             health_url: endpoint(&settings.health_path),
             timeout: settings.timeout,
+            idempotency_header: settings.idempotency_header.clone(),
         }
     }
 
-    /// Sends one message; the error says what class of failure it was.
+    /// Whether the provider honours idempotency keys (SPEC section 8): only then is an
+    /// ambiguous request retried on it.
+    pub fn honours_keys(&self) -> bool {
+        self.idempotency_header.is_some()
+    }
+
+    /// Sends one message under its idempotency `key`; the error says what class of failure
+    /// it was.
     pub async fn send(
         &self,
         credential: &Credential,
         phone: &Phone,
         message: &str,
+        key: &str,
     ) -> Result<Receipt, ProviderError> {
-        let request = match self.kind {
+        let mut request = match self.kind {
             ProviderKind::KakaoTalk => {
                 kakaotalk::request(&self.http, &self.send_url, phone, message)
             }
             ProviderKind::Sms => sms::request(&self.http, &self.send_url, phone, message),
         };
+        if let Some(header) = &self.idempotency_header {
+            request = request.header(header, key);
+        }
         let response = request
             .header(AUTHORIZATION, credential.authorization.clone())
             .timeout(self.timeout)
@@ -300,7 +314,7 @@ mod tests {
         let credential = Credential::new(&CredentialSettings {
             username: "autoever".into(),
             password: crate::secret::Secret::new("1234"),
-            rate_limit: "1/s".parse().unwrap(),
+            rate_limit: "1/s".parse::<crate::units::Rate>().unwrap().into(),
         });
         assert_eq!(credential.authorization, "Basic YXV0b2V2ZXI6MTIzNA==");
         assert!(credential.authorization.is_sensitive());

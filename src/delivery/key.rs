@@ -1,0 +1,78 @@
+//! Idempotency keys (SPEC section 8): every message request carries one, the same for every
+//! attempt of one recipient of one job on one provider — across retries, runs, resumes and
+//! `--resend-uncertain` — so a provider that honours keys delivers it at most once, and an
+//! ambiguous request may be retried there. `send` draws a fresh one per invocation.
+//!
+//! A key holds no phone or name in clear: the job id and a hash of the job and the phone
+//! (SHA-256, the first 16 bytes). The job id is in it so an operator can match a provider's
+//! records to a job; the phone is hashed with the job, so two jobs' keys for one person share
+//! nothing.
+
+use sha2::Digest as _;
+
+use crate::phone::Phone;
+use crate::provider::ProviderKind;
+
+/// One recipient's key, before the provider is named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageKey(String);
+
+impl MessageKey {
+    /// The key of `phone` in job `job_id`: stable for as long as the job lives.
+    pub fn for_recipient(job_id: &str, phone: &Phone) -> Self {
+        let digest = sha2::Sha256::digest(format!("{job_id}\n{}", phone.as_str()).as_bytes());
+        MessageKey(format!("{job_id}-{}", hex(&digest[..16])))
+    }
+
+    /// A key no other request has: one `send`.
+    pub fn fresh() -> Self {
+        let bytes: [u8; 16] = rand::random();
+        MessageKey(format!("send-{}", hex(&bytes)))
+    }
+
+    /// The header value for `provider`: another provider gets another key.
+    pub fn for_provider(&self, provider: ProviderKind) -> String {
+        format!("{}-{}", self.0, provider.name())
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn phone(text: &str) -> Phone {
+        Phone::parse(text).unwrap()
+    }
+
+    #[test]
+    fn a_key_is_stable_and_tells_jobs_recipients_and_providers_apart() {
+        let key = MessageKey::for_recipient("job-1", &phone("010-1234-5678"));
+        assert_eq!(
+            key,
+            MessageKey::for_recipient("job-1", &phone("01012345678"))
+        );
+        assert_ne!(
+            key,
+            MessageKey::for_recipient("job-2", &phone("010-1234-5678"))
+        );
+        assert_ne!(
+            key,
+            MessageKey::for_recipient("job-1", &phone("010-1234-5679"))
+        );
+        assert_ne!(
+            key.for_provider(ProviderKind::KakaoTalk),
+            key.for_provider(ProviderKind::Sms)
+        );
+        let header = key.for_provider(ProviderKind::Sms);
+        assert!(
+            !header.contains("1234") && !header.contains("5678"),
+            "{header}"
+        );
+        assert!(header.starts_with("job-1-"));
+        assert_ne!(MessageKey::fresh(), MessageKey::fresh());
+    }
+}
