@@ -38,7 +38,8 @@
 //!
 //! ## Cheap for one process
 //! A process takes slots in leases of up to a second's worth of the tightest rate (at most
-//! [`MAX_LEASE`]), uses them within [`LEASE_USE`], and writes back what it learnt on its next
+//! [`MAX_LEASE`]; one slot at first, doubling while it uses them up), uses them within
+//! [`LEASE_USE`], and writes back what it learnt on its next
 //! visit, at most every [`WRITE_BACK`] while it sends: a campaign visits the ledger a few times a
 //! second, not per request. A slot that is not used in time is given back (no row). Until a
 //! process writes back, other processes see its rows at their worst case, so they wait a
@@ -88,7 +89,7 @@ pub use rules::margin_for;
 /// How long a granted slot may wait in the process before its request leaves.
 pub const LEASE_USE: Duration = Duration::from_secs(1);
 /// The most slots one visit grants.
-pub const MAX_LEASE: u32 = 1024;
+pub const MAX_LEASE: u32 = 4096;
 /// How often a sending process writes back what it learnt (and looks at the others' rows when
 /// it waits).
 pub const WRITE_BACK: Duration = Duration::from_millis(100);
@@ -162,7 +163,14 @@ struct Local {
     paced: bool,
     /// Granted slots not yet used: their lease and the moment they must be used by.
     in_hand: VecDeque<(i64, Micros)>,
+    /// Slots to ask for on the next visit: 1 at first, doubled while leases are used up, halved
+    /// when slots go unused, at most [`Local::lease_size`] (slow start: a `send` takes one slot,
+    /// not a second's worth, and a campaign reaches full leases in a few visits).
+    next_lease: u32,
     leases: HashMap<i64, Lease>,
+    /// How many leases have something to write back (kept beside them: the check runs on
+    /// every acquire).
+    dirty_leases: usize,
     /// The shared pace as of the last visit, with this process's 429s since applied.
     pace: Pace,
     /// 429s not yet written to the ledger.
@@ -217,7 +225,9 @@ impl Local {
             pacer: Pacer::new(tightest, quota.burst.unwrap_or(tightest.count)),
             paced: false,
             in_hand: VecDeque::new(),
+            next_lease: 1,
             leases: HashMap::new(),
+            dirty_leases: 0,
             pace: Pace::default(),
             pending: Vec::new(),
             accepted: VecDeque::new(),
@@ -234,7 +244,16 @@ impl Local {
     }
 
     fn dirty(&self) -> bool {
-        self.leases.values().any(|lease| lease.dirty)
+        self.dirty_leases > 0
+    }
+
+    /// Marks `lease` as having something to write back.
+    fn touch(lease: &mut Lease, dirty_leases: &mut usize) {
+        lease.version += 1;
+        if !lease.dirty {
+            lease.dirty = true;
+            *dirty_leases += 1;
+        }
     }
 
     /// Gives back the slots in hand whose time to be used has passed.
@@ -245,6 +264,7 @@ impl Local {
             }
             self.in_hand.pop_front();
             self.settle(lease, None);
+            self.next_lease = (self.next_lease / 2).max(1);
         }
     }
 
@@ -258,8 +278,7 @@ impl Local {
                 let rounded = at.saturating_add(bucket - 1) / bucket * bucket;
                 *lease.settled.entry(rounded).or_default() += 1;
             }
-            lease.version += 1;
-            lease.dirty = true;
+            Local::touch(lease, &mut self.dirty_leases);
         }
     }
 
@@ -336,8 +355,7 @@ impl Slot<'_> {
             match local.leases.get_mut(&self.lease) {
                 Some(lease) if lease.worst_case < worst_case.saturating_sub(micros(LEASE_USE)) => {
                     lease.worst_case = worst_case;
-                    lease.version += 1;
-                    lease.dirty = true;
+                    Local::touch(lease, &mut local.dirty_leases);
                     true
                 }
                 _ => false,
@@ -501,7 +519,9 @@ impl RateLimiter {
                     None => (0..credentials.len()).collect(),
                 };
                 // Between equals, the credential idle the longest.
-                order.sort_by_key(|&index| credentials[index].last_completion);
+                if order.len() > 1 {
+                    order.sort_by_key(|&index| credentials[index].last_completion);
+                }
                 let mut best: Option<(Micros, usize, Next)> = None;
                 for index in order {
                     let local = &mut credentials[index];
@@ -554,7 +574,14 @@ impl RateLimiter {
 
     /// Visits the ledger for credential `index`: writes back, asks for a lease.
     async fn visit(&self, index: usize) {
-        let want = self.lock()[index].lease_size();
+        let want = {
+            let mut credentials = self.lock();
+            let local = &mut credentials[index];
+            let want = local.next_lease.min(local.lease_size());
+            // A visit for slots means the last lease was used up: the next may be larger.
+            local.next_lease = want.saturating_mul(2).min(local.lease_size());
+            want
+        };
         self.exchange(index, want).await;
     }
 
@@ -608,8 +635,10 @@ impl RateLimiter {
                 for (id, version) in versions {
                     if let Some(lease) = local.leases.get_mut(&id)
                         && lease.version == version
+                        && lease.dirty
                     {
                         lease.dirty = false;
+                        local.dirty_leases -= 1;
                     }
                 }
                 local.pace = settled.pace;
