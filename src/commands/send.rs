@@ -50,7 +50,9 @@ pub async fn run(global: &GlobalArgs, args: SendArgs) -> anyhow::Result<ExitStat
         .map_err(UsageError)?;
     let routing = routing_for_send(&settings, args.channel, args.no_fallback);
     let ledger = Ledger::open(&settings.state_dir).await?;
-    let router = Router::new(&settings, &routing, http_client(), &ledger).map_err(UsageError)?;
+    let router = Router::new(&settings, &routing, http_client(), &ledger)
+        .map_err(UsageError)?
+        .log_slot_waits();
     if settings.routing.preflight && !args.no_preflight {
         router.preflight().await;
     }

@@ -173,6 +173,9 @@ pub struct Channel {
     pub(super) alerter: Alerter,
     max_message_length: usize,
     breaker: Mutex<CircuitBreaker>,
+    /// Whether a wait of over a second for a rate-limit slot is logged at INFO (`send`: one
+    /// message, whose operator wonders why it has not gone; a campaign waits routinely).
+    pub(super) log_slot_waits: bool,
     /// Set once the provider refuses msgsend's credentials: the provider is out for the run.
     disabled: Mutex<Option<String>>,
     pub(super) retry: RetryPolicy,
@@ -215,6 +218,7 @@ impl Channel {
                 breaker.open_timeout,
             )),
             disabled: Mutex::new(None),
+            log_slot_waits: false,
             retry,
         }
     }
@@ -341,6 +345,7 @@ impl Channel {
             return no_request(ChannelFailure::CircuitOpen);
         }
         // The slot lives until the answer is back: see the rate limiter's module doc.
+        let waiting = Instant::now();
         let slot = match (target.credential, target.wait) {
             (Some(credential), _) => self.limiter.acquire_for(credential).await,
             (None, TokenWait::Unbounded) => self.limiter.acquire().await,
@@ -349,6 +354,10 @@ impl Channel {
                 None => return no_request(ChannelFailure::NoToken(limit)),
             },
         };
+        let waited = waiting.elapsed();
+        if self.log_slot_waits && waited > Duration::from_secs(1) {
+            tracing::info!(provider = %self.kind, waited_ms = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX), "waited {:.1} s for a rate-limit slot (the quota is in use)", waited.as_secs_f64());
+        }
         // The breaker is asked only now, right before the request: the circuit may have
         // opened (or become ready for its half-open probe) while this send waited for a slot.
         let permit = self.breaker_lock().admit(Instant::now());

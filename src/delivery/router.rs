@@ -121,6 +121,15 @@ impl Router {
         self
     }
 
+    /// Logs at INFO every wait of over a second for a rate-limit slot (`send`).
+    pub fn log_slot_waits(mut self) -> Self {
+        self.primary.log_slot_waits = true;
+        if let Some(fallback) = &mut self.fallback {
+            fallback.log_slot_waits = true;
+        }
+        self
+    }
+
     pub fn channels(&self) -> impl Iterator<Item = &Channel> {
         std::iter::once(&self.primary).chain(self.fallback.as_ref())
     }
