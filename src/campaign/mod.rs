@@ -39,7 +39,7 @@ use crate::journal::{self, Journal, JournalError, StateLock};
 use crate::ledger::Ledger;
 use crate::phone::Phone;
 use crate::pipeline::{self, Campaign, Reporting, StopCause, Stopper};
-use crate::provider::http_client;
+use crate::provider::http_client_for;
 use crate::report::alerts::Watch;
 use crate::report::invalid_rows::InvalidRows;
 use crate::report::metrics::Metrics;
@@ -202,7 +202,7 @@ async fn execute(
     let run = journal.begin_run(&job.id, job.resend_uncertain).await?;
     tracing::info!(job_id = %job.id, run, source = %spec, ages = %job.params.ages, date = %job.params.date, "campaign started");
 
-    let http = http_client();
+    let http = http_client_for(&settings.providers);
     let alerter = Alerter::new(settings.alerts.webhook.clone(), http.clone());
     alerter.set_job(&job.id);
     let routing = RoutingSettings {
@@ -214,7 +214,8 @@ async fn execute(
     let router = Arc::new(
         Router::new(settings, &routing, http.clone(), &ledger)
             .map_err(UsageError)?
-            .with_alerter(&alerter),
+            .with_alerter(&alerter)
+            .with_max_wait(settings.bulk.max_wait),
     );
     let campaign = Campaign {
         job_id: job.id.clone(),

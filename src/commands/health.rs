@@ -11,7 +11,7 @@ use crate::cli::{GlobalArgs, HealthArgs};
 use crate::delivery::Channel;
 use crate::error::ExitStatus;
 use crate::ledger::Ledger;
-use crate::provider::{ProviderKind, http_client};
+use crate::provider::{ProviderKind, http_client_for};
 
 #[derive(Debug, serde::Serialize)]
 struct ProbeReport {
@@ -35,7 +35,7 @@ struct ProbeReport {
 
 pub async fn run(global: &GlobalArgs, args: HealthArgs) -> anyhow::Result<ExitStatus> {
     let settings = super::load_settings(global)?;
-    let http = http_client();
+    let http = http_client_for(&settings.providers);
     // Probes take their slots from the quotas every msgsend process shares (SPEC section 8).
     let ledger = Ledger::open(&settings.state_dir).await?;
     let mut reports = Vec::new();

@@ -12,7 +12,7 @@ use crate::delivery::{Delivery, DeliveryOutcome, MessageKey, Router};
 use crate::error::{ExitStatus, UsageError};
 use crate::ledger::Ledger;
 use crate::phone::Phone;
-use crate::provider::{ProviderKind, http_client};
+use crate::provider::{ProviderKind, http_client_for};
 use crate::report::printable;
 use crate::template::{MessageTemplate, Template};
 
@@ -50,9 +50,14 @@ pub async fn run(global: &GlobalArgs, args: SendArgs) -> anyhow::Result<ExitStat
         .map_err(UsageError)?;
     let routing = routing_for_send(&settings, args.channel, args.no_fallback);
     let ledger = Ledger::open(&settings.state_dir).await?;
-    let router = Router::new(&settings, &routing, http_client(), &ledger)
-        .map_err(UsageError)?
-        .log_slot_waits();
+    let router = Router::new(
+        &settings,
+        &routing,
+        http_client_for(&settings.providers),
+        &ledger,
+    )
+    .map_err(UsageError)?
+    .log_slot_waits();
     if settings.routing.preflight && !args.no_preflight {
         router.preflight().await;
     }

@@ -101,6 +101,9 @@ pub struct BulkSettings {
     pub concurrency: usize,
     pub batch_size: usize,
     pub shutdown_grace: Duration,
+    /// When every credential a send could use has its next free slot further away than this
+    /// (a day window is spent), the campaign pauses (SPEC section 8).
+    pub max_wait: Duration,
 }
 
 #[derive(Debug, Clone)]

@@ -93,6 +93,7 @@ impl From<&Settings> for RawConfig {
                 concurrency: Some(saturating_u32(s.bulk.concurrency)),
                 batch_size: Some(saturating_u32(s.bulk.batch_size)),
                 shutdown_grace: duration(s.bulk.shutdown_grace),
+                max_wait: duration(s.bulk.max_wait),
             },
             message: RawMessage {
                 header: s.header.as_ref().map(text),

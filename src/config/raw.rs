@@ -110,6 +110,7 @@ pub struct RawBulk {
     pub concurrency: Option<u32>,
     pub batch_size: Option<u32>,
     pub shutdown_grace: Option<Expanded<Dur>>,
+    pub max_wait: Option<Expanded<Dur>>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]

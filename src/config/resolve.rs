@@ -110,6 +110,10 @@ pub(super) fn resolve(raw: RawConfig, at: &Locator) -> Result<Settings, ConfigEr
             .bulk
             .shutdown_grace
             .map_or(Duration::from_secs(10), |d| d.0.0),
+        max_wait: raw
+            .bulk
+            .max_wait
+            .map_or(Duration::from_secs(600), |d| d.0.0),
     };
 
     let header = match raw.message.header {
@@ -296,14 +300,24 @@ fn resolve_provider(
     let idempotency_header = match raw.idempotency_header {
         None => Some(reqwest::header::HeaderName::from_static("idempotency-key")),
         Some(Expanded(name)) if name.is_empty() => None,
-        Some(Expanded(name)) => Some(
-            reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-                at.error(
+        Some(Expanded(name)) => {
+            let header =
+                reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                    at.error(
+                        &key("idempotency_header"),
+                        "is not a valid HTTP header name (letters, digits and '-'; \"\" for none)",
+                    )
+                })?;
+            // A header msgsend or HTTP itself sets would be sent twice or replaced: every
+            // request would fail (a second Authorization reads as refused credentials).
+            if RESERVED_HEADERS.contains(&header.as_str()) {
+                return Err(at.error(
                     &key("idempotency_header"),
-                    "is not a valid HTTP header name (letters, digits and '-'; \"\" for none)",
-                )
-            })?,
-        ),
+                    format!("names {header:?}, a header msgsend sets itself"),
+                ));
+            }
+            Some(header)
+        }
     };
     Ok(ProviderSettings {
         kind,
@@ -316,6 +330,24 @@ fn resolve_provider(
         max_message_length,
     })
 }
+
+/// Headers every message request already carries (or that HTTP/1.1 framing owns): not an
+/// idempotency key's place.
+const RESERVED_HEADERS: &[&str] = &[
+    "authorization",
+    "host",
+    "content-type",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "user-agent",
+    "accept",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+];
 
 fn resolve_routing(
     raw: &super::raw::RawRouting,

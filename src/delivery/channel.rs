@@ -15,7 +15,7 @@ use crate::config::BreakerSettings;
 use crate::ledger::{Ledger, credential_key};
 use crate::phone::Phone;
 use crate::policy::breaker::{BreakerState, CallOutcome, CircuitBreaker, Permit, Transition};
-use crate::policy::rate_limit::{CredentialQuota, RateLimiter};
+use crate::policy::rate_limit::{CredentialQuota, QuotaSpent, RateLimiter};
 use crate::policy::retry::{RetryAdvice, RetryPolicy, Retryable};
 use crate::policy::strategy::TokenWait;
 use crate::provider::ProviderSettings;
@@ -33,6 +33,10 @@ pub enum ChannelFailure {
     /// The provider refused msgsend's credentials earlier in this run.
     #[error("credentials rejected earlier in this run")]
     Disabled,
+    /// Every credential's next free slot is further away than `[bulk] max_wait` (a spent day
+    /// window): not this recipient's failure; the campaign pauses (SPEC section 8).
+    #[error("{0}")]
+    QuotaSpent(QuotaSpent),
     /// No rate-limit token within the spillover `acquire_timeout`.
     #[error("no rate-limit token within {}", crate::units::format_duration(*.0))]
     NoToken(Duration),
@@ -176,6 +180,8 @@ pub struct Channel {
     /// Whether a wait of over a second for a rate-limit slot is logged at INFO (`send`: one
     /// message, whose operator wonders why it has not gone; a campaign waits routinely).
     pub(super) log_slot_waits: bool,
+    /// A campaign's `[bulk] max_wait`: a slot further away than this is a spent quota.
+    pub(super) max_wait: Option<Duration>,
     /// Set once the provider refuses msgsend's credentials: the provider is out for the run.
     disabled: Mutex<Option<String>>,
     pub(super) retry: RetryPolicy,
@@ -219,6 +225,7 @@ impl Channel {
             )),
             disabled: Mutex::new(None),
             log_slot_waits: false,
+            max_wait: None,
             retry,
         }
     }
@@ -346,13 +353,25 @@ impl Channel {
         }
         // The slot lives until the answer is back: see the rate limiter's module doc.
         let waiting = Instant::now();
+        let any_credential = async {
+            match self.max_wait {
+                Some(horizon) => self.limiter.acquire_within_horizon(horizon).await,
+                None => Ok(self.limiter.acquire().await),
+            }
+        };
         let slot = match (target.credential, target.wait) {
-            (Some(credential), _) => self.limiter.acquire_for(credential).await,
-            (None, TokenWait::Unbounded) => self.limiter.acquire().await,
-            (None, TokenWait::AtMost(limit)) => match self.limiter.acquire_within(limit).await {
-                Some(slot) => slot,
-                None => return no_request(ChannelFailure::NoToken(limit)),
-            },
+            (Some(credential), _) => Ok(self.limiter.acquire_for(credential).await),
+            (None, TokenWait::Unbounded) => any_credential.await,
+            (None, TokenWait::AtMost(limit)) => {
+                match tokio::time::timeout(limit, any_credential).await {
+                    Ok(slot) => slot,
+                    Err(_) => return no_request(ChannelFailure::NoToken(limit)),
+                }
+            }
+        };
+        let slot = match slot {
+            Ok(slot) => slot,
+            Err(spent) => return no_request(ChannelFailure::QuotaSpent(spent)),
         };
         let waited = waiting.elapsed();
         if self.log_slot_waits && waited > Duration::from_secs(1) {

@@ -101,14 +101,16 @@ impl Channel {
                     Class::Auth => Health::CredentialsRejected,
                     _ => Health::Unhealthy,
                 };
-                if error.class == Class::RateLimited {
-                    slot.rate_limited(
+                match error.class {
+                    Class::RateLimited => slot.rate_limited(
                         error
                             .retry_after
                             .map(|after| after.min(self.retry.max_delay)),
-                    );
-                } else {
-                    drop(slot);
+                    ),
+                    // No answer in time: the probe may still reach the provider up to a
+                    // timeout later, like a message request (SPEC section 8).
+                    Class::Timeout => slot.timed_out(),
+                    _ => drop(slot),
                 }
                 probe(health, None, Some(error.detail))
             }

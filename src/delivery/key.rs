@@ -21,7 +21,7 @@ impl MessageKey {
     /// The key of `phone` in job `job_id`: stable for as long as the job lives.
     pub fn for_recipient(job_id: &str, phone: &Phone) -> Self {
         let digest = sha2::Sha256::digest(format!("{job_id}\n{}", phone.as_str()).as_bytes());
-        MessageKey(format!("{job_id}-{}", hex(&digest[..16])))
+        MessageKey(format!("{}-{}", header_safe(job_id), hex(&digest[..16])))
     }
 
     /// A key no other request has: one `send`.
@@ -35,6 +35,28 @@ impl MessageKey {
         format!("{}-{}", self.0, provider.name())
     }
 }
+
+/// The job id as it may stand in a header value that every provider takes: a job id is free
+/// text (`--job-id 봄-캠페인`), a key is visible ASCII of bounded length. Letters, digits, `-`,
+/// `_` and `.` stay; anything else is `_`; at most [`MAX_JOB_PREFIX`] characters. The hash
+/// beside it is of the whole job id, so two jobs' keys still differ.
+fn header_safe(job_id: &str) -> String {
+    job_id
+        .chars()
+        .take(MAX_JOB_PREFIX)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The most characters of the job id a key carries (the key stays far below the 256 bytes
+/// providers commonly accept).
+const MAX_JOB_PREFIX: usize = 64;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -74,5 +96,26 @@ mod tests {
         );
         assert!(header.starts_with("job-1-"));
         assert_ne!(MessageKey::fresh(), MessageKey::fresh());
+    }
+
+    #[test]
+    fn a_key_is_a_short_visible_ascii_header_value_whatever_the_job_id() {
+        let long = "x".repeat(1_000);
+        for job in ["봄-캠페인", "a b\tc\"d", long.as_str(), "job\r\nX-Evil: 1"] {
+            let key = MessageKey::for_recipient(job, &phone("010-1234-5678"))
+                .for_provider(ProviderKind::KakaoTalk);
+            assert!(key.len() <= 128, "{key}");
+            assert!(
+                key.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)),
+                "{key}"
+            );
+            assert!(reqwest::header::HeaderValue::from_str(&key).is_ok());
+        }
+        assert_ne!(
+            MessageKey::for_recipient("봄", &phone("010-1234-5678")),
+            MessageKey::for_recipient("꽃", &phone("010-1234-5678")),
+            "two jobs whose ids read alike in a key still differ"
+        );
     }
 }

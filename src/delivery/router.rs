@@ -121,6 +121,31 @@ impl Router {
         self
     }
 
+    /// A campaign's `[bulk] max_wait`: a send whose every credential is spent for longer says
+    /// so ([`ChannelFailure::QuotaSpent`]) instead of waiting.
+    pub fn with_max_wait(mut self, max_wait: std::time::Duration) -> Self {
+        self.primary.max_wait = Some(max_wait);
+        if let Some(fallback) = &mut self.fallback {
+            fallback.max_wait = Some(max_wait);
+        }
+        self
+    }
+
+    /// The moment the quota frees when every channel tried was spent (SPEC section 8): the
+    /// campaign pauses rather than wait.
+    pub fn spent_until(delivery: &Delivery) -> Option<crate::ledger::Micros> {
+        let spent: Vec<_> = delivery
+            .failures
+            .iter()
+            .filter_map(|(_, failure)| match failure {
+                ChannelFailure::QuotaSpent(spent) => Some(spent.0),
+                _ => None,
+            })
+            .collect();
+        (!spent.is_empty() && spent.len() == delivery.failures.len() && !delivery.delivered())
+            .then(|| spent.into_iter().min().unwrap_or_default())
+    }
+
     /// Logs at INFO every wait of over a second for a rate-limit slot (`send`).
     pub fn log_slot_waits(mut self) -> Self {
         self.primary.log_slot_waits = true;

@@ -201,4 +201,31 @@ mod tests {
             assert_eq!(other, 0);
         }
     }
+
+    #[tokio::test]
+    async fn a_row_of_the_wrong_type_is_an_error_never_a_panic() {
+        use sqlx::ConnectOptions as _;
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path()).await.unwrap();
+        ledger
+            .visit("c", |entry| entry.replace_lease(1, vec![(100, 1)]))
+            .await
+            .unwrap();
+        let mut db = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(dir.path().join("quota.sqlite"))
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query("UPDATE quota_rows SET arrived_by = 'soon'")
+            .execute(&mut db)
+            .await
+            .unwrap();
+        let visited = ledger.visit("c", |entry| entry.rows().len()).await;
+        assert!(visited.is_err(), "{visited:?}");
+        let reopened = Ledger::open(dir.path()).await;
+        assert!(
+            matches!(reopened, Err(LedgerError::Damaged { rows: 1, .. })),
+            "{reopened:?}"
+        );
+    }
 }

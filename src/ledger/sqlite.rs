@@ -39,6 +39,11 @@ pub enum LedgerError {
     },
     #[error("quota ledger {path}: {source}")]
     Database { path: String, source: sqlx::Error },
+    #[error(
+        "quota ledger {path}: {rows} row(s) hold a value of the wrong type; \
+         the file was changed by something other than msgsend (remove it once no msgsend runs)"
+    )]
+    Damaged { path: String, rows: i64 },
 }
 
 #[derive(Debug, Clone)]
@@ -74,6 +79,25 @@ impl SqliteLedger {
             .await
             .map_err(fail)?;
         sqlx::raw_sql(SCHEMA).execute(&pool).await.map_err(fail)?;
+        // A value of the wrong type would stop every visit later, mid-run: the command fails
+        // now instead, before anything is sent.
+        let damaged: i64 = sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM quota_rows WHERE typeof(lease) != 'integer' \
+             OR typeof(arrived_by) != 'integer' OR typeof(count) != 'integer') \
+             + (SELECT COUNT(*) FROM quota_pace WHERE typeof(allowance) NOT IN ('integer', 'null') \
+             OR typeof(last_cut) NOT IN ('integer', 'null') \
+             OR typeof(last_change) NOT IN ('integer', 'null') \
+             OR typeof(paused_until) NOT IN ('integer', 'null'))",
+        )
+        .fetch_one(&pool)
+        .await
+        .map_err(fail)?;
+        if damaged > 0 {
+            return Err(LedgerError::Damaged {
+                path: path.display().to_string(),
+                rows: damaged,
+            });
+        }
         Ok(SqliteLedger { pool, path })
     }
 
@@ -99,14 +123,19 @@ impl SqliteLedger {
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(fail)?;
+        // A row of the wrong type (the file edited by hand, or damaged) is an error, never a
+        // panic: `get` would panic on it.
         let rows = rows
             .iter()
-            .map(|row| Row {
-                lease: row.get(0),
-                arrived_by: row.get(1),
-                count: u32::try_from(row.get::<i64, _>(2)).unwrap_or(u32::MAX),
+            .map(|row| {
+                Ok(Row {
+                    lease: row.try_get(0)?,
+                    arrived_by: row.try_get(1)?,
+                    count: u32::try_from(row.try_get::<i64, _>(2)?).unwrap_or(u32::MAX),
+                })
             })
-            .collect();
+            .collect::<Result<Vec<Row>, sqlx::Error>>()
+            .map_err(fail)?;
         let pace = sqlx::query(
             "SELECT allowance, last_cut, last_change, paused_until FROM quota_pace \
              WHERE credential = $1",
@@ -115,14 +144,18 @@ impl SqliteLedger {
         .fetch_optional(&mut *tx)
         .await
         .map_err(fail)?
-        .map(|row| Pace {
-            allowance: row
-                .get::<Option<i64>, _>(0)
-                .map(|a| u32::try_from(a).unwrap_or(u32::MAX)),
-            last_cut: row.get(1),
-            last_change: row.get(2),
-            paused_until: row.get(3),
+        .map(|row| {
+            Ok::<_, sqlx::Error>(Pace {
+                allowance: row
+                    .try_get::<Option<i64>, _>(0)?
+                    .map(|a| u32::try_from(a).unwrap_or(u32::MAX)),
+                last_cut: row.try_get(1)?,
+                last_change: row.try_get(2)?,
+                paused_until: row.try_get(3)?,
+            })
         })
+        .transpose()
+        .map_err(fail)?
         .unwrap_or_default();
         let mut entry = Entry {
             rows,

@@ -12,6 +12,7 @@ use super::{Event, StopCause, Stopper};
 use crate::delivery::{ChannelFailure, MessageKey, RequestGate};
 use crate::delivery::{Delivery, DeliveryOutcome, Router};
 use crate::phone::Phone;
+use crate::policy::rate_limit::format_micros;
 use crate::recipient::Recipient;
 use crate::template::MessageTemplate;
 
@@ -195,6 +196,20 @@ pub(super) async fn send_one(context: &SendContext, recipient: Recipient) {
         let Some(done) = &delivery else {
             break delivery;
         };
+        // Every channel's quota is spent for longer than `max_wait`: the campaign pauses, and
+        // this recipient waits for the resume like those not reached.
+        if let Some(until) = Router::spent_until(done) {
+            context
+                .stopper
+                .stop(StopCause::QuotaExhausted(format_micros(until)));
+            if gate.ambiguous() {
+                break None;
+            }
+            if gate.opened() {
+                gate.requeue().await;
+            }
+            return;
+        }
         match Unusable::of(done, context.outage.begun()) {
             // No channel would take it: not this recipient's failure. Wait for one to come
             // back (a half-open probe) rather than burn through the list.

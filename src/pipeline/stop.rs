@@ -36,6 +36,9 @@ pub enum StopCause {
     Source,
     /// The journal refused a write: nothing more may be sent. `INTERRUPTED`, exit 1.
     Journal,
+    /// Every credential a send could use is spent for longer than `[bulk] max_wait` (a day
+    /// window): `PAUSED`, exit 75; the text is when the quota frees (RFC 3339).
+    QuotaExhausted(String),
 }
 
 impl StopCause {
@@ -73,6 +76,11 @@ impl StopCause {
             StopCause::Journal => {
                 tracing::warn!("stopping: the journal failed; nothing more is sent");
             }
+            StopCause::QuotaExhausted(until) => {
+                tracing::warn!(
+                    "quota exhausted until {until}: pausing; `--resume` continues the campaign"
+                );
+            }
         }
     }
 
@@ -80,6 +88,7 @@ impl StopCause {
     pub fn summary_reason(&self) -> Option<String> {
         match self {
             StopCause::ProvidersUnusable(reason) => Some(reason.clone()),
+            StopCause::QuotaExhausted(until) => Some(format!("quota exhausted until {until}")),
             _ => None,
         }
     }
@@ -89,7 +98,7 @@ impl StopCause {
 pub fn job_status(cause: Option<&StopCause>) -> JobStatus {
     match cause {
         None => JobStatus::Done,
-        Some(StopCause::QuietHours) => JobStatus::Paused,
+        Some(StopCause::QuietHours | StopCause::QuotaExhausted(_)) => JobStatus::Paused,
         Some(StopCause::FailureRate { .. }) => JobStatus::Aborted,
         Some(
             StopCause::Signal
@@ -107,7 +116,7 @@ pub fn exit_status(cause: Option<&StopCause>, undelivered: bool) -> ExitStatus {
         None if undelivered => ExitStatus::NotDelivered,
         None => ExitStatus::Success,
         Some(StopCause::Signal) => ExitStatus::Interrupted,
-        Some(StopCause::QuietHours) => ExitStatus::Paused,
+        Some(StopCause::QuietHours | StopCause::QuotaExhausted(_)) => ExitStatus::Paused,
         Some(StopCause::FailureRate { .. }) => ExitStatus::NotDelivered,
         Some(StopCause::ProvidersUnusable(_) | StopCause::Source | StopCause::Journal) => {
             ExitStatus::Stopped

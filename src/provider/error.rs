@@ -109,9 +109,9 @@ impl ProviderError {
     pub(super) fn from_transport(error: reqwest::Error) -> Self {
         // `without_url`: the SMS URL carries the phone number in its query.
         let error = error.without_url();
-        if error.is_timeout() {
-            ProviderError::new(Class::Timeout, "timeout")
-        } else if error.is_connect() {
+        // A connect error first: a connection that timed out before it opened wrote no request
+        // (not ambiguous, SPEC section 8), though it is a timeout too.
+        if error.is_connect() {
             let refused =
                 std::iter::successors(Some(&error as &(dyn std::error::Error + 'static)), |e| {
                     e.source()
@@ -124,6 +124,8 @@ impl ProviderError {
                 "connection failed"
             };
             ProviderError::new(Class::Connect, detail)
+        } else if error.is_timeout() {
+            ProviderError::new(Class::Timeout, "timeout")
         } else {
             // Connected, request sent (at least in part), no answer: the provider may have it.
             ProviderError::new(

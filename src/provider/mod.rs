@@ -68,6 +68,23 @@ impl fmt::Debug for Credential {
 
 /// The HTTP client every provider shares: rustls, keep-alive, HTTP/1.1 and HTTP/2.
 pub fn http_client() -> reqwest::Client {
+    client_with(|builder| builder)
+}
+
+/// [`http_client`] for these providers: a connection that does not open within nine tenths of
+/// the shortest provider `timeout` fails as `connect` — no request was written, so it is not
+/// ambiguous (SPEC section 8) — before the request's own timeout, which cannot tell a
+/// connection that never opened from an answer that never came, ends it as `timeout`.
+pub fn http_client_for(providers: &[ProviderSettings]) -> reqwest::Client {
+    match providers.iter().map(|p| p.timeout).min() {
+        Some(shortest) => client_with(|builder| builder.connect_timeout(shortest * 9 / 10)),
+        None => http_client(),
+    }
+}
+
+fn client_with(
+    adjust: impl FnOnce(reqwest::ClientBuilder) -> reqwest::ClientBuilder,
+) -> reqwest::Client {
     let builder = reqwest::Client::builder()
         // A provider cannot steer a message elsewhere: a 3xx is its answer (a rejection, with
         // its status), and no `Referer` (it would carry the SMS URL's phone) is ever sent.
@@ -76,7 +93,7 @@ pub fn http_client() -> reqwest::Client {
         .pool_idle_timeout(Duration::from_secs(90))
         .tcp_nodelay(true)
         .user_agent(concat!("msgsend/", env!("CARGO_PKG_VERSION")));
-    with_proxies(builder)
+    with_proxies(adjust(builder))
         .build()
         .expect("the TLS backend initialises")
 }

@@ -104,6 +104,16 @@ pub struct CredentialQuota {
     pub burst: Option<u32>,
 }
 
+/// Every credential's next free slot is further away than the caller will wait: when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("quota exhausted until {}", format_micros(*.0))]
+pub struct QuotaSpent(pub Micros);
+
+/// A ledger time as RFC 3339.
+pub fn format_micros(at: Micros) -> String {
+    jiff::Timestamp::from_microsecond(at).map_or_else(|_| format!("{at} µs"), |t| t.to_string())
+}
+
 /// Rate limits for the credentials of one provider; [`acquire`](Self::acquire) picks the
 /// credential that can send soonest, which spreads a campaign over all of them.
 #[derive(Debug)]
@@ -161,6 +171,8 @@ struct Local {
     pacer: Pacer,
     /// A pacer cell taken and not yet used by a request (the ledger made the waiter wait).
     paced: bool,
+    /// When the pacer last said its next cell comes (cleared when one is taken).
+    pacer_until: Option<Micros>,
     /// Granted slots not yet used: their lease and the moment they must be used by.
     in_hand: VecDeque<(i64, Micros)>,
     /// Slots to ask for on the next visit: 1 at first, doubled while leases are used up, halved
@@ -224,6 +236,7 @@ impl Local {
             bucket: (micros(smallest_margin) / 4).max(1_000),
             pacer: Pacer::new(tightest, quota.burst.unwrap_or(tightest.count)),
             paced: false,
+            pacer_until: None,
             in_hand: VecDeque::new(),
             next_lease: 1,
             leases: HashMap::new(),
@@ -479,6 +492,14 @@ impl RateLimiter {
         self.find_slot(Some(index)).await
     }
 
+    /// Like [`acquire`](Self::acquire), but says so at once (taking nothing) when every
+    /// credential's next free slot — from the ledger's rows, or a `Retry-After` pause — is more
+    /// than `horizon` away: a spent day window (SPEC section 8, `[bulk] max_wait`).
+    pub async fn acquire_within_horizon(&self, horizon: Duration) -> Result<Slot<'_>, QuotaSpent> {
+        let _turn = self.turn.lock().await;
+        self.find_slot_before(None, Some(horizon)).await
+    }
+
     /// Like [`acquire`](Self::acquire), but gives up (taking nothing) after `limit`.
     pub async fn acquire_within(&self, limit: Duration) -> Option<Slot<'_>> {
         tokio::time::timeout(limit, self.acquire()).await.ok()
@@ -490,6 +511,17 @@ impl RateLimiter {
     }
 
     async fn find_slot(&self, only: Option<usize>) -> Slot<'_> {
+        match self.find_slot_before(only, None).await {
+            Ok(slot) => slot,
+            Err(QuotaSpent(_)) => unreachable!("no horizon, no spent quota"),
+        }
+    }
+
+    async fn find_slot_before(
+        &self,
+        only: Option<usize>,
+        horizon: Option<Duration>,
+    ) -> Result<Slot<'_>, QuotaSpent> {
         loop {
             // Registered before looking, so a completion between the look and the wait is seen.
             let completion = self.completed.notified();
@@ -531,9 +563,14 @@ impl RateLimiter {
                         None if !local.paced => match local.pacer.take() {
                             Ok(()) => {
                                 local.paced = true;
+                                local.pacer_until = None;
                                 continue_with(local, now)
                             }
-                            Err(wait) => Next::At(now.saturating_add(micros(wait))),
+                            Err(wait) => {
+                                let at = now.saturating_add(micros(wait));
+                                local.pacer_until = Some(at);
+                                Next::At(at)
+                            }
                         },
                         None => continue_with(local, now),
                     };
@@ -544,11 +581,11 @@ impl RateLimiter {
                     {
                         // A slot in hand and a pacer cell: it goes now.
                         local.paced = false;
-                        return Slot {
+                        return Ok(Slot {
                             limiter: self,
                             credential: index,
                             lease,
-                        };
+                        });
                     }
                     let at = match next {
                         Next::Visit => now,
@@ -556,6 +593,28 @@ impl RateLimiter {
                     };
                     if best.as_ref().is_none_or(|(best_at, ..)| at < *best_at) {
                         best = Some((at, index, next));
+                    }
+                }
+                // Spent: every credential's next slot, as the ledger said on the last visit
+                // (or a pause), lies beyond the horizon.
+                if let Some(horizon) = horizon {
+                    let spent_until = credentials
+                        .iter()
+                        .map(|local| {
+                            let paused = local
+                                .pace
+                                .paused_until
+                                .max(local.pacer_until)
+                                .unwrap_or(Micros::MIN);
+                            match local.next_free {
+                                Some(free) if local.in_hand.is_empty() => free.max(paused),
+                                _ => paused,
+                            }
+                        })
+                        .min()
+                        .unwrap_or(now);
+                    if spent_until > now.saturating_add(micros(horizon)) {
+                        return Err(QuotaSpent(spent_until));
                     }
                 }
                 best.expect("at least one credential")
@@ -1238,6 +1297,26 @@ mod tests {
             .rate_limited(Some(Duration::MAX));
         // The other credential still serves, once each: no slot was released twice.
         assert_eq!(limiter.acquire().await.credential(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_spent_day_window_is_said_at_once_not_waited_for() {
+        let limit =
+            RateLimit::new(vec!["100/s".parse().unwrap(), "3/day".parse().unwrap()]).unwrap();
+        let limiter = RateLimiter::simulated(
+            &quotas(&[limit], None),
+            &Ledger::in_memory(),
+            simulated_clock(),
+        );
+        let horizon = Duration::from_secs(600);
+        for _ in 0..3 {
+            let slot = limiter.acquire_within_horizon(horizon).await;
+            assert!(slot.is_ok(), "{slot:?}");
+        }
+        let before = Instant::now();
+        let spent = limiter.acquire_within_horizon(horizon).await.unwrap_err();
+        assert_eq!(Instant::now(), before, "said at once");
+        assert!(spent.0 > limiter.clock.now() + micros(Duration::from_secs(3_600)));
     }
 
     #[tokio::test(start_paused = true)]
