@@ -118,12 +118,15 @@ struct Bench {
 struct ProviderSetup {
     rate: &'static str,
     credentials: usize,
+    /// `burst` in the config (`None`: the default).
+    burst: Option<u32>,
 }
 
 /// Far above what loopback carries: no limit in effect.
 const UNLIMITED: ProviderSetup = ProviderSetup {
     rate: "100000000/s",
     credentials: 1,
+    burst: None,
 };
 
 /// What one msgsend process did.
@@ -198,6 +201,9 @@ impl Bench {
                 setup.rate,
                 credentials.join(", ")
             );
+            if let Some(burst) = setup.burst {
+                toml += &format!("burst = {burst}\n");
+            }
         }
         toml += &format!(
             "[bulk]\nconcurrency = {concurrency}\n[message]\nheader = \"{{name}}님, 안녕하세요. 현대 오토에버입니다.\"\n{extra}"
@@ -383,6 +389,7 @@ impl Bench {
             let setup = ProviderSetup {
                 rate,
                 credentials: 1,
+                burst: None,
             };
             let seconds = self.scale(20, 3);
             let n = per_second * seconds;
@@ -402,6 +409,21 @@ impl Bench {
             );
             self.check_paced(&format!("pacing {rate}"), &paced, n);
         }
+        // `burst = 1` (SPEC section 8): no opening burst, one request every 20 ms.
+        let setup = ProviderSetup {
+            rate: "50/s",
+            credentials: 1,
+            burst: Some(1),
+        };
+        let n = 50 * self.scale(20, 3);
+        let paced = self.paced_run("pacing-burst-1", [&setup, &UNLIMITED], n, 64, "");
+        println!(
+            "    50/s, burst = 1: steady {:.1} msgs/s = {:.3} of the quota; {} 429s",
+            paced.steady_rate,
+            paced.steady_rate / 50.0,
+            paced.rate_limited
+        );
+        self.check_paced("pacing 50/s burst 1", &paced, n);
     }
 
     // The children are reaped by wait4 (`wait_rss`) and `output`, which clippy does not know.
@@ -410,6 +432,7 @@ impl Bench {
         let setup = ProviderSetup {
             rate: "50/s",
             credentials: 1,
+            burst: None,
         };
         let per_second = 50;
         let n = per_second * self.scale(20, 3);
@@ -473,10 +496,12 @@ impl Bench {
         let kakaotalk = ProviderSetup {
             rate: "50/s",
             credentials: 1,
+            burst: None,
         };
         let sms = ProviderSetup {
             rate: "100/s",
             credentials: 1,
+            burst: None,
         };
         let sum = 150;
         let n = sum * self.scale(20, 3);
@@ -503,6 +528,7 @@ impl Bench {
             let setup = ProviderSetup {
                 rate: "50/s",
                 credentials,
+                burst: None,
             };
             let n = 50 * credentials as u64 * self.scale(20, 3);
             let paced = self.paced_run(
