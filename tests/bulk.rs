@@ -216,7 +216,7 @@ async fn sigterm_stops_with_130_and_resume_finishes_without_sending_twice() {
         .spawn()
         .unwrap();
     wait_for_records(&world, 20).await;
-    nix_kill(child.id(), "TERM");
+    common::signal(child.id(), "TERM");
     let first = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
         .await
         .unwrap();
@@ -558,16 +558,6 @@ async fn wait_for_records(world: &World, n: usize) {
         assert!(Instant::now() < deadline, "the campaign did not get going");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// Sends a signal by name with the system's `kill`.
-fn nix_kill(pid: u32, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -40,15 +40,6 @@ fn recorded_phones(world: &World) -> Vec<String> {
     world.recorded().into_iter().map(|m| m.phone).collect()
 }
 
-fn kill(pid: u32, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
 async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !done() {
@@ -73,7 +64,7 @@ async fn interrupted_job(people_count: usize, job: &str) -> (World, std::path::P
         .spawn()
         .unwrap();
     wait_for("the first deliveries", || world.recorded().len() >= 3).await;
-    kill(child.id(), "TERM");
+    common::signal(child.id(), "TERM");
     let first = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
         .await
         .unwrap();
@@ -235,7 +226,7 @@ async fn sigterm_between_retries_puts_the_recipient_back_in_the_queue() {
     wait_for("the first attempts", || count(&stats.server_errors) >= 3).await;
     // All three now wait 10 s for their second attempt.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    kill(child.id(), "TERM");
+    common::signal(child.id(), "TERM");
     let first = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
         .await
         .unwrap();
@@ -286,7 +277,7 @@ async fn a_signal_in_the_first_milliseconds_exits_130_and_leaves_no_running_job(
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_millis(delay_ms));
-        kill(child.id(), "TERM");
+        common::signal(child.id(), "TERM");
         let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
             .await
             .unwrap();
@@ -643,7 +634,7 @@ async fn a_signal_stops_a_dry_run() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    kill(child.id(), "INT");
+    common::signal(child.id(), "INT");
     let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
         .await
         .unwrap();

@@ -28,15 +28,6 @@ async fn strict_world() -> World {
     world
 }
 
-fn signal(pid: u32, name: &str) {
-    let status = std::process::Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
 /// How often each phone was delivered.
 fn deliveries(world: &World) -> BTreeMap<String, usize> {
     let mut received = BTreeMap::new();
@@ -73,7 +64,7 @@ async fn a_bulk_stopped_or_killed_and_resumed_at_once_meets_no_429_and_nobody_tw
             .unwrap();
         // Inside the second window: the first ten went, more are waiting or out.
         tokio::time::sleep(Duration::from_millis(2_300)).await;
-        signal(child.id(), stop);
+        common::signal(child.id(), stop);
         let stopped = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
             .await
             .unwrap();

@@ -9,15 +9,6 @@ use std::time::{Duration, Instant};
 use common::crowd::crowd;
 use common::{World, campaign_args, count, stderr, stdout};
 
-fn signal(pid: u32, name: &str) {
-    let status = std::process::Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
 /// Waits for `child` at most `limit`; kills it (and says so) if it is still running then.
 async fn wait_at_most(
     mut child: std::process::Child,
@@ -143,7 +134,7 @@ async fn a_far_future_ledger_row_leaves_send_and_bulk_interruptible() {
         }
         let child = world.command(&args).spawn().unwrap();
         tokio::time::sleep(Duration::from_secs(2)).await;
-        signal(child.id(), "TERM");
+        common::signal(child.id(), "TERM");
         let (output, killed) = wait_at_most(child, Duration::from_secs(10)).await;
         assert!(!killed, "{}: deaf to SIGTERM: {}", args[0], stderr(&output));
         assert!(

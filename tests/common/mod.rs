@@ -250,6 +250,16 @@ pub async fn output_of(mut command: std::process::Command) -> Output {
         .unwrap()
 }
 
+/// Sends the signal `name` (`TERM`, `INT`, `KILL`) to `pid` with the system's `kill`.
+pub fn signal(pid: u32, name: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
 pub fn count(counter: &AtomicU64) -> u64 {
     SimStats::get(counter)
 }
