@@ -175,6 +175,8 @@ struct Local {
     pacer_until: Option<Micros>,
     /// Granted slots not yet used: their lease and the moment they must be used by.
     in_hand: VecDeque<(i64, Micros)>,
+    /// Slots handed to a request and not yet settled.
+    held: usize,
     /// Slots to ask for on the next visit: 1 at first, doubled while leases are used up, halved
     /// when slots go unused, at most [`Local::lease_size`] (slow start: a `send` takes one slot,
     /// not a second's worth, and a campaign reaches full leases in a few visits).
@@ -238,6 +240,7 @@ impl Local {
             paced: false,
             pacer_until: None,
             in_hand: VecDeque::new(),
+            held: 0,
             next_lease: 1,
             leases: HashMap::new(),
             dirty_leases: 0,
@@ -403,6 +406,7 @@ impl Slot<'_> {
             let now = self.limiter.clock.now();
             let mut credentials = self.limiter.lock();
             let local = &mut credentials[self.credential];
+            local.held = local.held.saturating_sub(1);
             match how {
                 Release::Unused => local.settle(self.lease, None),
                 Release::Answered => {
@@ -581,6 +585,7 @@ impl RateLimiter {
                     {
                         // A slot in hand and a pacer cell: it goes now.
                         local.paced = false;
+                        local.held += 1;
                         return Ok(Slot {
                             limiter: self,
                             credential: index,
@@ -613,7 +618,11 @@ impl RateLimiter {
                         })
                         .min()
                         .unwrap_or(now);
-                    if spent_until > now.saturating_add(micros(horizon)) {
+                    // Only once the slots already handed out have made their requests: they are
+                    // inside the quota, and a pause that withdrew them would send nothing ever
+                    // (the next run would hand them out and pause again).
+                    let held = credentials.iter().any(|local| local.held > 0);
+                    if spent_until > now.saturating_add(micros(horizon)) && !held {
                         return Err(QuotaSpent(spent_until));
                     }
                 }
