@@ -66,11 +66,24 @@ async fn answers_just_inside_the_timeout_are_successes_not_retries() {
 /// again, and the message is delivered once.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_answer_cut_off_after_200_is_asked_again_under_its_key_and_delivered_once() {
-    let (_, crowd, summary, received) =
-        campaign_under(40, |c| c.kakaotalk.faults.reset_rate = 0.4, &[]).await;
+    // Lost answers count for the breaker; a high threshold keeps the circuit closed, so the
+    // retries are what this test sees (with the default, 5 lost answers in a row open it and
+    // the rest are `uncertain`, as `without_keys_…` below checks without keys).
+    let (_, crowd, summary, received) = campaign_under(
+        40,
+        |c| c.kakaotalk.faults.reset_rate = 0.4,
+        &[("circuit_breaker.failure_threshold", 1000.into())],
+    )
+    .await;
     assert_never_twice(&received);
     assert_eq!(received.len(), crowd.eligible.len());
     assert!(summary["retries"].as_u64().unwrap() > 0, "{summary}");
+    // Retried under its key, each lost answer is answered again: all sent, none uncertain but
+    // by the odds of three lost answers in a row (0.4³ each).
+    assert!(
+        summary["sent"].as_u64().unwrap() > summary["uncertain"].as_u64().unwrap(),
+        "{summary}"
+    );
     assert_eq!(
         summary["sent"].as_u64().unwrap() + summary["uncertain"].as_u64().unwrap(),
         crowd.eligible.len() as u64,
@@ -86,7 +99,12 @@ async fn without_keys_an_answer_cut_off_after_200_is_not_sent_again() {
     let (_, crowd, summary, received) = campaign_under(
         40,
         |c| c.kakaotalk.faults.reset_rate = 0.4,
-        &[("providers.kakaotalk.idempotency_header", "".into())],
+        &[
+            ("providers.kakaotalk.idempotency_header", "".into()),
+            // Lost answers count for the breaker: kept closed, so every recipient meets the
+            // fault rather than the fallback.
+            ("circuit_breaker.failure_threshold", 1000.into()),
+        ],
     )
     .await;
     assert_never_twice(&received);
