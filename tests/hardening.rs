@@ -68,16 +68,7 @@ async fn an_endless_answer_is_read_up_to_a_cap_and_memory_stays_flat() {
     })
     .await;
     world.set("providers.kakaotalk.base_url", url);
-    let mut command = world.command(&[
-        "send",
-        "--to",
-        "01012345678",
-        "--name",
-        "A",
-        "--message",
-        "hi",
-        "--no-fallback",
-    ]);
+    let mut command = world.command(&common::send_hi_args(&["--no-fallback"]));
     let child = command.spawn().unwrap();
     let pid = child.id() as libc::pid_t;
     let (status, max_rss_kib) = tokio::task::spawn_blocking(move || {
@@ -263,15 +254,7 @@ async fn a_postgres_query_that_would_write_is_refused() {
 async fn a_proxy_in_the_environment_never_sees_a_loopback_provider() {
     let proxy = common::receiver::Receiver::start(StatusCode::OK).await;
     let world = World::start(|_| {}).await;
-    let mut command = world.command(&[
-        "send",
-        "--to",
-        "01012345678",
-        "--name",
-        "A",
-        "--message",
-        "hi",
-    ]);
+    let mut command = world.command(&common::send_hi_args(&[]));
     command
         .env("HTTP_PROXY", proxy.url())
         .env("ALL_PROXY", proxy.url())

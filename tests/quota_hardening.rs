@@ -114,16 +114,7 @@ async fn a_far_future_ledger_row_leaves_send_and_bulk_interruptible() {
     assert!(changed > 0);
     drop(db);
     for args in [
-        vec![
-            "send",
-            "--to",
-            "01012345678",
-            "--name",
-            "A",
-            "--message",
-            "hi",
-            "--no-fallback",
-        ],
+        common::send_hi_args(&["--no-fallback"]),
         campaign_args("people.csv", &["--job-id", "future"]),
     ] {
         if args[0] == "bulk" {
@@ -178,15 +169,7 @@ async fn a_broken_ledger_is_a_clear_error_and_nothing_is_sent() {
         let people = crowd(2);
         let csv = world.with_crowd(&people);
         for args in [
-            vec![
-                "send",
-                "--to",
-                "01012345678",
-                "--name",
-                "A",
-                "--message",
-                "hi",
-            ],
+            common::send_hi_args(&[]),
             campaign_args(&csv, &[]),
             vec!["health"],
         ] {
@@ -227,16 +210,7 @@ async fn a_ledger_row_of_the_wrong_type_is_an_error_not_a_panic() {
     drop(db);
     no_sms(&mut world);
     let child = world
-        .command(&[
-            "send",
-            "--to",
-            "01012345678",
-            "--name",
-            "A",
-            "--message",
-            "hi",
-            "--no-fallback",
-        ])
+        .command(&common::send_hi_args(&["--no-fallback"]))
         .spawn()
         .unwrap();
     let (output, killed) = wait_at_most(child, Duration::from_secs(20)).await;

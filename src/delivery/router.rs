@@ -60,6 +60,21 @@ impl Delivery {
             .any(|(_, failure)| *failure == ChannelFailure::Withdrawn)
     }
 
+    /// The moment the quota frees when every channel tried was spent (SPEC section 8): the
+    /// campaign pauses rather than wait.
+    pub fn spent_until(&self) -> Option<crate::ledger::Micros> {
+        let spent: Vec<_> = self
+            .failures
+            .iter()
+            .filter_map(|(_, failure)| match failure {
+                ChannelFailure::QuotaSpent(spent) => Some(spent.0),
+                _ => None,
+            })
+            .collect();
+        (!spent.is_empty() && spent.len() == self.failures.len() && !self.delivered())
+            .then(|| spent.into_iter().min().unwrap_or_default())
+    }
+
     /// `kakaotalk: HTTP 400; sms: timeout`, the reason for an undelivered message.
     pub fn reason(&self) -> String {
         self.failures
@@ -129,21 +144,6 @@ impl Router {
             fallback.max_wait = Some(max_wait);
         }
         self
-    }
-
-    /// The moment the quota frees when every channel tried was spent (SPEC section 8): the
-    /// campaign pauses rather than wait.
-    pub fn spent_until(delivery: &Delivery) -> Option<crate::ledger::Micros> {
-        let spent: Vec<_> = delivery
-            .failures
-            .iter()
-            .filter_map(|(_, failure)| match failure {
-                ChannelFailure::QuotaSpent(spent) => Some(spent.0),
-                _ => None,
-            })
-            .collect();
-        (!spent.is_empty() && spent.len() == delivery.failures.len() && !delivery.delivered())
-            .then(|| spent.into_iter().min().unwrap_or_default())
     }
 
     /// Logs at INFO every wait of over a second for a rate-limit slot (`send`).

@@ -198,7 +198,7 @@ pub(super) async fn send_one(context: &SendContext, recipient: Recipient) {
         };
         // Every channel's quota is spent for longer than `max_wait`: the campaign pauses, and
         // this recipient waits for the resume like those not reached.
-        if let Some(until) = Router::spent_until(done) {
+        if let Some(until) = done.spent_until() {
             context
                 .stopper
                 .stop(StopCause::QuotaExhausted(format_micros(until)));

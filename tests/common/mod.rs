@@ -171,17 +171,7 @@ header = "{{name}}님, 안녕하세요. 현대 오토에버입니다."
 
     /// `msgsend send --to 01012345678 --name A --message hi`, then `extra`.
     pub async fn send_hi(&self, extra: &[&str]) -> Output {
-        let mut args = vec![
-            "send",
-            "--to",
-            "01012345678",
-            "--name",
-            "A",
-            "--message",
-            "hi",
-        ];
-        args.extend_from_slice(extra);
-        self.msgsend(&args).await
+        self.msgsend(&send_hi_args(extra)).await
     }
 
     /// `bulk --age-group 20s --message hi --db URL --query SQL --dry-run`.
@@ -317,6 +307,21 @@ pub fn promtool_check(exposition: &str) {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// `send --to 01012345678 --name A --message hi`, then `extra`.
+pub fn send_hi_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "send",
+        "--to",
+        "01012345678",
+        "--name",
+        "A",
+        "--message",
+        "hi",
+    ];
+    args.extend_from_slice(extra);
+    args
 }
 
 /// `bulk --age-group 20s --csv CSV --message hi`, then `extra`.
