@@ -299,3 +299,47 @@ async fn every_window_of_a_list_holds() {
         }
     }
 }
+
+/// A request still out when a stop's grace runs out may reach the provider later: the ledger
+/// keeps its slot (its worst case), so an immediate resume cannot crowd the window.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_abandoned_at_the_end_of_the_grace_keeps_its_slot() {
+    let mut world = World::start(|config| {
+        config.kakaotalk.rate = "10/2s".parse().unwrap();
+        config.kakaotalk.faults.stall_rate = 1.0;
+        config.kakaotalk.faults.stall_for = Duration::from_millis(3_000);
+    })
+    .await;
+    world
+        .set("providers.kakaotalk.rate_limit", "10/2s")
+        .set("providers.kakaotalk.timeout", "5s")
+        .set("bulk.shutdown_grace", "200ms");
+    let people = crowd(10);
+    let csv = world.with_crowd(&people);
+    let child = world
+        .command(&campaign_args(&csv, &["--job-id", "grace"]))
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let term_at = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros(),
+    )
+    .unwrap();
+    common::signal(child.id(), "TERM");
+    let stopped = output_of_child(child).await;
+    assert_eq!(stopped.status.code(), Some(130), "{}", stderr(&stopped));
+    // Still held by the provider (stalled 3 s): each row counts at least one more timeout.
+    let mut db = common::sqlite_file(&world.path("state").join("quota.sqlite")).await;
+    let earliest: i64 = sqlx::query_scalar("SELECT MIN(arrived_by) FROM quota_rows")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert!(
+        earliest >= term_at + 5_000_000,
+        "an abandoned request was stamped {} ms after TERM",
+        (earliest - term_at) / 1000
+    );
+}

@@ -413,7 +413,7 @@ impl Channel {
             }
             // No answer in time: the request may still reach the provider up to a timeout later.
             Err(error) if error.class == Class::Timeout => slot.timed_out(),
-            _ => drop(slot),
+            _ => slot.answered(),
         }
         let result = match answer {
             Ok(receipt) => {

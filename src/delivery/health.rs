@@ -92,7 +92,7 @@ impl Channel {
         let answer = self.client.probe(credential).await;
         match answer {
             Ok(latency) => {
-                drop(slot);
+                slot.answered();
                 probe(Health::Healthy, Some(latency), None)
             }
             Err(error) => {
@@ -110,7 +110,7 @@ impl Channel {
                     // No answer in time: the probe may still reach the provider up to a
                     // timeout later, like a message request (SPEC section 8).
                     Class::Timeout => slot.timed_out(),
-                    _ => drop(slot),
+                    _ => slot.answered(),
                 }
                 probe(health, None, Some(error.detail))
             }

@@ -341,8 +341,14 @@ enum Next {
 /// quota). Yielding costs at most this much CPU per cell, only while the pacer holds back.
 const PACER_SPIN: Duration = Duration::from_millis(2);
 
-/// One request's place in its credential's quota; dropping it (when the answer is back, or the
-/// request failed) settles it as answered now. See the module doc.
+/// One request's place in its credential's quota. Its end is said explicitly ([`answered`],
+/// [`timed_out`], [`rate_limited`], [`unused`]); one merely dropped counts at its worst case.
+/// See the module doc.
+///
+/// [`answered`]: Slot::answered
+/// [`timed_out`]: Slot::timed_out
+/// [`rate_limited`]: Slot::rate_limited
+/// [`unused`]: Slot::unused
 #[derive(Debug)]
 #[must_use = "the slot must live until the request has completed"]
 pub struct Slot<'a> {
@@ -355,6 +361,9 @@ pub struct Slot<'a> {
 enum Release {
     /// No request was made.
     Unused,
+    /// Dropped without a word (a send dropped with its request out, when a stop's grace ran
+    /// out): the request may still arrive, so it keeps its lease's worst case.
+    Abandoned,
     /// The request completed: answered (anything but a 429), or failed on the way.
     Answered,
     /// No answer within the timeout: the request may still arrive up to a timeout later.
@@ -394,6 +403,12 @@ impl Slot<'_> {
         }
     }
 
+    /// The request completed: answered (anything but a 429), or failed on the way.
+    pub fn answered(self) {
+        self.release(Release::Answered);
+        std::mem::forget(self);
+    }
+
     /// Gives the slot back without a request having been made: it does not count.
     pub fn unused(self) {
         self.release(Release::Unused);
@@ -421,6 +436,10 @@ impl Slot<'_> {
             local.held = local.held.saturating_sub(1);
             match how {
                 Release::Unused => local.settle(self.lease, None),
+                Release::Abandoned => {
+                    let worst_case = local.leases.get(&self.lease).map(|l| l.worst_case);
+                    local.settle(self.lease, worst_case);
+                }
                 Release::Answered => {
                     local.settle(self.lease, Some(now));
                     local.accepted.push_back(now);
@@ -449,9 +468,11 @@ impl Slot<'_> {
     }
 }
 
+/// A slot dropped without being told how its request ended cannot know whether it reached the
+/// provider: it counts at its worst case (SPEC section 8).
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        self.release(Release::Answered);
+        self.release(Release::Abandoned);
     }
 }
 
@@ -514,11 +535,6 @@ impl RateLimiter {
     pub async fn acquire_within_horizon(&self, horizon: Duration) -> Result<Slot<'_>, QuotaSpent> {
         let _turn = self.turn.lock().await;
         self.find_slot_before(None, Some(horizon)).await
-    }
-
-    /// Like [`acquire`](Self::acquire), but gives up (taking nothing) after `limit`.
-    pub async fn acquire_within(&self, limit: Duration) -> Option<Slot<'_>> {
-        tokio::time::timeout(limit, self.acquire()).await.ok()
     }
 
     async fn acquire_on(&self, only: Option<usize>) -> Slot<'_> {
@@ -822,6 +838,11 @@ mod tests {
         fn simulated(quotas: &[CredentialQuota], ledger: &Ledger, clock: WallClock) -> Self {
             Self::with_clock(quotas, TIMEOUT, ledger.clone(), clock)
         }
+
+        /// Like [`acquire`](Self::acquire), but gives up (taking nothing) after `limit`.
+        async fn acquire_within(&self, limit: Duration) -> Option<Slot<'_>> {
+            tokio::time::timeout(limit, self.acquire()).await.ok()
+        }
     }
 
     fn simulated_clock() -> WallClock {
@@ -944,7 +965,7 @@ mod tests {
                                     Instant::now()
                                 };
                                 mine.push((credential, arrived));
-                                drop(slot);
+                                slot.answered();
                             }
                             tokio::task::yield_now().await;
                         }
@@ -1148,11 +1169,11 @@ mod tests {
         let first = RateLimiter::simulated(&quotas(&[one("2/s")], None), &ledger, clock);
         let second = RateLimiter::simulated(&quotas(&[one("2/s")], None), &ledger, clock);
         let before = Instant::now();
-        drop(first.acquire().await);
-        drop(first.acquire().await);
+        first.acquire().await.answered();
+        first.acquire().await.answered();
         first.close().await;
         // The second process starts inside the first one's window: it waits for it to pass.
-        drop(second.acquire().await);
+        second.acquire().await.answered();
         assert_eq!(Instant::now() - before, Duration::from_millis(1_010));
     }
 
@@ -1165,7 +1186,7 @@ mod tests {
         std::mem::forget(dead.acquire().await);
         drop(dead);
         let next = RateLimiter::simulated(&quotas(&[one("1/s")], None), &ledger, clock);
-        drop(next.acquire().await);
+        next.acquire().await.answered();
         // Lease use (1 s) + twice the timeout (10 s) + the window and its margin (1.01 s).
         assert_eq!(Instant::now() - before, Duration::from_millis(12_010));
     }
@@ -1177,7 +1198,7 @@ mod tests {
         let slot = limiter.acquire().await;
         tokio::time::sleep(TIMEOUT).await;
         slot.timed_out();
-        drop(limiter.acquire().await);
+        limiter.acquire().await.answered();
         assert_eq!(
             Instant::now() - before,
             TIMEOUT * 2 + Duration::from_millis(1_010)
@@ -1188,7 +1209,12 @@ mod tests {
     async fn a_waiter_that_gives_up_takes_no_slot() {
         let limiter = single("1/s");
         let first = limiter.acquire_within(Duration::from_millis(1)).await;
-        assert_eq!(first.map(|slot| slot.credential()), Some(0));
+        let first = first.map(|slot| {
+            let credential = slot.credential();
+            slot.answered();
+            credential
+        });
+        assert_eq!(first, Some(0));
         assert!(
             limiter
                 .acquire_within(Duration::from_millis(500))
@@ -1229,7 +1255,7 @@ mod tests {
         });
         // The first request takes 3 s to answer: the next may not go before it is back + 1 s.
         tokio::time::sleep(Duration::from_secs(3)).await;
-        drop(slow);
+        slow.answered();
         let second = waiter.await.unwrap();
         assert_eq!(second - start, Duration::from_millis(4_010));
     }
@@ -1247,7 +1273,9 @@ mod tests {
         while let Some(slot) = limiter.acquire_within(Duration::from_millis(1)).await {
             slots.push(slot);
         }
-        slots.len()
+        let taken = slots.len();
+        slots.into_iter().for_each(Slot::answered);
+        taken
     }
 
     #[tokio::test(start_paused = true)]
@@ -1261,7 +1289,7 @@ mod tests {
         // to the 12 it took, more than half the allowance.
         for (i, slot) in slots.into_iter().enumerate() {
             if i < 12 {
-                drop(slot);
+                slot.answered();
             } else {
                 slot.rate_limited(None);
             }
