@@ -619,7 +619,8 @@ async fn a_closed_stderr_never_turns_a_campaign_into_a_panic() {
 async fn a_signal_stops_a_dry_run() {
     let world = World::start(|_| {}).await;
     let csv = world.path("people.csv");
-    std::fs::write(&csv, people(9999, "\n").repeat(30)).unwrap();
+    // Long enough that the signal lands mid-run on a fast machine too (30 blocks raced).
+    std::fs::write(&csv, people(9999, "\n").repeat(60)).unwrap();
     let child = world
         .command(&[
             "bulk",
@@ -633,7 +634,7 @@ async fn a_signal_stops_a_dry_run() {
         ])
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(150));
     common::signal(child.id(), "INT");
     let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
         .await
