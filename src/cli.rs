@@ -9,6 +9,8 @@ use std::time::Duration;
 pub use crate::logging::LogFormat;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
+use crate::advert::MessageKind;
+use crate::cost::Money;
 use crate::provider::ProviderKind;
 use crate::units::{Rate, parse_duration};
 
@@ -102,7 +104,7 @@ pub struct BulkArgs {
     pub job_id: Option<String>,
     /// Continue an interrupted or paused job (alone: the newest one not done): send only to
     /// recipients not yet done; no other flags needed
-    #[arg(long, value_name = "JOB_ID", num_args = 0..=1, default_missing_value = "", conflicts_with_all = ["ages", "text", "source", "query", "job_id", "retry_failed", "strategy", "concurrency", "max_failure_rate"])]
+    #[arg(long, value_name = "JOB_ID", num_args = 0..=1, default_missing_value = "", conflicts_with_all = ["ages", "text", "source", "query", "job_id", "retry_failed", "strategy", "concurrency", "max_failure_rate", "kind", "valid_until", "valid_for"])]
     pub resume: Option<String>,
     /// A new job for only the recipients that job recorded as failed
     #[arg(long, value_name = "JOB_ID", conflicts_with_all = ["ages", "text", "source", "query"])]
@@ -135,6 +137,30 @@ pub struct BulkArgs {
     /// Send without probing the providers first [default: [routing] preflight]
     #[arg(long)]
     pub no_preflight: bool,
+    /// info or ad: an ad starts with its marker and sender, ends with the opt-out line, goes
+    /// only to recipients whose consent is under two years old, and never between 21:00 and
+    /// 08:00 [default: [message] kind]
+    #[arg(long, value_name = "KIND", value_parser = parse_kind)]
+    pub kind: Option<MessageKind>,
+    /// Stop before a send would make the job's cost pass AMOUNT (in [message] currency); a
+    /// resume may raise it [default: [bulk] max_cost]
+    #[arg(long, value_name = "AMOUNT", value_parser = parse_amount)]
+    pub max_cost: Option<Money>,
+    /// Send nothing after TIME (RFC 3339, or "YYYY-MM-DD HH:MM" in the config's timezone); the
+    /// job then ends EXPIRED
+    #[arg(long, value_name = "TIME", conflicts_with = "valid_for")]
+    pub valid_until: Option<String>,
+    /// Send nothing once DURATION has passed since the job was created (e.g. 6h)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub valid_for: Option<Duration>,
+}
+
+fn parse_kind(text: &str) -> Result<MessageKind, String> {
+    text.parse()
+}
+
+fn parse_amount(text: &str) -> Result<Money, String> {
+    text.parse()
 }
 
 fn parse_share(text: &str) -> Result<f64, String> {
@@ -180,6 +206,10 @@ pub struct SendArgs {
     /// Do not fall back to the other channel
     #[arg(long)]
     pub no_fallback: bool,
+    /// info or ad: an ad is composed with its marker, sender and opt-out line, and is not sent
+    /// between 21:00 and 08:00 [default: [message] kind]
+    #[arg(long, value_name = "KIND", value_parser = parse_kind)]
+    pub kind: Option<MessageKind>,
     /// Send without probing the providers first [default: [routing] preflight]
     #[arg(long)]
     pub no_preflight: bool,

@@ -9,8 +9,13 @@ use std::path::PathBuf;
 
 use jiff::civil::Date;
 
+use jiff::Timestamp;
+
+use crate::advert::MessageKind;
+use crate::cost::Money;
 use crate::policy::strategy::Strategy;
 use crate::recipient::AgeRange;
+use crate::template::Frame;
 
 /// Where a recipient of a job stands. Stored as its snake_case name.
 #[derive(
@@ -30,6 +35,8 @@ pub enum RecipientState {
     Failed,
     /// A request was in flight when the run stopped: not known whether it arrived.
     Uncertain,
+    /// Not reached before the job's deadline; never sent.
+    Expired,
 }
 
 impl RecipientState {
@@ -62,8 +69,11 @@ pub enum JobStatus {
     Interrupted,
     /// Stopped at quiet hours; `--resume` continues it.
     Paused,
-    /// Stopped by `--max-failure-rate`; `--resume` continues it once the cause is fixed.
+    /// Stopped by `--max-failure-rate`, or before a send would pass `--max-cost`; `--resume`
+    /// continues it once the cause is fixed (a larger budget).
     Aborted,
+    /// Its deadline (`--valid-until`, `--valid-for`) passed: nothing more is ever sent.
+    Expired,
 }
 
 impl JobStatus {
@@ -89,6 +99,18 @@ pub struct CampaignParams {
     pub max_failure_rate: Option<f64>,
     /// `--retry-failed`: only the recipients this job recorded `failed`.
     pub retry_of: Option<String>,
+    /// Info or ad (SPEC section 10); jobs stored before kinds existed are info.
+    #[serde(default)]
+    pub kind: MessageKind,
+    /// An ad's first and last lines when the job started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame: Option<Frame>,
+    /// `--valid-until` / `--valid-for`: nothing is sent after it (the job is `EXPIRED`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Timestamp>,
+    /// `--max-cost`: the most the job may spend, over all its runs (a resume may raise it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cost: Option<Money>,
 }
 
 /// A job's source as stored. A database URL is stored with any password redacted: the
@@ -109,11 +131,13 @@ pub struct StateCounts {
     pub failed: u64,
     /// `uncertain`, and `in_flight` left by a run that was killed.
     pub uncertain: u64,
+    /// Not reached before the job's deadline.
+    pub expired: u64,
 }
 
 impl StateCounts {
     pub fn eligible(&self) -> u64 {
-        self.queued + self.sent + self.fallback + self.failed + self.uncertain
+        self.queued + self.sent + self.fallback + self.failed + self.uncertain + self.expired
     }
 
     /// Adds `n` recipients in `state`.
@@ -124,6 +148,7 @@ impl StateCounts {
             RecipientState::Fallback => self.fallback += n,
             RecipientState::Failed => self.failed += n,
             RecipientState::InFlight | RecipientState::Uncertain => self.uncertain += n,
+            RecipientState::Expired => self.expired += n,
         }
     }
 }
@@ -188,6 +213,7 @@ mod tests {
             RecipientState::Fallback,
             RecipientState::Failed,
             RecipientState::Uncertain,
+            RecipientState::Expired,
         ] {
             assert_eq!(state.name().parse::<RecipientState>(), Ok(state));
         }
@@ -199,6 +225,7 @@ mod tests {
             JobStatus::Interrupted,
             JobStatus::Paused,
             JobStatus::Aborted,
+            JobStatus::Expired,
         ] {
             assert_eq!(status.name().parse::<JobStatus>(), Ok(status));
         }

@@ -20,21 +20,24 @@
 //!   [`logging`]: what the operator is told.
 //! - [`job`]: the words of a campaign (recipient states, job status, counts), shared by the
 //!   journal, the pipeline and the reports.
-//! - [`phone`], [`template`], [`units`], [`schedule`], [`secret`]: the domain values.
+//! - [`phone`], [`template`], [`units`], [`schedule`], [`secret`], [`cost`]: the domain values;
+//!   [`advert`]: the Korean advertising rules (the ad frame, markers, consent, the night).
 //! - [`sandbox`]: the simulated providers that `msgsend sandbox` serves and tests talk to.
 //! - [`error`]: exit codes.
 //!
 //! Layers, top to bottom; a module names only modules of lower layers (no cycle, no arrow
 //! upward; `tests/layering.rs` checks it):
 //! commands → cli, campaign → pipeline, sandbox → report, journal, source, error → delivery →
-//! config → alert, job, logging → policy, provider → recipient, schedule, template → phone,
-//! secret, units.
+//! config → alert, job, logging → policy, provider, advert → cost, recipient, schedule, template →
+//! phone, secret, units.
 
+pub mod advert;
 pub mod alert;
 pub mod campaign;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod cost;
 pub mod delivery;
 pub mod error;
 pub mod job;

@@ -115,6 +115,40 @@ impl fmt::Display for QuietHours {
     }
 }
 
+/// A job's deadline as `--valid-until` gives it: RFC 3339 (`2026-12-01T18:00:00+09:00`), or
+/// `YYYY-MM-DD HH:MM` on the wall clock of `tz` (the config's `timezone`). A wall time that
+/// does not exist or is ambiguous there (a DST change) is refused rather than guessed.
+pub fn parse_deadline(text: &str, tz: &TimeZone) -> Result<Timestamp, String> {
+    let text = text.trim();
+    if let Ok(at) = text.parse::<Timestamp>() {
+        return Ok(at);
+    }
+    let wall = jiff::civil::DateTime::strptime("%Y-%m-%d %H:%M", text).map_err(|_| {
+        format!(
+            "{text:?} is not a time: give RFC 3339 (2026-12-01T18:00:00+09:00) or \"YYYY-MM-DD HH:MM\" in the config's timezone"
+        )
+    })?;
+    tz.to_ambiguous_timestamp(wall).unambiguous().map_err(|_| {
+        format!(
+            "{text:?} does not name one moment in {}",
+            tz.iana_name().unwrap_or("the timezone")
+        )
+    })
+}
+
+/// `created + valid_for`, saturating at the end of time rather than failing.
+pub fn deadline_after(created: Timestamp, valid_for: Duration) -> Timestamp {
+    SignedDuration::try_from(valid_for)
+        .ok()
+        .and_then(|span| created.checked_add(span).ok())
+        .unwrap_or(Timestamp::MAX)
+}
+
+/// How long from `now` until `deadline` (zero once it passed).
+pub fn until(now: Timestamp, deadline: Timestamp) -> Duration {
+    Duration::try_from(deadline.duration_since(now)).unwrap_or(Duration::ZERO)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,5 +216,41 @@ mod tests {
         ] {
             assert!(bad.parse::<QuietHours>().is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn deadlines_read_rfc3339_or_wall_time_in_the_timezone() {
+        let seoul = TimeZone::get("Asia/Seoul").unwrap();
+        let expected: Timestamp = "2026-12-01T09:00:00Z".parse().unwrap();
+        assert_eq!(
+            parse_deadline("2026-12-01T18:00:00+09:00", &seoul),
+            Ok(expected)
+        );
+        assert_eq!(parse_deadline("2026-12-01 18:00", &seoul), Ok(expected));
+        for bad in ["tomorrow", "2026-12-01", "2026-13-01 18:00", "18:00", ""] {
+            assert!(parse_deadline(bad, &seoul).is_err(), "{bad:?}");
+        }
+        // A wall time skipped by a DST change names no moment.
+        let new_york = TimeZone::get("America/New_York").unwrap();
+        assert!(parse_deadline("2026-03-08 02:30", &new_york).is_err());
+    }
+
+    #[test]
+    fn a_deadline_after_a_duration_saturates() {
+        let at: Timestamp = "2026-12-01T00:00:00Z".parse().unwrap();
+        assert_eq!(
+            deadline_after(at, Duration::from_secs(3600)),
+            "2026-12-01T01:00:00Z".parse().unwrap()
+        );
+        assert_eq!(deadline_after(at, Duration::MAX), Timestamp::MAX);
+        assert_eq!(until(at, at), Duration::ZERO);
+        assert_eq!(
+            until(deadline_after(at, Duration::from_secs(5)), at),
+            Duration::ZERO
+        );
+        assert_eq!(
+            until(at, deadline_after(at, Duration::from_secs(5))),
+            Duration::from_secs(5)
+        );
     }
 }

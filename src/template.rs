@@ -120,11 +120,20 @@ impl std::fmt::Display for Template {
 }
 
 /// The message a recipient receives: the rendered `[message] header` on the first line (when
-/// set), a newline, then the rendered body (SPEC section 7).
+/// set), a newline, then the rendered body (SPEC section 7); an ad has a [`Frame`] around them.
 #[derive(Debug, Clone)]
 pub struct MessageTemplate {
     pub header: Option<Template>,
     pub body: Template,
+    pub frame: Option<Frame>,
+}
+
+/// Two fixed lines around a message, one before the header and one after the body: an ad's
+/// `(광고) {sender}` and its opt-out line (SPEC section 10). Not templates: written as given.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Frame {
+    pub first_line: String,
+    pub last_line: String,
 }
 
 impl MessageTemplate {
@@ -137,11 +146,19 @@ impl MessageTemplate {
 
     pub fn render<'a>(&self, value: impl Fn(&str) -> Option<&'a str> + Copy) -> String {
         let mut out = String::new();
+        if let Some(frame) = &self.frame {
+            out.push_str(&frame.first_line);
+            out.push('\n');
+        }
         if let Some(header) = &self.header {
             header.render_into(value, &mut out);
             out.push('\n');
         }
         self.body.render_into(value, &mut out);
+        if let Some(frame) = &self.frame {
+            out.push('\n');
+            out.push_str(&frame.last_line);
+        }
         out
     }
 }
@@ -235,6 +252,7 @@ mod tests {
         let message = MessageTemplate {
             header: Some(Template::parse("{name}님, 안녕하세요. 현대 오토에버입니다.").unwrap()),
             body: Template::parse("쿠폰이 도착했습니다.").unwrap(),
+            frame: None,
         };
         let text = message.render(|name| (name == "name").then_some("이서연"));
         assert_eq!(
@@ -243,8 +261,33 @@ mod tests {
         );
         let bare = MessageTemplate {
             header: None,
-            ..message
+            ..message.clone()
         };
         assert_eq!(bare.render(|_| None), "쿠폰이 도착했습니다.");
+    }
+
+    #[test]
+    fn a_frame_goes_first_and_last_joined_by_single_newlines() {
+        let frame = Frame {
+            first_line: "(광고) 현대오토에버".into(),
+            last_line: "무료수신거부 080-123-4567".into(),
+        };
+        let message = MessageTemplate {
+            header: Some(Template::parse("{name}님").unwrap()),
+            body: Template::parse("쿠폰").unwrap(),
+            frame: Some(frame.clone()),
+        };
+        assert_eq!(
+            message.render(|_| Some("이서연")),
+            "(광고) 현대오토에버\n이서연님\n쿠폰\n무료수신거부 080-123-4567"
+        );
+        let no_header = MessageTemplate {
+            header: None,
+            ..message
+        };
+        assert_eq!(
+            no_header.render(|_| None),
+            "(광고) 현대오토에버\n쿠폰\n무료수신거부 080-123-4567"
+        );
     }
 }

@@ -49,7 +49,7 @@ fn the_example_config_loads_with_its_variables_set() {
     assert_eq!(settings.retry.max_attempts, 3);
     assert_eq!(settings.breaker.open_timeout, Duration::from_secs(30));
     assert_eq!(settings.bulk.concurrency, 50);
-    assert!(settings.header.is_some());
+    assert!(settings.message.header.is_some());
 }
 
 #[test]

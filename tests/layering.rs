@@ -24,6 +24,8 @@ const LAYERS: &[(&str, u32)] = &[
     ("logging", 3),
     ("policy", 2),
     ("provider", 2),
+    ("advert", 2),
+    ("cost", 1),
     ("ledger", 1),
     ("recipient", 1),
     ("schedule", 1),

@@ -21,7 +21,7 @@ pub mod plan;
 use finish::{Finished, finish};
 use outputs::Outputs;
 
-pub use plan::{CampaignPlan, Job, JobOptions, JobPlan, SourceChoice};
+pub use plan::{CampaignPlan, Deadline, Job, JobOptions, JobPlan, SourceChoice};
 
 use std::collections::HashSet;
 use std::future::Future;

@@ -5,7 +5,13 @@
 
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::advert::{self, MessageKind};
 use crate::config::{DatabaseUrl, Settings};
+use crate::cost::Money;
 use crate::error::UsageError;
 use crate::job::{CampaignParams, StoredSource};
 use crate::journal::{Journal, JournalError};
@@ -45,6 +51,7 @@ pub enum JobPlan {
         source: SourceChoice,
         ages: AgeRange,
         message: String,
+        kind: MessageKind,
         options: JobOptions,
     },
     /// `--resume`: a job's stored parameters. `None` (or empty): the newest job not done.
@@ -52,6 +59,9 @@ pub enum JobPlan {
         job_id: Option<String>,
         /// `--resend-uncertain`: uncertain recipients go back in the queue.
         resend_uncertain: bool,
+        /// `--max-cost`: a new budget for the job (a larger one lets a job stopped by its
+        /// budget go on).
+        max_cost: Option<Money>,
     },
     /// `--retry-failed`: a new job for the recipients `original` recorded `failed`, with its
     /// source and message.
@@ -75,6 +85,25 @@ pub struct JobOptions {
     pub strategy: Option<Strategy>,
     pub concurrency: Option<usize>,
     pub max_failure_rate: Option<f64>,
+    pub max_cost: Option<Money>,
+    pub deadline: Option<Deadline>,
+}
+
+/// `--valid-until` or `--valid-for`, as given.
+#[derive(Debug, Clone, Copy)]
+pub enum Deadline {
+    At(Timestamp),
+    /// After this long from the job's creation.
+    After(Duration),
+}
+
+impl Deadline {
+    fn from(self, created: Timestamp) -> Timestamp {
+        match self {
+            Deadline::At(at) => at,
+            Deadline::After(valid_for) => crate::schedule::deadline_after(created, valid_for),
+        }
+    }
 }
 
 /// The job a run works on, resolved against the journal.
@@ -108,6 +137,7 @@ impl JobPlan {
             JobPlan::Resume {
                 job_id,
                 resend_uncertain,
+                max_cost,
             } => {
                 let id = match job_id.filter(|id| !id.is_empty()) {
                     Some(id) => id,
@@ -117,7 +147,8 @@ impl JobPlan {
                         None => return Ok(None),
                     },
                 };
-                let params = journal.params(&id).await?;
+                let mut params = journal.params(&id).await?;
+                params.max_cost = max_cost.or(params.max_cost);
                 Job {
                     id,
                     params,
@@ -137,6 +168,10 @@ impl JobPlan {
                 params.strategy = options.strategy.unwrap_or(params.strategy);
                 params.concurrency = options.concurrency.unwrap_or(params.concurrency);
                 params.max_failure_rate = options.max_failure_rate.or(params.max_failure_rate);
+                params.max_cost = options.max_cost.or(settings.bulk.max_cost);
+                if let Some(deadline) = options.deadline {
+                    params.deadline = Some(deadline.from(clock.now()));
+                }
                 Job {
                     id,
                     params,
@@ -150,6 +185,7 @@ impl JobPlan {
                 source,
                 ages,
                 message,
+                kind,
                 options,
             } => {
                 let id = job_id(id)?;
@@ -168,11 +204,20 @@ impl JobPlan {
                     ages,
                     date: clock.now_in(&settings.timezone).date(),
                     message,
-                    header: settings.header.as_ref().map(Template::to_string),
+                    header: settings.message.header.as_ref().map(Template::to_string),
                     strategy: options.strategy.unwrap_or(settings.routing.strategy),
                     concurrency: options.concurrency.unwrap_or(settings.bulk.concurrency),
                     max_failure_rate: options.max_failure_rate,
                     retry_of: None,
+                    kind,
+                    frame: match kind {
+                        MessageKind::Ad => {
+                            Some(settings.message.ad_frame().map_err(UsageError)?.clone())
+                        }
+                        MessageKind::Info => None,
+                    },
+                    deadline: options.deadline.map(|deadline| deadline.from(clock.now())),
+                    max_cost: options.max_cost.or(settings.bulk.max_cost),
                 };
                 Job {
                     id,
@@ -187,10 +232,12 @@ impl JobPlan {
 }
 
 impl Job {
-    /// The job's message: its header and body templates.
+    /// The job's message: its header and body templates, and an ad's frame. A header or body
+    /// that starts with an ad marker is refused, for any kind (SPEC section 10).
     pub fn template(&self) -> Result<MessageTemplate, UsageError> {
         let body = Template::parse(&self.params.message)
             .map_err(|e| UsageError(format!("the message: {e}")))?;
+        advert::check_unmarked("the message", &self.params.message).map_err(UsageError)?;
         let header = self
             .params
             .header
@@ -198,7 +245,23 @@ impl Job {
             .map(Template::parse)
             .transpose()
             .map_err(|e| UsageError(format!("[message] header: {e}")))?;
-        Ok(MessageTemplate { header, body })
+        if let Some(header) = &self.params.header {
+            advert::check_unmarked("[message] header", header).map_err(UsageError)?;
+        }
+        let frame = match (self.params.kind, &self.params.frame) {
+            (MessageKind::Ad, None) => {
+                return Err(UsageError(format!(
+                    "job {} is an ad stored without its sender and opt-out line",
+                    self.id
+                )));
+            }
+            (_, frame) => frame.clone(),
+        };
+        Ok(MessageTemplate {
+            header,
+            body,
+            frame,
+        })
     }
 
     /// The source to read. A stored database URL had its password redacted; the URL given

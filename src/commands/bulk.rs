@@ -4,12 +4,12 @@
 
 use std::future::Future;
 
-use crate::campaign::{self, CampaignPlan, JobOptions, JobPlan, SourceChoice};
+use crate::campaign::{self, CampaignPlan, Deadline, JobOptions, JobPlan, SourceChoice};
 use crate::cli::{BulkArgs, GlobalArgs};
 use crate::config::{DatabaseUrl, Settings};
 use crate::error::{ExitStatus, UsageError};
 use crate::recipient::AgeRange;
-use crate::schedule::Clock;
+use crate::schedule::{Clock, parse_deadline};
 
 pub async fn run(
     global: &GlobalArgs,
@@ -42,15 +42,26 @@ fn plan(settings: &Settings, args: BulkArgs, show_bar: bool) -> Result<CampaignP
             "--resend-uncertain goes with --resume JOB_ID".into(),
         ));
     }
+    let deadline = match (args.valid_until, args.valid_for) {
+        (Some(until), _) => Some(Deadline::At(
+            parse_deadline(&until, &settings.timezone)
+                .map_err(|e| UsageError(format!("--valid-until {e}")))?,
+        )),
+        (None, Some(valid_for)) => Some(Deadline::After(valid_for)),
+        (None, None) => None,
+    };
     let options = JobOptions {
         strategy: args.strategy,
         concurrency: args.concurrency.map(|n| n as usize),
         max_failure_rate: args.max_failure_rate,
+        max_cost: args.max_cost,
+        deadline,
     };
     let job = if let Some(job_id) = args.resume {
         JobPlan::Resume {
             job_id: Some(job_id),
             resend_uncertain: args.resend_uncertain,
+            max_cost: args.max_cost,
         }
     } else if let Some(original) = args.retry_failed {
         JobPlan::RetryFailed {
@@ -63,6 +74,7 @@ fn plan(settings: &Settings, args: BulkArgs, show_bar: bool) -> Result<CampaignP
             job_id: args.job_id,
             ages: ages(args.age_group.as_deref(), args.age_range.as_deref())?,
             message: message(args.message, args.message_file.as_deref())?,
+            kind: args.kind.unwrap_or(settings.message.kind),
             source: source(settings, args.csv, args.db, args.query)?,
             options,
         }

@@ -82,6 +82,8 @@ header = "{{name}}님, 안녕하세요. 현대 오토에버입니다."
             source: SourceChoice::Csv(users),
             ages: AgeRange::group("20s").map_err(anyhow::Error::msg)?,
             message: "{name}님을 위한 11월 혜택이 도착했습니다. 앱에서 확인하세요.".into(),
+            // An info campaign: it runs at any hour (an ad would refuse the night).
+            kind: crate::advert::MessageKind::Info,
             options: JobOptions::default(),
         },
         dry_run: false,

@@ -6,6 +6,7 @@ use std::io::Write;
 
 use anyhow::Context as _;
 
+use crate::advert::{self, AD_NIGHT, MessageKind};
 use crate::cli::{GlobalArgs, SendArgs};
 use crate::config::{RoutingSettings, Settings};
 use crate::delivery::{Delivery, DeliveryOutcome, MessageKey, Router};
@@ -14,15 +15,28 @@ use crate::ledger::Ledger;
 use crate::phone::Phone;
 use crate::provider::{ProviderKind, http_client_for};
 use crate::report::printable;
+use crate::schedule::Clock;
 use crate::template::{MessageTemplate, Template};
 
 pub async fn run(global: &GlobalArgs, args: SendArgs) -> anyhow::Result<ExitStatus> {
     let settings = super::load_settings(global)?;
+    send(&settings, args, Clock::system()).await
+}
+
+/// Sends the message `args` describe with settings already loaded and wall time from `clock`
+/// (the night rule of ads).
+pub async fn send(settings: &Settings, args: SendArgs, clock: Clock) -> anyhow::Result<ExitStatus> {
     let phone = Phone::parse(&args.to).map_err(|error| UsageError(format!("--to: {error}")))?;
+    let body = super::non_empty_message(args.message)?;
+    advert::check_unmarked("--message", &body).map_err(UsageError)?;
+    let kind = args.kind.unwrap_or(settings.message.kind);
     let template = MessageTemplate {
-        header: settings.header.clone(),
-        body: Template::parse(&super::non_empty_message(args.message)?)
-            .map_err(|error| UsageError(format!("--message: {error}")))?,
+        header: settings.message.header.clone(),
+        body: Template::parse(&body).map_err(|error| UsageError(format!("--message: {error}")))?,
+        frame: match kind {
+            MessageKind::Ad => Some(settings.message.ad_frame().map_err(UsageError)?.clone()),
+            MessageKind::Info => None,
+        },
     };
     template
         .check_fields(&["name", "phone"])
@@ -48,6 +62,19 @@ pub async fn run(global: &GlobalArgs, args: SendArgs) -> anyhow::Result<ExitStat
     settings
         .check_message_length(&text, "")
         .map_err(UsageError)?;
+    // Consent for a single message is the operator's; the hour is not (SPEC section 10).
+    if kind == MessageKind::Ad {
+        let now = clock.now_in(&settings.timezone);
+        if AD_NIGHT.contains(now.time()) {
+            tracing::warn!(
+                "ads are not sent between {} and {} ({}); nothing sent",
+                AD_NIGHT.start.strftime("%H:%M"),
+                AD_NIGHT.end.strftime("%H:%M"),
+                settings.timezone_name
+            );
+            return Ok(ExitStatus::Paused);
+        }
+    }
     let routing = routing_for_send(&settings, args.channel, args.no_fallback);
     let ledger = Ledger::open(&settings.state_dir).await?;
     let router = Router::new(

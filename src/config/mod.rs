@@ -17,12 +17,14 @@ use std::time::Duration;
 
 use toml::de::{DeTable, DeValue};
 
+use crate::advert::MessageKind;
+use crate::cost::Money;
 use crate::policy::retry::RetryPolicy;
 use crate::policy::strategy::Strategy;
 use crate::provider::{ProviderKind, ProviderSettings};
 use crate::schedule::QuietHours;
 use crate::secret::Secret;
-use crate::template::Template;
+use crate::template::{Frame, Template};
 
 /// The file msgsend reads when neither `--config` nor `$MSGSEND_CONFIG` names one.
 pub const DEFAULT_CONFIG_FILE: &str = "msgsend.toml";
@@ -41,7 +43,7 @@ pub struct Settings {
     pub retry: RetryPolicy,
     pub breaker: BreakerSettings,
     pub bulk: BulkSettings,
-    pub header: Option<Template>,
+    pub message: MessageSettings,
     pub source: SourceSettings,
     pub quiet_hours: Option<QuietHours>,
     pub metrics: MetricsSettings,
@@ -104,6 +106,8 @@ pub struct BulkSettings {
     /// When every credential a send could use has its next free slot further away than this
     /// (a day window is spent), the campaign pauses (SPEC section 8).
     pub max_wait: Duration,
+    /// The most a job may spend (`--max-cost` overrides it).
+    pub max_cost: Option<Money>,
 }
 
 #[derive(Debug, Clone)]
@@ -112,6 +116,30 @@ pub struct SourceSettings {
     pub database: Option<DatabaseUrl>,
     pub query: String,
     pub suppression: Option<PathBuf>,
+    /// The column holding each recipient's advertising consent date (SPEC section 10).
+    pub consent_column: String,
+}
+
+/// `[message]`: what every message is framed with.
+#[derive(Debug, Clone)]
+pub struct MessageSettings {
+    /// The header line template, above the body.
+    pub header: Option<Template>,
+    /// What campaigns and sends are unless `--kind` says otherwise.
+    pub kind: MessageKind,
+    /// An ad's first and last lines, when `sender` and `opt_out` are set (required for ads).
+    pub ad_frame: Option<Frame>,
+    /// The currency prices and budgets are in (a label only).
+    pub currency: String,
+}
+
+impl MessageSettings {
+    /// The frame an ad needs, or the usage error that names the missing keys.
+    pub fn ad_frame(&self) -> Result<&Frame, String> {
+        self.ad_frame.as_ref().ok_or_else(|| {
+            "an ad needs [message] sender and [message] opt_out (e.g. sender = \"현대오토에버\", opt_out = \"무료수신거부 080-123-4567\")".to_string()
+        })
+    }
 }
 
 /// A database URL, which may carry a password: it prints with the password redacted.

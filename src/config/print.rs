@@ -5,11 +5,13 @@
 //! `(redacted)`). A literal `$` is written `$$`, as the file would hold it.
 
 use super::Settings;
+use super::raw::RawPrice;
 use super::raw::{
     Dur, Expanded, RawAlerts, RawBulk, RawCircuitBreaker, RawConfig, RawCredential, RawMessage,
     RawMetrics, RawProvider, RawProviders, RawRateLimit, RawRetry, RawRouting, RawSchedule,
     RawSource,
 };
+use crate::cost::{Money, Price};
 use crate::provider::{ProviderKind, ProviderSettings};
 use crate::secret::redacted_url;
 
@@ -56,6 +58,15 @@ impl From<&ProviderSettings> for RawProvider {
             timeout: duration(p.timeout),
             health_path: Some(text(&p.health_path)),
             max_message_length: Some(saturating_u32(p.max_message_length)),
+            max_message_bytes: (p.kind == ProviderKind::Sms)
+                .then(|| saturating_u32(p.max_message_bytes)),
+            price: p.price.map(|price| match price {
+                Price::Flat(price) => RawPrice::Flat(price.as_f64()),
+                Price::BySize { short, long } => RawPrice::BySize {
+                    short: short.as_f64(),
+                    long: long.as_f64(),
+                },
+            }),
         }
     }
 }
@@ -94,9 +105,25 @@ impl From<&Settings> for RawConfig {
                 batch_size: Some(saturating_u32(s.bulk.batch_size)),
                 shutdown_grace: duration(s.bulk.shutdown_grace),
                 max_wait: duration(s.bulk.max_wait),
+                max_cost: s.bulk.max_cost.map(Money::as_f64),
             },
             message: RawMessage {
-                header: s.header.as_ref().map(text),
+                header: s.message.header.as_ref().map(text),
+                kind: Some(text(s.message.kind)),
+                sender: s.message.ad_frame.as_ref().map(|frame| {
+                    text(
+                        frame
+                            .first_line
+                            .trim_start_matches(crate::advert::AD_MARKER)
+                            .trim_start(),
+                    )
+                }),
+                opt_out: s
+                    .message
+                    .ad_frame
+                    .as_ref()
+                    .map(|frame| text(&frame.last_line)),
+                currency: Some(text(&s.message.currency)),
             },
             source: RawSource {
                 csv: s.source.csv.clone().map(Expanded),
@@ -104,6 +131,7 @@ impl From<&Settings> for RawConfig {
                 database: s.source.database.as_ref().map(text),
                 query: Some(text(&s.source.query)),
                 suppression: s.source.suppression.clone().map(Expanded),
+                consent_column: Some(text(&s.source.consent_column)),
             },
             schedule: RawSchedule {
                 quiet_hours: s.quiet_hours.map(text),

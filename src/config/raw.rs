@@ -66,6 +66,17 @@ pub struct RawProvider {
     pub timeout: Option<Expanded<Dur>>,
     pub health_path: Option<Expanded<String>>,
     pub max_message_length: Option<u32>,
+    /// SMS only: the longest message in EUC-KR bytes (SPEC section 10).
+    pub max_message_bytes: Option<u32>,
+    pub price: Option<RawPrice>,
+}
+
+/// `price = 8.4`, or for SMS `price = { short = 9.9, long = 29.7 }` (SPEC section 10).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum RawPrice {
+    Flat(f64),
+    BySize { short: f64, long: f64 },
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -111,12 +122,21 @@ pub struct RawBulk {
     pub batch_size: Option<u32>,
     pub shutdown_grace: Option<Expanded<Dur>>,
     pub max_wait: Option<Expanded<Dur>>,
+    /// The most a job may spend (`--max-cost`), in `[message] currency`.
+    pub max_cost: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawMessage {
     pub header: Option<Expanded<String>>,
+    /// `"info"` (default) or `"ad"` (SPEC section 10).
+    pub kind: Option<Expanded<String>>,
+    /// The advertiser's name on an ad's first line, after `(광고)`.
+    pub sender: Option<Expanded<String>>,
+    /// An ad's last line: the free opt-out number.
+    pub opt_out: Option<Expanded<String>>,
+    pub currency: Option<Expanded<String>>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -126,6 +146,8 @@ pub struct RawSource {
     pub database: Option<Expanded<String>>,
     pub query: Option<Expanded<String>>,
     pub suppression: Option<Expanded<PathBuf>>,
+    /// The column holding the date of each recipient's advertising consent.
+    pub consent_column: Option<Expanded<String>>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]

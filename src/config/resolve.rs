@@ -5,12 +5,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::raw::{Expanded, RawConfig, RawCredential, RawProvider};
+use super::raw::{Expanded, RawConfig, RawCredential, RawMessage, RawPrice, RawProvider};
 use super::urls::monitoring_url;
 use super::{
-    AlertSettings, BreakerSettings, BulkSettings, ConfigError, Locator, MetricsSettings,
-    RoutingSettings, Settings, SourceSettings,
+    AlertSettings, BreakerSettings, BulkSettings, ConfigError, Locator, MessageSettings,
+    MetricsSettings, RoutingSettings, Settings, SourceSettings,
 };
+use crate::advert::{self, MessageKind, check_opt_out};
+use crate::cost::{Money, Price};
 use crate::policy::retry::RetryPolicy;
 use crate::policy::strategy::Strategy;
 use crate::provider::{CredentialSettings, ProviderKind, ProviderSettings};
@@ -20,6 +22,75 @@ use crate::template::Template;
 use crate::units::RateLimit;
 
 const DEFAULT_QUERY: &str = "SELECT name, phone, birth_date FROM users";
+
+/// `[source] consent_column` unless the config names another (SPEC section 10).
+const DEFAULT_CONSENT_COLUMN: &str = "ad_consent_at";
+
+/// `[message]`: the header template, the kind, an ad's frame, the currency. A frame is built
+/// whenever `sender` or `opt_out` is set, so a bad one is found even in an info config that
+/// `--kind ad` may use later; an `ad` config without one stops here.
+fn resolve_message(raw: RawMessage, at: &Locator) -> Result<MessageSettings, ConfigError> {
+    let header = match raw.header {
+        Some(Expanded(text)) => {
+            let header =
+                Template::parse(&text).map_err(|error| at.error("message.header", error))?;
+            advert::check_unmarked("", &text)
+                .map_err(|error| at.error("message.header", error.trim_start()))?;
+            Some(header)
+        }
+        None => None,
+    };
+    let kind = match raw.kind {
+        Some(Expanded(text)) => text
+            .parse::<MessageKind>()
+            .map_err(|error| at.error("message.kind", error))?,
+        None => MessageKind::Info,
+    };
+    let ad_frame = match (raw.sender, raw.opt_out) {
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(at.error(
+                "message.sender",
+                "is set without [message] opt_out: an ad needs both",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(at.error(
+                "message.opt_out",
+                "is set without [message] sender: an ad needs both",
+            ));
+        }
+        (Some(Expanded(sender)), Some(Expanded(opt_out))) => {
+            check_opt_out(&opt_out).map_err(|error| at.error("message.opt_out", error))?;
+            Some(
+                advert::frame(&sender, &opt_out)
+                    .map_err(|error| at.error("message.sender", error))?,
+            )
+        }
+    };
+    if kind == MessageKind::Ad && ad_frame.is_none() {
+        return Err(at.error(
+            "message.kind",
+            "is \"ad\": add [message] sender and opt_out (e.g. opt_out = \"무료수신거부 080-123-4567\")",
+        ));
+    }
+    let currency = raw.currency.map_or_else(|| "KRW".to_string(), |c| c.0);
+    if currency.trim().is_empty() || currency.chars().any(char::is_control) {
+        return Err(at.error("message.currency", "must be a name such as \"KRW\""));
+    }
+    Ok(MessageSettings {
+        header,
+        kind,
+        ad_frame,
+        currency,
+    })
+}
+
+/// An amount of money from the config: not negative, finite.
+fn amount_at(amount: f64, key: &str, at: &Locator) -> Result<Money, ConfigError> {
+    Money::from_f64(amount)
+        .ok_or_else(|| at.error(key, "must be an amount of at least 0 (e.g. 8.4)"))
+}
 
 pub(super) fn resolve(raw: RawConfig, at: &Locator) -> Result<Settings, ConfigError> {
     let timezone_name = raw
@@ -114,14 +185,14 @@ pub(super) fn resolve(raw: RawConfig, at: &Locator) -> Result<Settings, ConfigEr
             .bulk
             .max_wait
             .map_or(Duration::from_secs(600), |d| d.0.0),
+        max_cost: raw
+            .bulk
+            .max_cost
+            .map(|amount| amount_at(amount, "bulk.max_cost", at))
+            .transpose()?,
     };
 
-    let header = match raw.message.header {
-        Some(Expanded(text)) => {
-            Some(Template::parse(&text).map_err(|error| at.error("message.header", error))?)
-        }
-        None => None,
-    };
+    let message = resolve_message(raw.message, at)?;
 
     let database = match raw.source.database {
         Some(Expanded(url)) => Some(
@@ -138,6 +209,13 @@ pub(super) fn resolve(raw: RawConfig, at: &Locator) -> Result<Settings, ConfigEr
             .query
             .map_or_else(|| DEFAULT_QUERY.to_string(), |q| q.0),
         suppression: raw.source.suppression.map(|p| p.0),
+        consent_column: match raw.source.consent_column {
+            Some(Expanded(column)) if column.trim().is_empty() => {
+                return Err(at.error("source.consent_column", "must name a column"));
+            }
+            Some(Expanded(column)) => column.trim().to_string(),
+            None => DEFAULT_CONSENT_COLUMN.to_string(),
+        },
     };
 
     let quiet_hours = match raw.schedule.quiet_hours {
@@ -172,7 +250,7 @@ pub(super) fn resolve(raw: RawConfig, at: &Locator) -> Result<Settings, ConfigEr
         retry,
         breaker,
         bulk,
-        header,
+        message,
         source,
         quiet_hours,
         metrics: MetricsSettings {
@@ -319,6 +397,34 @@ fn resolve_provider(
             Some(header)
         }
     };
+    let max_message_bytes = match (kind, raw.max_message_bytes) {
+        (ProviderKind::Sms, bytes) => positive(
+            bytes.unwrap_or(crate::provider::DEFAULT_MAX_MESSAGE_BYTES),
+            &key("max_message_bytes"),
+            at,
+        )? as usize,
+        (_, Some(_)) => {
+            return Err(at.error(
+                &key("max_message_bytes"),
+                "is for [providers.sms] only (SMS is measured in EUC-KR bytes)",
+            ));
+        }
+        (_, None) => usize::MAX,
+    };
+    let price = match raw.price {
+        None => None,
+        Some(RawPrice::Flat(price)) => Some(Price::Flat(amount_at(price, &key("price"), at)?)),
+        Some(RawPrice::BySize { .. }) if kind != ProviderKind::Sms => {
+            return Err(at.error(
+                &key("price"),
+                "short and long prices are for [providers.sms] only: give one number",
+            ));
+        }
+        Some(RawPrice::BySize { short, long }) => Some(Price::BySize {
+            short: amount_at(short, &key("price.short"), at)?,
+            long: amount_at(long, &key("price.long"), at)?,
+        }),
+    };
     Ok(ProviderSettings {
         kind,
         base_url,
@@ -328,6 +434,8 @@ fn resolve_provider(
         burst,
         idempotency_header,
         max_message_length,
+        max_message_bytes,
+        price,
     })
 }
 

@@ -360,6 +360,10 @@ mod tests {
             concurrency: 4,
             max_failure_rate: None,
             retry_of: None,
+            kind: Default::default(),
+            frame: None,
+            deadline: None,
+            max_cost: None,
         }
     }
 

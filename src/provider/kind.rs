@@ -63,6 +63,10 @@ impl ProviderKind {
 /// 2,000 bytes, which is 1,000 Korean characters in the carriers' EUC-KR encoding.
 pub const DEFAULT_MAX_MESSAGE_LENGTH: u32 = 1000;
 
+/// The longest SMS in EUC-KR bytes unless `max_message_bytes` says otherwise: a long message
+/// (LMS) holds 2,000 bytes.
+pub const DEFAULT_MAX_MESSAGE_BYTES: u32 = 2000;
+
 #[derive(Debug, Clone)]
 pub struct ProviderSettings {
     pub kind: ProviderKind,
@@ -78,6 +82,10 @@ pub struct ProviderSettings {
     pub idempotency_header: Option<reqwest::header::HeaderName>,
     /// The longest message (in characters) the provider takes; longer ones are not sent to it.
     pub max_message_length: usize,
+    /// SMS: the longest message in EUC-KR bytes, as the carriers count (SPEC section 10).
+    pub max_message_bytes: usize,
+    /// What one accepted message costs; `None`: not priced (costs count it as 0).
+    pub price: Option<crate::cost::Price>,
 }
 
 #[derive(Debug, Clone)]
