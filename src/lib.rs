@@ -21,7 +21,8 @@
 //! - [`job`]: the words of a campaign (recipient states, job status, counts), shared by the
 //!   journal, the pipeline and the reports.
 //! - [`phone`], [`template`], [`units`], [`schedule`], [`secret`], [`cost`]: the domain values;
-//!   [`advert`]: the Korean advertising rules (the ad frame, markers, consent, the night).
+//!   [`advert`]: the Korean advertising rules (the ad frame, markers, consent, the night);
+//!   [`sms_length`]: a message's length as the carriers count an SMS (EUC-KR bytes).
 //! - [`sandbox`]: the simulated providers that `msgsend sandbox` serves and tests talk to.
 //! - [`error`]: exit codes.
 //!
@@ -29,7 +30,7 @@
 //! upward; `tests/layering.rs` checks it):
 //! commands → cli, campaign → pipeline, sandbox → report, journal, source, error → delivery →
 //! config → alert, job, logging → policy, provider, advert → cost, recipient, schedule, template →
-//! phone, secret, units.
+//! phone, secret, sms_length, units.
 
 pub mod advert;
 pub mod alert;
@@ -53,6 +54,7 @@ pub mod report;
 pub mod sandbox;
 pub mod schedule;
 pub mod secret;
+pub mod sms_length;
 pub mod source;
 pub mod template;
 pub mod units;

@@ -32,6 +32,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("template", 1),
     ("phone", 0),
     ("secret", 0),
+    ("sms_length", 0),
     ("units", 0),
 ];
 
