@@ -159,7 +159,45 @@ pub struct SourceCounts {
     pub total: u64,
     pub invalid: u64,
     pub duplicate: u64,
+    /// Every suppressed row: the suppression list's, and an ad's without consent.
     pub suppressed: u64,
+    /// Of `suppressed`: an ad's recipients without a usable consent date (SPEC section 10).
+    pub no_consent: u64,
+    /// Of `suppressed`: an ad's recipients whose consent is two years old or more.
+    pub consent_expired: u64,
+}
+
+impl SourceCounts {
+    /// `suppressed` by reason: `suppression_list`, `no_consent`, `consent_expired`.
+    pub fn suppressed_by_reason(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        let listed = self
+            .suppressed
+            .saturating_sub(self.no_consent)
+            .saturating_sub(self.consent_expired);
+        [
+            ("suppression_list", listed),
+            ("no_consent", self.no_consent),
+            ("consent_expired", self.consent_expired),
+        ]
+        .into_iter()
+        .collect()
+    }
+}
+
+/// What a job spent (SPEC section 10): per channel, over every run; and how many messages went
+/// by SMS as short and as long ones.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Spending {
+    pub kakaotalk: Money,
+    pub sms: Money,
+    pub sms_short: u64,
+    pub sms_long: u64,
+}
+
+impl Spending {
+    pub fn total(&self) -> Money {
+        self.kakaotalk.saturating_add(self.sms)
+    }
 }
 
 /// One job as the journal holds it.
@@ -175,6 +213,7 @@ pub struct JobRecord {
     pub retries: u64,
     pub duration_s: f64,
     pub states: StateCounts,
+    pub spending: Spending,
 }
 
 /// What admitting a recipient to a run found.

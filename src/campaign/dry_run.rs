@@ -7,13 +7,20 @@
 use std::io::Write;
 
 use super::Prepared;
+use crate::advert::{AD_NIGHT, MessageKind};
+use crate::config::Settings;
+use crate::cost::Money;
+use crate::delivery::Pricing;
 use crate::error::ExitStatus;
 use crate::job::Admission;
 use crate::journal::{Batch, Candidate, JournalError};
 use crate::pipeline::{AdmissionSink, Screening, admit_all};
+use crate::provider::ProviderKind;
 use crate::recipient::Recipient;
 use crate::report::invalid_rows::InvalidRows;
 use crate::report::printable;
+use crate::schedule::Clock;
+use crate::sms_length::SmsClass;
 use crate::template::MessageTemplate;
 
 /// How many rendered messages the dry run shows.
@@ -32,6 +39,37 @@ struct DryRun<'j> {
     eligible: u64,
     samples: Vec<(u64, String, String)>,
     error: Option<JournalError>,
+    /// What the eligible messages would cost, and their SMS sizes.
+    costs: Costs,
+}
+
+/// The dry run's economics (SPEC section 10): every eligible message priced on the primary
+/// and on the fallback, and counted by its SMS size as if it went by SMS.
+struct Costs {
+    pricing: Pricing,
+    primary: ProviderKind,
+    fallback: Option<ProviderKind>,
+    all_primary: Money,
+    all_fallback: Money,
+    sms_short: u64,
+    sms_long: u64,
+    /// Not representable in EUC-KR: could not go by SMS.
+    sms_impossible: u64,
+}
+
+impl Costs {
+    fn add(&mut self, text: &str) {
+        let price = self.pricing.of(text);
+        self.all_primary = self.all_primary.saturating_add(price.on(self.primary));
+        if let Some(fallback) = self.fallback {
+            self.all_fallback = self.all_fallback.saturating_add(price.on(fallback));
+        }
+        match price.sms_class {
+            Some(SmsClass::Short) => self.sms_short += 1,
+            Some(SmsClass::Long) => self.sms_long += 1,
+            None => self.sms_impossible += 1,
+        }
+    }
 }
 
 impl AdmissionSink for DryRun<'_> {
@@ -50,12 +88,11 @@ impl AdmissionSink for DryRun<'_> {
             return;
         }
         self.eligible += 1;
+        let text = self.template.render(|field| recipient.field(field));
+        self.costs.add(&text);
         if self.samples.len() < SAMPLES {
-            self.samples.push((
-                recipient.line,
-                recipient.phone.masked(),
-                self.template.render(|field| recipient.field(field)),
-            ));
+            self.samples
+                .push((recipient.line, recipient.phone.masked(), text));
         }
     }
 }
@@ -63,7 +100,11 @@ impl AdmissionSink for DryRun<'_> {
 /// The dry run of a prepared campaign. A new job is admitted into a journal in memory; a
 /// resume or a retry into the real journal, inside one transaction that is never committed,
 /// so it counts what that run would send and leaves no trace.
-pub(super) async fn run(prepared: Prepared) -> anyhow::Result<ExitStatus> {
+pub(super) async fn run(
+    prepared: Prepared,
+    settings: &Settings,
+    clock: Clock,
+) -> anyhow::Result<ExitStatus> {
     let Prepared {
         _lock,
         mut journal,
@@ -72,6 +113,7 @@ pub(super) async fn run(prepared: Prepared) -> anyhow::Result<ExitStatus> {
         mut source,
         template,
         suppression,
+        consent,
         outputs,
     } = prepared;
     let params = &job.params;
@@ -99,9 +141,20 @@ pub(super) async fn run(prepared: Prepared) -> anyhow::Result<ExitStatus> {
         eligible: 0,
         samples: Vec::new(),
         error: None,
+        costs: Costs {
+            pricing: Pricing::new(&settings.providers),
+            primary: settings.routing.primary,
+            fallback: settings.routing.fallback,
+            all_primary: Money::ZERO,
+            all_fallback: Money::ZERO,
+            sms_short: 0,
+            sms_long: 0,
+            sms_impossible: 0,
+        },
     };
     let screening = Screening {
         suppression: &suppression,
+        consent,
         batch_size: CHUNK,
     };
     let mut invalid_rows = InvalidRows::new(&label, outputs.invalid_csv)?;
@@ -132,6 +185,60 @@ pub(super) async fn run(prepared: Prepared) -> anyhow::Result<ExitStatus> {
         ("eligible", dry_run.eligible),
     ] {
         writeln!(out, "  {label:<12} {value:>10}")?;
+    }
+    for (reason, n) in counts.suppressed_by_reason() {
+        if n > 0 {
+            writeln!(out, "    {reason:<16} {n:>6}")?;
+        }
+    }
+    let costs = &dry_run.costs;
+    writeln!(
+        out,
+        "  {:<12} {:>10}  (as if every eligible message went by SMS)",
+        "sms short", costs.sms_short
+    )?;
+    writeln!(out, "  {:<12} {:>10}", "sms long", costs.sms_long)?;
+    if costs.sms_impossible > 0 {
+        writeln!(
+            out,
+            "  {:<12} {:>10}  (not representable in EUC-KR: cannot go by SMS)",
+            "no sms", costs.sms_impossible
+        )?;
+    }
+    let currency = &settings.message.currency;
+    writeln!(
+        out,
+        "  {:<12} {:>10}  if all go by {}",
+        "cost",
+        format!("{} {currency}", costs.all_primary),
+        costs.primary
+    )?;
+    if let Some(fallback) = costs.fallback {
+        writeln!(
+            out,
+            "  {:<12} {:>10}  if all fall back to {fallback}",
+            "",
+            format!("{} {currency}", costs.all_fallback)
+        )?;
+    }
+    if let Some(budget) = params.max_cost {
+        writeln!(
+            out,
+            "  {:<12} {:>10}",
+            "max cost",
+            format!("{budget} {currency}")
+        )?;
+    }
+    if let Some(deadline) = params.deadline {
+        writeln!(out, "  {:<12} {deadline}", "valid until")?;
+    }
+    if params.kind == MessageKind::Ad && AD_NIGHT.contains(clock.now_in(&settings.timezone).time())
+    {
+        writeln!(
+            out,
+            "Note: it is night ({AD_NIGHT} in {}); a real run of this ad would pause until 08:00.",
+            settings.timezone_name
+        )?;
     }
     for (line, phone, text) in dry_run.samples {
         writeln!(out, "Sample (line {line}, {phone}):")?;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::Job;
 use crate::delivery::{Health, Router};
 use crate::error::ExitStatus;
+use crate::job::JobStatus;
 use crate::journal::Journal;
 use crate::phone::Phone;
 use crate::pipeline::{self, RunOutcome, StopCause};
@@ -24,6 +25,8 @@ pub(super) struct Finished<'a> {
     pub(super) cause: Option<StopCause>,
     pub(super) duration: Duration,
     pub(super) router: &'a Router,
+    /// `[message] currency`, for the summary's cost.
+    pub(super) currency: &'a str,
 }
 
 /// Step 3: the job's status and the exit code, each one function of the stop cause.
@@ -42,6 +45,7 @@ pub(super) async fn finish(
         cause,
         duration,
         router,
+        currency,
     } = finished;
     let status = pipeline::job_status(cause.as_ref());
     let outcome = match result {
@@ -62,6 +66,9 @@ pub(super) async fn finish(
     journal
         .end_run(&job.id, status, outcome.source, outcome.retries, duration)
         .await?;
+    if status == JobStatus::Expired {
+        journal.expire(&job.id).await?;
+    }
     let record = journal.job(&job.id).await?;
     let summary = Summary::new(RunFigures {
         job_id: &job.id,
@@ -69,6 +76,8 @@ pub(super) async fn finish(
         reason: cause.as_ref().and_then(StopCause::summary_reason),
         source: outcome.source,
         states: record.states,
+        spending: record.spending,
+        currency,
         retries: record.retries,
         sends: outcome.sends,
         duration,

@@ -31,14 +31,16 @@ use std::io::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::advert::{AD_NIGHT, MessageKind};
 use crate::alert::Alerter;
 use crate::config::{RoutingSettings, Settings};
+use crate::delivery::Pricing;
 use crate::delivery::Router;
 use crate::error::{ExitStatus, UsageError};
 use crate::journal::{self, Journal, JournalError, StateLock};
 use crate::ledger::Ledger;
 use crate::phone::Phone;
-use crate::pipeline::{self, Campaign, Reporting, StopCause, Stopper};
+use crate::pipeline::{self, Campaign, ConsentRule, Reporting, StopCause, Stopper};
 use crate::provider::http_client_for;
 use crate::report::alerts::Watch;
 use crate::report::invalid_rows::InvalidRows;
@@ -79,7 +81,7 @@ pub async fn run(
     };
     if plan.dry_run {
         return tokio::select! {
-            counted = dry_run::run(prepared) => counted,
+            counted = dry_run::run(prepared, settings, clock) => counted,
             () = shutdown => interrupted(),
         };
     }
@@ -96,6 +98,7 @@ struct Prepared {
     source: OpenSource,
     template: MessageTemplate,
     suppression: HashSet<Phone>,
+    consent: Option<ConsentRule>,
     outputs: Outputs,
 }
 
@@ -145,6 +148,8 @@ async fn prepare(
         Some(path) => source::suppression::load(path)?,
         None => HashSet::new(),
     };
+    let consent = consent_rule(settings, &job, &spec, &source)?;
+    check_budget(settings, &job)?;
     let outputs = Outputs::create(plan)?;
     Ok(Some(Prepared {
         _lock: lock,
@@ -154,8 +159,50 @@ async fn prepare(
         source,
         template,
         suppression,
+        consent,
         outputs,
     }))
+}
+
+/// An ad's consent rule (SPEC section 10): its source must have the consent column, or the
+/// campaign stops before anything is sent (exit 1, like any other missing column).
+fn consent_rule(
+    settings: &Settings,
+    job: &Job,
+    spec: &SourceSpec,
+    source: &OpenSource,
+) -> anyhow::Result<Option<ConsentRule>> {
+    if job.params.kind != MessageKind::Ad {
+        return Ok(None);
+    }
+    let column = &settings.source.consent_column;
+    if !source.columns.iter().any(|c| c == column) {
+        anyhow::bail!(
+            "{spec}: has no `{column}` column: an ad goes only to recipients whose advertising consent is dated there ([source] consent_column)"
+        );
+    }
+    Ok(Some(ConsentRule {
+        column: column.clone(),
+        campaign_date: job.params.date,
+    }))
+}
+
+/// A budget needs a price on every channel the run may use: an unpriced one would spend
+/// without counting (exit 2, nothing sent).
+fn check_budget(settings: &Settings, job: &Job) -> Result<(), UsageError> {
+    if job.params.max_cost.is_none() {
+        return Ok(());
+    }
+    let pricing = Pricing::new(&settings.providers);
+    let routing = &settings.routing;
+    for kind in std::iter::once(routing.primary).chain(routing.fallback) {
+        if !pricing.is_priced(kind) {
+            return Err(UsageError(format!(
+                "--max-cost needs a price for every channel: add [providers.{kind}] price"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn ages(job: &Job) -> AgeFilter {
@@ -181,6 +228,7 @@ async fn execute(
         source,
         template,
         suppression,
+        consent,
         outputs,
     } = prepared;
     if job.is_new {
@@ -193,13 +241,28 @@ async fn execute(
                 other => other.into(),
             })?;
     }
+    // A deadline already past: nothing is sent, the job is expired (a late cron start is not a
+    // usage error); a resume of an expired job says so.
+    if let Some(deadline) = job.params.deadline
+        && clock.now() >= deadline
+    {
+        return expire_before_start(&mut journal, &job, deadline).await;
+    }
     let quiet_hours = settings.quiet_hours.filter(|_| !plan.ignore_quiet_hours);
     if let Some(quiet) = quiet_hours
         && quiet.contains(clock.now_in(&settings.timezone).time())
     {
         return refuse_in_quiet_hours(&mut journal, &job.id, quiet).await;
     }
+    // An ad's night is not the operator's to lift (SPEC section 10).
+    let ad_night = (job.params.kind == MessageKind::Ad).then_some(AD_NIGHT);
+    if let Some(night) = ad_night
+        && night.contains(clock.now_in(&settings.timezone).time())
+    {
+        return refuse_at_night(&mut journal, &job.id).await;
+    }
     let run = journal.begin_run(&job.id, job.resend_uncertain).await?;
+    let spent = journal.job(&job.id).await?.spending.total();
     tracing::info!(job_id = %job.id, run, source = %spec, ages = %job.params.ages, date = %job.params.date, "campaign started");
 
     let http = http_client_for(&settings.providers);
@@ -229,6 +292,10 @@ async fn execute(
         shutdown_grace: settings.bulk.shutdown_grace,
         max_failure_rate: job.params.max_failure_rate,
         all_open_wait: settings.breaker.all_open_wait,
+        consent,
+        pricing: Pricing::new(&settings.providers),
+        budget: job.params.max_cost.map(|limit| (limit, spent)),
+        deadline: job.params.deadline.map(|at| (at, clock)),
     };
     // Pre-flight (SPEC section 3): every provider this run may use, probed at once before
     // its first message; the results set the channels' starting state and raise the alerts.
@@ -242,6 +309,14 @@ async fn execute(
     if let Some(quiet) = quiet_hours {
         let wait = quiet.until_start(&clock.now_in(&settings.timezone));
         stopper.stop_on(tokio::time::sleep(wait), StopCause::QuietHours);
+    }
+    if let Some(night) = ad_night {
+        let wait = night.until_start(&clock.now_in(&settings.timezone));
+        stopper.stop_on(tokio::time::sleep(wait), StopCause::AdNight);
+    }
+    if let Some(deadline) = job.params.deadline {
+        let wait = crate::schedule::until(clock.now(), deadline);
+        stopper.stop_on(tokio::time::sleep(wait), StopCause::Expired);
     }
     let metrics = Arc::new(Metrics::new());
     let textfile = settings.metrics.textfile.clone().map(|path| {
@@ -305,6 +380,7 @@ async fn execute(
         cause,
         duration: started.elapsed(),
         router: &router,
+        currency: &settings.message.currency,
     };
     finish(
         outputs.failed_csv,
@@ -314,6 +390,36 @@ async fn execute(
         result,
     )
     .await
+}
+
+/// An ad that would start at night is recorded as paused, like quiet hours; nothing is sent.
+async fn refuse_at_night(journal: &mut Journal, job_id: &str) -> anyhow::Result<ExitStatus> {
+    journal
+        .set_status(job_id, crate::job::JobStatus::Paused)
+        .await?;
+    tracing::warn!(job_id = %job_id, night = %AD_NIGHT, "an ad is not sent from 21:00 to 08:00 (not liftable): not starting");
+    let _ = writeln!(
+        std::io::stdout(),
+        "Campaign {job_id}: PAUSED (ads are not sent {AD_NIGHT}); continue it with `msgsend bulk --resume {job_id}` after 08:00"
+    );
+    Ok(ExitStatus::Paused)
+}
+
+/// A job whose deadline passed before this run started: recorded `EXPIRED` (its queued
+/// recipients `expired`), nothing sent, exit 3.
+async fn expire_before_start(
+    journal: &mut Journal,
+    job: &Job,
+    deadline: jiff::Timestamp,
+) -> anyhow::Result<ExitStatus> {
+    journal.expire(&job.id).await?;
+    tracing::warn!(job_id = %job.id, deadline = %deadline, "the job expired: nothing sent");
+    let _ = writeln!(
+        std::io::stdout(),
+        "Campaign {}: EXPIRED (its deadline {deadline} has passed); nothing sent",
+        job.id
+    );
+    Ok(ExitStatus::NotDelivered)
 }
 
 /// A campaign that would start inside quiet hours is recorded as paused, so the same cron

@@ -23,13 +23,21 @@ pub async fn list(global: &GlobalArgs, args: JobsArgs) -> anyhow::Result<ExitSta
     } else {
         writeln!(
             out,
-            "{:<24} {:<12} {:<20} {:>8} {:>8} {:>8} {:>8} {:>9}",
-            "JOB", "STATUS", "CREATED", "ELIGIBLE", "SENT", "FALLBACK", "FAILED", "UNCERTAIN"
+            "{:<24} {:<12} {:<20} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8}  VALID UNTIL",
+            "JOB",
+            "STATUS",
+            "CREATED",
+            "ELIGIBLE",
+            "SENT",
+            "FALLBACK",
+            "FAILED",
+            "UNCERTAIN",
+            "EXPIRED"
         )?;
         for job in &jobs {
             writeln!(
                 out,
-                "{:<24} {:<12} {:<20} {:>8} {:>8} {:>8} {:>8} {:>9}",
+                "{:<24} {:<12} {:<20} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8}  {}",
                 job.id,
                 job.status.name(),
                 job.created_at,
@@ -37,7 +45,11 @@ pub async fn list(global: &GlobalArgs, args: JobsArgs) -> anyhow::Result<ExitSta
                 job.states.sent,
                 job.states.fallback,
                 job.states.failed,
-                job.states.uncertain
+                job.states.uncertain,
+                job.states.expired,
+                job.params
+                    .deadline
+                    .map_or_else(|| "-".to_string(), |d| d.to_string())
             )?;
         }
     }
@@ -75,8 +87,31 @@ pub async fn status(global: &GlobalArgs, args: StatusArgs) -> anyhow::Result<Exi
             ("duplicate", job.source.duplicate.to_string()),
             ("suppressed", job.source.suppressed.to_string()),
             ("uncertain", job.states.uncertain.to_string()),
+            ("expired", job.states.expired.to_string()),
             ("not reached", job.states.queued.to_string()),
             ("retries", job.retries.to_string()),
+            ("kind", job.params.kind.to_string()),
+            (
+                "valid until",
+                job.params
+                    .deadline
+                    .map_or_else(|| "-".to_string(), |d| d.to_string()),
+            ),
+            (
+                "max cost",
+                job.params
+                    .max_cost
+                    .map_or_else(|| "-".to_string(), |m| m.to_string()),
+            ),
+            (
+                "cost",
+                format!(
+                    "{} (kakaotalk {}, sms {})",
+                    job.spending.total(),
+                    job.spending.kakaotalk,
+                    job.spending.sms
+                ),
+            ),
         ];
         for (label, value) in rows {
             writeln!(out, "  {label:<12} {value}")?;
@@ -112,8 +147,20 @@ fn job_json(job: &JobRecord) -> serde_json::Value {
         "invalid": job.source.invalid,
         "duplicate": job.source.duplicate,
         "suppressed": job.source.suppressed,
+        "suppressed_by_reason": job.source.suppressed_by_reason(),
         "uncertain": job.states.uncertain,
+        "expired": job.states.expired,
         "pending": job.states.queued,
+        "kind": job.params.kind,
+        "valid_until": job.params.deadline.map(|d| d.to_string()),
+        "max_cost": job.params.max_cost,
+        "sms_short": job.spending.sms_short,
+        "sms_long": job.spending.sms_long,
+        "cost": {
+            "total": job.spending.total(),
+            "kakaotalk": job.spending.kakaotalk,
+            "sms": job.spending.sms,
+        },
         "retries": job.retries,
         "duration_s": job.duration_s,
     })

@@ -55,27 +55,49 @@ impl Settings {
         self.providers.iter().find(|provider| provider.kind == kind)
     }
 
-    /// A message no configured provider would take (longer than every `max_message_length`)
-    /// is refused before anything is sent; `when` says at which stage it was measured.
+    /// A message no configured provider would take (longer than every `max_message_length`;
+    /// for SMS also not representable in EUC-KR or over `max_message_bytes`) is refused before
+    /// anything is sent; `when` says at which stage it was measured.
     pub fn check_message_length(&self, text: &str, when: &str) -> Result<(), String> {
-        let longest = self
+        let when = if when.is_empty() {
+            String::new()
+        } else {
+            format!(" {when}")
+        };
+        let length = text.chars().count();
+        let why_not: Vec<String> = self
             .providers
             .iter()
-            .map(|p| p.max_message_length)
-            .max()
-            .unwrap_or(0);
-        let length = text.chars().count();
-        if length > longest {
-            let when = if when.is_empty() {
-                String::new()
-            } else {
-                format!(" {when}")
-            };
+            .filter_map(|p| why_not_taken(p, text, length).map(|why| format!("{}: {why}", p.kind)))
+            .collect();
+        if why_not.len() == self.providers.len() {
             return Err(format!(
-                "the message is {length} characters{when}; no provider takes more than {longest} (max_message_length)"
+                "no provider takes the message{when} ({})",
+                why_not.join("; ")
             ));
         }
         Ok(())
+    }
+}
+
+/// Why `provider` would not take `text` (`length` characters), if it would not.
+fn why_not_taken(provider: &ProviderSettings, text: &str, length: usize) -> Option<String> {
+    if length > provider.max_message_length {
+        return Some(format!(
+            "{length} characters, more than its max_message_length {}",
+            provider.max_message_length
+        ));
+    }
+    if provider.kind != ProviderKind::Sms {
+        return None;
+    }
+    match crate::sms_length::measure(text) {
+        Err(error) => Some(format!("{error} ({})", error.code_point())),
+        Ok(size) if size.bytes > provider.max_message_bytes => Some(format!(
+            "{} EUC-KR bytes, more than its max_message_bytes {}",
+            size.bytes, provider.max_message_bytes
+        )),
+        Ok(_) => None,
     }
 }
 

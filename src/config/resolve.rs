@@ -398,11 +398,10 @@ fn resolve_provider(
         }
     };
     let max_message_bytes = match (kind, raw.max_message_bytes) {
-        (ProviderKind::Sms, bytes) => positive(
-            bytes.unwrap_or(crate::provider::DEFAULT_MAX_MESSAGE_BYTES),
-            &key("max_message_bytes"),
-            at,
-        )? as usize,
+        (ProviderKind::Sms, Some(bytes)) => {
+            positive(bytes, &key("max_message_bytes"), at)? as usize
+        }
+        (ProviderKind::Sms, None) => crate::sms_length::DEFAULT_MAX_MESSAGE_BYTES,
         (_, Some(_)) => {
             return Err(at.error(
                 &key("max_message_bytes"),

@@ -20,6 +20,7 @@ use crate::policy::retry::{RetryAdvice, RetryPolicy, Retryable};
 use crate::policy::strategy::TokenWait;
 use crate::provider::ProviderSettings;
 use crate::provider::{Class, Credential, ProviderClient, ProviderError, ProviderKind, Receipt};
+use crate::sms_length::{self, NotRepresentable};
 
 /// Why a channel gave up on a message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -54,6 +55,12 @@ pub enum ChannelFailure {
     /// The message is longer than the provider takes (`max_message_length`); not sent to it.
     #[error("message too long ({length} > {max} characters)")]
     TooLong { length: usize, max: usize },
+    /// SMS: longer in EUC-KR bytes than `max_message_bytes`; not sent by SMS.
+    #[error("message too long ({bytes} > {max} EUC-KR bytes)")]
+    TooManyBytes { bytes: usize, max: usize },
+    /// SMS: a character outside KS X 1001 (an emoji) cannot go by SMS (SPEC section 10).
+    #[error("{0}")]
+    NotRepresentable(NotRepresentable),
 }
 
 impl Retryable for ChannelFailure {
@@ -78,7 +85,8 @@ impl Retryable for ChannelFailure {
 /// only when a request is really about to leave, and to withdraw recipients still waiting for
 /// a token when it stops.
 pub trait RequestGate: Sync {
-    fn open(&self) -> impl Future<Output = bool> + Send;
+    /// `channel` is the provider the request is about to go to (a budget reserves its price).
+    fn open(&self, channel: ProviderKind) -> impl Future<Output = bool> + Send;
 
     /// The request `open` let go has its answer (or its failure); `ambiguous` when that leaves
     /// open whether the provider took the message (a timeout, a lost answer).
@@ -89,7 +97,7 @@ pub trait RequestGate: Sync {
 pub struct Ungated;
 
 impl RequestGate for Ungated {
-    async fn open(&self) -> bool {
+    async fn open(&self, _channel: ProviderKind) -> bool {
         true
     }
 }
@@ -176,6 +184,7 @@ pub struct Channel {
     pub(super) open_timeout: Duration,
     pub(super) alerter: Alerter,
     max_message_length: usize,
+    max_message_bytes: usize,
     breaker: Mutex<CircuitBreaker>,
     /// Whether a wait of over a second for a rate-limit slot is logged at INFO (`send`: one
     /// message, whose operator wonders why it has not gone; a campaign waits routinely).
@@ -219,6 +228,7 @@ impl Channel {
             open_timeout: breaker.open_timeout,
             alerter: Alerter::log_only(),
             max_message_length: settings.max_message_length,
+            max_message_bytes: settings.max_message_bytes,
             breaker: Mutex::new(CircuitBreaker::new(
                 breaker.failure_threshold,
                 breaker.open_timeout,
@@ -277,6 +287,18 @@ impl Channel {
                 length,
                 max: self.max_message_length,
             });
+        }
+        // SMS is measured as the carriers measure it (SPEC section 10).
+        if self.kind == ProviderKind::Sms {
+            let bytes = sms_length::measure(message)
+                .map_err(ChannelFailure::NotRepresentable)?
+                .bytes;
+            if bytes > self.max_message_bytes {
+                return Err(ChannelFailure::TooManyBytes {
+                    bytes,
+                    max: self.max_message_bytes,
+                });
+            }
         }
         let key = key.for_provider(self.kind);
         let mut backoff = self.retry.backoff();
@@ -384,7 +406,7 @@ impl Channel {
             slot.unused();
             return no_request(ChannelFailure::CircuitOpen);
         }
-        if !gate.open().await {
+        if !gate.open(self.kind).await {
             self.record(permit, CallOutcome::Neutral, "").await;
             slot.unused();
             return no_request(ChannelFailure::Withdrawn);

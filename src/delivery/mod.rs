@@ -7,9 +7,11 @@
 mod channel;
 mod health;
 mod key;
+mod pricing;
 mod router;
 
 pub use channel::{Attempt, AttemptOutcome, Channel, ChannelFailure, RequestGate, Ungated};
 pub use health::{Health, Probe};
 pub use key::MessageKey;
+pub use pricing::{MessagePrice, Pricing};
 pub use router::{Delivery, DeliveryOutcome, Router};

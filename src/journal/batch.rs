@@ -14,6 +14,7 @@ use sqlx::{Sqlite, Transaction};
 use super::{JournalError, OutcomeRecord, database_error, parse_word, to_i64};
 use crate::job::{Admission, RecipientState};
 use crate::phone::Phone;
+use crate::sms_length::SmsClass;
 
 /// One transaction of journal writes; nothing is durable before [`commit`](Self::commit).
 pub struct Batch<'j> {
@@ -254,6 +255,8 @@ impl Batch<'_> {
                         &o.reason,
                         o.message_id,
                         o.attempts,
+                        o.cost.units(),
+                        o.sms_class.map(SmsClass::name),
                     )
                 })
                 .collect::<Vec<_>>(),
@@ -265,11 +268,12 @@ impl Batch<'_> {
             "WITH o AS MATERIALIZED ( \
                  SELECT value ->> 0 AS phone, value ->> 1 AS state, value ->> 2 AS channel, \
                         value ->> 3 AS reason, value ->> 4 AS message_id, \
-                        value ->> 5 AS attempts \
+                        value ->> 5 AS attempts, value ->> 6 AS cost, \
+                        value ->> 7 AS sms_class \
                  FROM json_each($3)) \
              UPDATE recipients SET state = o.state, channel = o.channel, reason = o.reason, \
              message_id = o.message_id, attempts = recipients.attempts + o.attempts, \
-             updated_at = $2 \
+             cost = o.cost, sms_class = o.sms_class, updated_at = $2 \
              FROM o WHERE recipients.job_id = $1 AND recipients.phone = o.phone",
         )
         .bind(self.job)

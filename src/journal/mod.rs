@@ -23,7 +23,7 @@ pub use batch::{Batch, Candidate};
 pub use lock::{StateLock, lock};
 use lock::{create_state_dir, private_journal_files};
 pub use schema::journal_path;
-use schema::{SCHEMA, now};
+use schema::{MIGRATIONS, SCHEMA, now};
 
 use std::path::Path;
 use std::str::FromStr;
@@ -32,8 +32,10 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{ConnectOptions as _, Connection as _};
 
+use crate::cost::Money;
 use crate::job::RecipientState;
 use crate::phone::Phone;
+use crate::sms_length::SmsClass;
 
 /// The journal or its lock failed: the run stops (exit 1).
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +64,15 @@ pub enum JournalError {
     JobExists(String),
     #[error("journal: job {job:?} has unreadable parameters: {message}")]
     BadParams { job: String, message: String },
+    /// The journal was written by a newer msgsend, whose tables this one does not know.
+    #[error(
+        "journal {path}: schema version {version} is newer than this msgsend knows ({known}); use the newer msgsend"
+    )]
+    TooNew {
+        path: String,
+        version: i64,
+        known: i64,
+    },
     /// A stored word this binary does not know (a state, a status): written by a newer
     /// msgsend, or damaged. Never read as some other state.
     #[error("journal {path}: unknown {what} {word:?} (written by a newer msgsend?)")]
@@ -81,6 +92,10 @@ pub struct OutcomeRecord<'a> {
     pub reason: String,
     pub message_id: Option<&'a str>,
     pub attempts: u32,
+    /// What the accepted message cost (zero when not delivered).
+    pub cost: Money,
+    /// Delivered by SMS: whether as a short or a long message.
+    pub sms_class: Option<SmsClass>,
 }
 
 /// The open journal. One connection: the pipeline's collector is its only writer.
@@ -131,7 +146,8 @@ impl Journal {
         sqlx::raw_sql(SCHEMA)
             .execute(&mut connection)
             .await
-            .map_err(fail)?;
+            .map_err(&fail)?;
+        migrate(&mut connection, &path).await?;
         Ok(Journal { connection, path })
     }
 
@@ -162,6 +178,54 @@ impl Journal {
             at: now(),
         })
     }
+}
+
+/// Brings the journal's tables up to this binary's version ([`MIGRATIONS`]), in one
+/// transaction that holds the write lock, so two processes opening an old journal at once
+/// apply each change once. A journal newer than the binary is refused, not guessed at.
+async fn migrate(connection: &mut SqliteConnection, path: &str) -> Result<(), JournalError> {
+    let fail = database_error(path);
+    let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
+    sqlx::raw_sql("BEGIN IMMEDIATE")
+        .execute(&mut *connection)
+        .await
+        .map_err(&fail)?;
+    let result = async {
+        let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+            .fetch_one(&mut *connection)
+            .await
+            .map_err(&fail)?;
+        if version > known {
+            return Err(JournalError::TooNew {
+                path: path.to_string(),
+                version,
+                known,
+            });
+        }
+        for (done, migration) in
+            (version..).zip(&MIGRATIONS[usize::try_from(version).unwrap_or(0)..])
+        {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(*migration))
+                .execute(&mut *connection)
+                .await
+                .map_err(&fail)?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "PRAGMA user_version = {}",
+                done + 1
+            )))
+            .execute(&mut *connection)
+            .await
+            .map_err(&fail)?;
+        }
+        Ok(())
+    }
+    .await;
+    let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    sqlx::raw_sql(end)
+        .execute(&mut *connection)
+        .await
+        .map_err(&fail)?;
+    result
 }
 
 fn database_error(path: &str) -> impl Fn(sqlx::Error) -> JournalError + use<> {

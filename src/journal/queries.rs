@@ -10,8 +10,10 @@ use sqlx::{Connection as _, Row as _};
 
 use super::schema::now;
 use super::{Journal, JournalError, parse_word, to_i64};
+use crate::cost::Money;
 use crate::job::{
-    CampaignParams, JobRecord, JobStatus, RecipientState, SourceCounts, StateCounts, Undelivered,
+    CampaignParams, JobRecord, JobStatus, RecipientState, SourceCounts, Spending, StateCounts,
+    Undelivered,
 };
 use crate::phone::Phone;
 
@@ -100,7 +102,8 @@ impl Journal {
     ) -> Result<(), JournalError> {
         sqlx::query(
             "UPDATE jobs SET status = $2, updated_at = $3, total = $4, invalid = $5, duplicate = $6, \
-             suppressed = $7, retries = retries + $8, duration_s = duration_s + $9 WHERE id = $1",
+             suppressed = $7, retries = retries + $8, duration_s = duration_s + $9, \
+             no_consent = $10, consent_expired = $11 WHERE id = $1",
         )
         .bind(id)
         .bind(status.name())
@@ -111,10 +114,34 @@ impl Journal {
         .bind(to_i64(source.suppressed))
         .bind(to_i64(retries))
         .bind(duration.as_secs_f64())
+        .bind(to_i64(source.no_consent))
+        .bind(to_i64(source.consent_expired))
         .execute(&mut self.connection)
         .await
         .map_err(self.fail())?;
         Ok(())
+    }
+
+    /// Ends a job at its deadline: `EXPIRED`, and its recipients never reached `expired`.
+    pub async fn expire(&mut self, id: &str) -> Result<(), JournalError> {
+        let fail = self.fail();
+        let mut tx = self.connection.begin().await.map_err(&fail)?;
+        sqlx::query(
+            "UPDATE recipients SET state = 'expired', reason = 'not reached before the deadline', \
+             updated_at = $2 WHERE job_id = $1 AND state = 'queued'",
+        )
+        .bind(id)
+        .bind(now())
+        .execute(&mut *tx)
+        .await
+        .map_err(&fail)?;
+        sqlx::query("UPDATE jobs SET status = 'EXPIRED', updated_at = $2 WHERE id = $1")
+            .bind(id)
+            .bind(now())
+            .execute(&mut *tx)
+            .await
+            .map_err(&fail)?;
+        tx.commit().await.map_err(&fail)
     }
 
     /// Sets a job's status alone (a start refused in quiet hours, a run broken by an error).
@@ -132,7 +159,7 @@ impl Journal {
     /// The newest job that is not done (interrupted, paused, aborted, or killed while running).
     pub async fn latest_unfinished(&mut self) -> Result<Option<String>, JournalError> {
         sqlx::query_scalar(
-            "SELECT id FROM jobs WHERE status != 'DONE' ORDER BY created_at DESC, id DESC LIMIT 1",
+            "SELECT id FROM jobs WHERE status NOT IN ('DONE', 'EXPIRED') ORDER BY created_at DESC, id DESC LIMIT 1",
         )
         .fetch_optional(&mut self.connection)
         .await
@@ -253,26 +280,39 @@ impl Journal {
                 invalid: get("invalid")?,
                 duplicate: get("duplicate")?,
                 suppressed: get("suppressed")?,
+                no_consent: get("no_consent")?,
+                consent_expired: get("consent_expired")?,
             },
             retries: get("retries")?,
             duration_s: row.try_get("duration_s").map_err(&fail)?,
             states: StateCounts::default(),
+            spending: Spending::default(),
             id,
         };
         drop(fail);
-        let states = self.state_counts(&record.id).await?;
-        Ok(JobRecord { states, ..record })
+        let (states, spending) = self.state_counts(&record.id).await?;
+        Ok(JobRecord {
+            states,
+            spending,
+            ..record
+        })
     }
 
-    pub async fn state_counts(&mut self, id: &str) -> Result<StateCounts, JournalError> {
+    /// The job's recipients by state, and what the delivered ones cost (one scan).
+    pub async fn state_counts(
+        &mut self,
+        id: &str,
+    ) -> Result<(StateCounts, Spending), JournalError> {
         let rows = sqlx::query(
-            "SELECT state, COUNT(*) AS n FROM recipients WHERE job_id = $1 GROUP BY state",
+            "SELECT state, channel, sms_class, COUNT(*) AS n, SUM(cost) AS cost FROM recipients \
+             WHERE job_id = $1 GROUP BY state, channel, sms_class",
         )
         .bind(id)
         .fetch_all(&mut self.connection)
         .await
         .map_err(self.fail())?;
         let mut counts = StateCounts::default();
+        let mut spending = Spending::default();
         for row in rows {
             let n = u64::try_from(row.get::<i64, _>("n")).unwrap_or(0);
             let state = parse_word(
@@ -281,8 +321,21 @@ impl Journal {
                 &row.get::<String, _>("state"),
             )?;
             counts.add(state, n);
+            let cost = Money::from_units(row.get::<Option<i64>, _>("cost").unwrap_or(0));
+            match row.get::<Option<String>, _>("channel").as_deref() {
+                Some("kakaotalk") => spending.kakaotalk = spending.kakaotalk.saturating_add(cost),
+                Some("sms") => spending.sms = spending.sms.saturating_add(cost),
+                _ => {}
+            }
+            if matches!(state, RecipientState::Sent | RecipientState::Fallback) {
+                match row.get::<Option<String>, _>("sms_class").as_deref() {
+                    Some("short") => spending.sms_short += n,
+                    Some("long") => spending.sms_long += n,
+                    _ => {}
+                }
+            }
         }
-        Ok(counts)
+        Ok((counts, spending))
     }
 
     /// The job's recipients that were not delivered (failed or uncertain), in source order.
@@ -415,6 +468,8 @@ mod tests {
                 reason: String::new(),
                 message_id: None,
                 attempts: 1,
+                cost: Money::ZERO,
+                sms_class: None,
             }])
             .await
             .unwrap();
@@ -427,7 +482,7 @@ mod tests {
         assert_eq!(admit(&mut journal, run, &b).await, Admission::AlreadyDone);
         assert_eq!(admit(&mut journal, run, &c).await, Admission::Send);
         assert_eq!(admit(&mut journal, run, &c).await, Admission::Duplicate);
-        let counts = journal.state_counts("job").await.unwrap();
+        let counts = journal.state_counts("job").await.unwrap().0;
         assert_eq!((counts.sent, counts.uncertain, counts.queued), (1, 1, 1));
         let undelivered = journal.undelivered("job").await.unwrap();
         assert_eq!(undelivered.len(), 1);
@@ -442,7 +497,7 @@ mod tests {
             .await
             .unwrap();
         journal.begin_run("job", false).await.unwrap();
-        assert_eq!(journal.state_counts("job").await.unwrap().uncertain, 2);
+        assert_eq!(journal.state_counts("job").await.unwrap().0.uncertain, 2);
 
         // --resend-uncertain puts the uncertain one back in the queue.
         let run = journal.begin_run("job", true).await.unwrap();
@@ -492,11 +547,13 @@ mod tests {
                 },
                 message_id: None,
                 attempts: 2,
+                cost: Money::ZERO,
+                sms_class: None,
             })
             .collect();
         batch.finish(&outcomes).await.unwrap();
         batch.commit().await.unwrap();
-        let counts = journal.state_counts("job").await.unwrap();
+        let counts = journal.state_counts("job").await.unwrap().0;
         assert_eq!(
             (counts.sent, counts.failed, counts.queued, counts.uncertain),
             (200, 100, 300, 0)

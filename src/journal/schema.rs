@@ -33,6 +33,16 @@ CREATE TABLE IF NOT EXISTS recipients (
 ) WITHOUT ROWID;
 ";
 
+/// The changes to [`SCHEMA`] since its first version, in order: a journal at `user_version`
+/// N has had the first N applied. Append only; never edit one that shipped.
+pub(super) const MIGRATIONS: &[&str] = &[
+    // 1: costs and SMS sizes per recipient, consent counts per job (SPEC section 10).
+    "ALTER TABLE recipients ADD COLUMN cost INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE recipients ADD COLUMN sms_class TEXT;
+     ALTER TABLE jobs ADD COLUMN no_consent INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE jobs ADD COLUMN consent_expired INTEGER NOT NULL DEFAULT 0;",
+];
+
 /// The time written into `updated_at` columns, to the second.
 pub(super) fn now() -> String {
     let now = jiff::Timestamp::now();

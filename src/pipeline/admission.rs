@@ -7,6 +7,7 @@
 
 use std::collections::HashSet;
 
+use crate::advert::Consent;
 use crate::job::{Admission, SourceCounts};
 use crate::journal::Candidate;
 use crate::phone::Phone;
@@ -23,21 +24,40 @@ pub enum Screened {
     OutOfRange,
 }
 
-/// Counts a source row into `counts` (SPEC section 7's `total`, `invalid`, `suppressed`),
-/// reports an invalid one to `invalid_rows`, and says what is left to do with it.
+/// Counts a source row into `counts` (SPEC section 7's `total`, `invalid`, `suppressed`, and
+/// section 10's consent reasons), reports an invalid one to `invalid_rows`, and says what is
+/// left to do with it.
 fn screen(
     row: SourceRow,
-    suppression: &HashSet<Phone>,
+    screening: &Screening<'_>,
     counts: &mut SourceCounts,
     invalid_rows: &mut InvalidRows,
 ) -> Screened {
     counts.total += 1;
     match row {
-        SourceRow::InRange(recipient) if suppression.contains(&recipient.phone) => {
+        SourceRow::InRange(recipient) if screening.suppression.contains(&recipient.phone) => {
             counts.suppressed += 1;
             Screened::Suppressed
         }
-        SourceRow::InRange(recipient) => Screened::Candidate(recipient),
+        SourceRow::InRange(recipient) => {
+            let Some(consent) = &screening.consent else {
+                return Screened::Candidate(recipient);
+            };
+            let value = recipient.field(&consent.column).unwrap_or_default();
+            match Consent::judge(value, consent.campaign_date) {
+                Consent::Given => Screened::Candidate(recipient),
+                Consent::None => {
+                    counts.suppressed += 1;
+                    counts.no_consent += 1;
+                    Screened::Suppressed
+                }
+                Consent::Expired => {
+                    counts.suppressed += 1;
+                    counts.consent_expired += 1;
+                    Screened::Suppressed
+                }
+            }
+        }
         SourceRow::OutOfRange => Screened::OutOfRange,
         SourceRow::Invalid(invalid) => {
             counts.invalid += 1;
@@ -66,8 +86,18 @@ pub trait AdmissionSink {
 /// How the rows are screened.
 pub struct Screening<'a> {
     pub suppression: &'a HashSet<Phone>,
+    /// An ad's consent rule; `None` for an info campaign.
+    pub consent: Option<ConsentRule>,
     /// The most candidates admitted at once.
     pub batch_size: usize,
+}
+
+/// An ad goes only to recipients whose consent, in `column`, is under two years old on the
+/// campaign's date (SPEC section 10).
+#[derive(Debug, Clone)]
+pub struct ConsentRule {
+    pub column: String,
+    pub campaign_date: jiff::civil::Date,
 }
 
 /// Reads `source` to its end (or until the sink cannot admit any more), screening every row
@@ -84,7 +114,7 @@ pub async fn admit_all(
         let mut batch = Vec::new();
         let mut next = Some(first);
         while let Some(row) = next.take() {
-            match screen(row?, screening.suppression, &mut counts, invalid_rows) {
+            match screen(row?, screening, &mut counts, invalid_rows) {
                 Screened::Candidate(recipient) => batch.push(recipient),
                 other => sink.screened_out(&other),
             }

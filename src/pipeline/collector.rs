@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 
 use super::send::SendEnd;
 use super::{Event, MAX_GROUP, StopCause, Stopper};
+use crate::cost::Money;
 use crate::delivery::DeliveryOutcome;
 use crate::job::{Admission, RecipientState};
 use crate::journal::{Journal, JournalError, OutcomeRecord};
@@ -102,7 +103,7 @@ impl Collector<'_> {
         }
         for (record, (_, end)) in records.iter().zip(&finishes) {
             let delivery = match end {
-                SendEnd::Delivered(delivery) => Some(delivery),
+                SendEnd::Delivered(delivery, _) => Some(delivery),
                 SendEnd::Uncertain(_) => None,
             };
             let attempts = delivery.map_or(&[][..], |d| &d.attempts[..]);
@@ -158,8 +159,8 @@ impl Collector<'_> {
 }
 
 fn outcome_record<'a>(phone: &'a Phone, end: &'a SendEnd) -> OutcomeRecord<'a> {
-    let delivery = match end {
-        SendEnd::Delivered(delivery) => delivery,
+    let (delivery, charge) = match end {
+        SendEnd::Delivered(delivery, charge) => (delivery, charge),
         SendEnd::Uncertain(reason) => {
             return OutcomeRecord {
                 phone,
@@ -168,6 +169,8 @@ fn outcome_record<'a>(phone: &'a Phone, end: &'a SendEnd) -> OutcomeRecord<'a> {
                 reason: (*reason).into(),
                 message_id: None,
                 attempts: 0,
+                cost: Money::ZERO,
+                sms_class: None,
             };
         }
     };
@@ -189,5 +192,7 @@ fn outcome_record<'a>(phone: &'a Phone, end: &'a SendEnd) -> OutcomeRecord<'a> {
         },
         message_id,
         attempts: u32::try_from(delivery.attempts.len()).unwrap_or(u32::MAX),
+        cost: charge.cost,
+        sms_class: charge.sms_class,
     }
 }

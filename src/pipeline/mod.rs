@@ -31,7 +31,7 @@ mod collector;
 mod send;
 mod stop;
 
-pub use admission::{AdmissionSink, Screened, Screening, admit_all};
+pub use admission::{AdmissionSink, ConsentRule, Screened, Screening, admit_all};
 pub use stop::{StopCause, Stopper, exit_status, job_status};
 
 use collector::Collector;
@@ -46,7 +46,8 @@ use futures_util::FutureExt as _;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
-use crate::delivery::Router;
+use crate::cost::{Budget, Money};
+use crate::delivery::{Pricing, Router};
 use crate::job::{Admission, SourceCounts};
 use crate::journal::{Candidate, Journal, JournalError};
 use crate::phone::Phone;
@@ -57,6 +58,7 @@ use crate::report::invalid_rows::InvalidRows;
 use crate::report::metrics::Metrics;
 use crate::report::progress::Progress;
 use crate::report::summary::ProviderStats;
+use crate::schedule::Clock;
 use crate::source::{OpenSource, SourceError};
 use crate::template::MessageTemplate;
 
@@ -76,6 +78,14 @@ pub struct Campaign {
     pub max_failure_rate: Option<f64>,
     /// How long to wait for a channel to come back once all are unusable.
     pub all_open_wait: Duration,
+    /// An ad's consent rule; `None` for an info campaign.
+    pub consent: Option<ConsentRule>,
+    /// The providers' prices.
+    pub pricing: Pricing,
+    /// `--max-cost` and what earlier runs of the job spent.
+    pub budget: Option<(Money, Money)>,
+    /// The job's deadline, read on the campaign's clock.
+    pub deadline: Option<(jiff::Timestamp, Clock)>,
 }
 
 /// Where a run reports as it goes: the progress display, the metrics, the alert watch, the
@@ -136,6 +146,13 @@ pub async fn run(
         events: events.clone(),
         stopper: stopper.clone(),
         grace: campaign.shutdown_grace,
+        pricing: campaign.pricing,
+        budget: campaign
+            .budget
+            .map(|(limit, spent)| Budget::new(limit, spent)),
+        deadline: campaign
+            .deadline
+            .map(|(at, clock)| send::Deadline { at, clock }),
     });
     let collector = Collector {
         journal,
@@ -216,6 +233,7 @@ impl Producer<'_> {
     ) -> Result<SourceCounts, SourceError> {
         let screening = Screening {
             suppression: &campaign.suppression,
+            consent: campaign.consent.clone(),
             batch_size: campaign.batch_size,
         };
         let result = admit_all(&mut source, &screening, &mut invalid_rows, &mut self).await;

@@ -2,18 +2,22 @@
 //! in-flight gate that records the recipient in the journal right before its first request;
 //! the `--max-failure-rate` budget; and the wait when every channel is unusable.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::{Event, StopCause, Stopper};
-use crate::delivery::{ChannelFailure, MessageKey, RequestGate};
+use crate::cost::{Budget, Money};
+use crate::delivery::{ChannelFailure, MessageKey, MessagePrice, Pricing, RequestGate};
 use crate::delivery::{Delivery, DeliveryOutcome, Router};
 use crate::phone::Phone;
 use crate::policy::rate_limit::format_micros;
+use crate::provider::ProviderKind;
 use crate::recipient::Recipient;
+use crate::schedule::Clock;
+use crate::sms_length::SmsClass;
 use crate::template::MessageTemplate;
 
 /// `--max-failure-rate`: counted by the send tasks themselves as each delivery ends, so the
@@ -164,6 +168,24 @@ pub(super) struct SendContext {
     pub(super) events: mpsc::Sender<Event>,
     pub(super) stopper: Stopper,
     pub(super) grace: Duration,
+    /// The providers' prices, for the cost of each message.
+    pub(super) pricing: Pricing,
+    /// `--max-cost`: what each request reserves before it leaves.
+    pub(super) budget: Option<Budget>,
+    /// `--valid-until` / `--valid-for`: no request leaves after it.
+    pub(super) deadline: Option<Deadline>,
+}
+
+/// A job's deadline and the wall clock it is read on.
+pub(super) struct Deadline {
+    pub(super) at: jiff::Timestamp,
+    pub(super) clock: Clock,
+}
+
+impl Deadline {
+    fn passed(&self) -> bool {
+        self.clock.now() >= self.at
+    }
 }
 
 pub(super) async fn send_one(context: &SendContext, recipient: Recipient) {
@@ -179,6 +201,8 @@ pub(super) async fn send_one(context: &SendContext, recipient: Recipient) {
         outstanding: AtomicBool::new(false),
         ambiguous: AtomicBool::new(false),
         answered: Notify::new(),
+        price: context.pricing.of(&text),
+        reserved: Mutex::new(None),
     };
     let delivery = loop {
         // After a stop, a recipient with no request out (waiting for a token, or between two
@@ -244,7 +268,8 @@ pub(super) async fn send_one(context: &SendContext, recipient: Recipient) {
                 delivery.outcome == DeliveryOutcome::Failed,
                 &context.stopper,
             );
-            SendEnd::Delivered(delivery)
+            let charge = gate.charge(delivery.channel);
+            SendEnd::Delivered(delivery, charge)
         }
         // Stopped with no request out: before any request, or between attempts.
         _ => {
@@ -260,6 +285,8 @@ pub(super) async fn send_one(context: &SendContext, recipient: Recipient) {
             }
         }
     };
+    // Gives back what the budget still holds for this message (it was not accepted).
+    drop(gate);
     let _ = context
         .events
         .send(Event::Finish {
@@ -271,8 +298,9 @@ pub(super) async fn send_one(context: &SendContext, recipient: Recipient) {
 
 /// How a send task ended, for the collector.
 pub(super) enum SendEnd {
-    /// The router's answer: sent, fallback, failed, or uncertain (an answer lost).
-    Delivered(Delivery),
+    /// The router's answer: sent, fallback, failed, or uncertain (an answer lost), and what
+    /// the message cost.
+    Delivered(Delivery, Charge),
     /// A request may have reached the provider and no answer says whether: why.
     Uncertain(&'static str),
 }
@@ -298,9 +326,88 @@ struct InFlightGate<'a> {
     ambiguous: AtomicBool,
     /// Wakes a stop waiting for the outstanding request's answer.
     answered: Notify,
+    /// What the message costs on each channel.
+    price: MessagePrice,
+    /// The channel whose price the budget holds for this message, and that price.
+    reserved: Mutex<Option<(ProviderKind, Money)>>,
+}
+
+/// What a delivered message cost, for the journal.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Charge {
+    pub(super) cost: Money,
+    /// Delivered by SMS: short or long.
+    pub(super) sms_class: Option<SmsClass>,
+}
+
+impl Drop for InFlightGate<'_> {
+    /// A reservation not turned into a charge is given back, whichever way the send ended.
+    fn drop(&mut self) {
+        if let (Some(budget), Some((_, price))) = (&self.context.budget, self.reserved_mut().take())
+        {
+            budget.release(price);
+        }
+    }
 }
 
 impl InFlightGate<'_> {
+    fn reserved_mut(&self) -> std::sync::MutexGuard<'_, Option<(ProviderKind, Money)>> {
+        self.reserved.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The message was accepted by `channel` (or by none): its charge, and the budget's
+    /// reservation turned into spending.
+    fn charge(&self, channel: Option<ProviderKind>) -> Charge {
+        let Some(channel) = channel else {
+            return Charge::default();
+        };
+        let cost = self.price.on(channel);
+        if let Some(budget) = &self.context.budget {
+            match self.reserved_mut().take() {
+                Some((reserved, price)) if reserved == channel => budget.charge(price),
+                // Not reserved on this channel (cannot happen: a request reserves before it
+                // leaves); spend it anyway so the budget stays true.
+                other => {
+                    if let Some((_, price)) = other {
+                        budget.release(price);
+                    }
+                    budget.charge(cost);
+                }
+            }
+        }
+        Charge {
+            cost,
+            sms_class: (channel == ProviderKind::Sms)
+                .then_some(self.price.sms_class)
+                .flatten(),
+        }
+    }
+
+    /// Reserves this message's price on `channel` (giving back one held on another channel);
+    /// `false`, and the campaign stopped for its budget, when that would pass it.
+    fn reserve(&self, channel: ProviderKind) -> bool {
+        let Some(budget) = &self.context.budget else {
+            return true;
+        };
+        let mut reserved = self.reserved_mut();
+        match *reserved {
+            Some((held, _)) if held == channel => return true,
+            Some((_, price)) => budget.release(price),
+            None => {}
+        }
+        *reserved = None;
+        let price = self.price.on(channel);
+        if !budget.reserve(price) {
+            self.context.stopper.stop(StopCause::Budget {
+                limit: budget.limit(),
+                spent: budget.spent(),
+            });
+            return false;
+        }
+        *reserved = Some((channel, price));
+        true
+    }
+
     /// Whether the journal may hold this recipient `in_flight`.
     fn opened(&self) -> bool {
         self.opened.load(Ordering::SeqCst)
@@ -342,9 +449,17 @@ impl InFlightGate<'_> {
 }
 
 impl RequestGate for InFlightGate<'_> {
-    async fn open(&self) -> bool {
+    async fn open(&self, channel: ProviderKind) -> bool {
         // After a stop no new request leaves, not even a retry or the fallback.
         if self.context.stopper.is_stopped() {
+            return false;
+        }
+        // Nor after the deadline: the timer that stops the run may fire late, this may not.
+        if self.context.deadline.as_ref().is_some_and(Deadline::passed) {
+            self.context.stopper.stop(StopCause::Expired);
+            return false;
+        }
+        if !self.reserve(channel) {
             return false;
         }
         if self.opened() {

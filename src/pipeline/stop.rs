@@ -1,17 +1,18 @@
 //! Why a campaign stops before its source is done, decided in one place.
 //!
-//! Every cause — a signal, quiet hours, the failure budget, every provider unusable, an error
-//! of the source or the journal — goes through one [`Stopper`]: the first cause wins and is the
-//! one recorded, later ones are ignored, and the one cancellation token the pipeline watches is
-//! cancelled once. The job's status and the command's exit code are each one function of the
-//! cause ([`job_status`], [`exit_status`]), so no later step rebuilds the reason from flags.
-//! (A budget or a deadline, when they come, are two more variants here and nothing else.)
+//! Every cause — a signal, quiet hours or an ad's night, the failure rate, the budget, the
+//! deadline, a spent quota, every provider unusable, an error of the source or the journal —
+//! goes through one [`Stopper`]: the first cause wins and is the one recorded, later ones are
+//! ignored, and the one cancellation token the pipeline watches is cancelled once. The job's
+//! status and the command's exit code are each one function of the cause ([`job_status`],
+//! [`exit_status`]), so no later step rebuilds the reason from flags.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::cost::Money;
 use crate::error::ExitStatus;
 use crate::job::JobStatus;
 
@@ -39,6 +40,13 @@ pub enum StopCause {
     /// Every credential a send could use is spent for longer than `[bulk] max_wait` (a day
     /// window): `PAUSED`, exit 75; the text is when the quota frees (RFC 3339).
     QuotaExhausted(String),
+    /// An ad reached the night (21:00–08:00, SPEC section 10): `PAUSED`, exit 75.
+    AdNight,
+    /// The next send would have made the job's cost pass `--max-cost`: `ABORTED`, exit 3,
+    /// resumable with a larger budget.
+    Budget { limit: Money, spent: Money },
+    /// The job's deadline passed: `EXPIRED`, exit 3; nothing more is ever sent.
+    Expired,
 }
 
 impl StopCause {
@@ -81,6 +89,16 @@ impl StopCause {
                     "quota exhausted until {until}: pausing; `--resume` continues the campaign"
                 );
             }
+            StopCause::AdNight => tracing::warn!(
+                "21:00: ads are not sent at night; pausing until `--resume` after 08:00"
+            ),
+            StopCause::Budget { limit, spent } => tracing::warn!(
+                "stopping before the next send would pass --max-cost {limit} (spent {spent}); \
+                 `--resume JOB --max-cost AMOUNT` with a larger amount continues it"
+            ),
+            StopCause::Expired => {
+                tracing::warn!("the job's deadline passed: nothing more is sent")
+            }
         }
     }
 
@@ -89,6 +107,8 @@ impl StopCause {
         match self {
             StopCause::ProvidersUnusable(reason) => Some(reason.clone()),
             StopCause::QuotaExhausted(until) => Some(format!("quota exhausted until {until}")),
+            StopCause::Budget { .. } => Some("budget".to_string()),
+            StopCause::AdNight => Some("ads are not sent from 21:00 to 08:00".to_string()),
             _ => None,
         }
     }
@@ -98,8 +118,11 @@ impl StopCause {
 pub fn job_status(cause: Option<&StopCause>) -> JobStatus {
     match cause {
         None => JobStatus::Done,
-        Some(StopCause::QuietHours | StopCause::QuotaExhausted(_)) => JobStatus::Paused,
-        Some(StopCause::FailureRate { .. }) => JobStatus::Aborted,
+        Some(StopCause::QuietHours | StopCause::QuotaExhausted(_) | StopCause::AdNight) => {
+            JobStatus::Paused
+        }
+        Some(StopCause::FailureRate { .. } | StopCause::Budget { .. }) => JobStatus::Aborted,
+        Some(StopCause::Expired) => JobStatus::Expired,
         Some(
             StopCause::Signal
             | StopCause::ProvidersUnusable(_)
@@ -116,8 +139,12 @@ pub fn exit_status(cause: Option<&StopCause>, undelivered: bool) -> ExitStatus {
         None if undelivered => ExitStatus::NotDelivered,
         None => ExitStatus::Success,
         Some(StopCause::Signal) => ExitStatus::Interrupted,
-        Some(StopCause::QuietHours | StopCause::QuotaExhausted(_)) => ExitStatus::Paused,
-        Some(StopCause::FailureRate { .. }) => ExitStatus::NotDelivered,
+        Some(StopCause::QuietHours | StopCause::QuotaExhausted(_) | StopCause::AdNight) => {
+            ExitStatus::Paused
+        }
+        Some(StopCause::FailureRate { .. } | StopCause::Budget { .. } | StopCause::Expired) => {
+            ExitStatus::NotDelivered
+        }
         Some(StopCause::ProvidersUnusable(_) | StopCause::Source | StopCause::Journal) => {
             ExitStatus::Stopped
         }
@@ -207,6 +234,17 @@ mod tests {
             (Some(unusable), false, JobStatus::Interrupted, 1),
             (Some(StopCause::Source), false, JobStatus::Interrupted, 1),
             (Some(StopCause::Journal), false, JobStatus::Interrupted, 1),
+            (Some(StopCause::AdNight), false, JobStatus::Paused, 75),
+            (
+                Some(StopCause::Budget {
+                    limit: Money::ZERO,
+                    spent: Money::ZERO,
+                }),
+                false,
+                JobStatus::Aborted,
+                3,
+            ),
+            (Some(StopCause::Expired), false, JobStatus::Expired, 3),
         ];
         for (cause, undelivered, status, code) in table {
             assert_eq!(job_status(cause.as_ref()), status, "{cause:?}");

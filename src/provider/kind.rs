@@ -63,10 +63,6 @@ impl ProviderKind {
 /// 2,000 bytes, which is 1,000 Korean characters in the carriers' EUC-KR encoding.
 pub const DEFAULT_MAX_MESSAGE_LENGTH: u32 = 1000;
 
-/// The longest SMS in EUC-KR bytes unless `max_message_bytes` says otherwise: a long message
-/// (LMS) holds 2,000 bytes.
-pub const DEFAULT_MAX_MESSAGE_BYTES: u32 = 2000;
-
 #[derive(Debug, Clone)]
 pub struct ProviderSettings {
     pub kind: ProviderKind,

@@ -8,10 +8,7 @@ mod kind;
 mod sms;
 
 pub use error::{Class, ProviderError};
-pub use kind::{
-    CredentialSettings, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_MESSAGE_LENGTH, ProviderKind,
-    ProviderSettings,
-};
+pub use kind::{CredentialSettings, DEFAULT_MAX_MESSAGE_LENGTH, ProviderKind, ProviderSettings};
 
 use std::fmt;
 use std::time::{Duration, Instant};

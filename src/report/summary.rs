@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
+use crate::cost::Money;
 use crate::delivery::{Attempt, AttemptOutcome, Health};
-use crate::job::{JobStatus, SourceCounts, StateCounts};
+use crate::job::{JobStatus, SourceCounts, Spending, StateCounts};
 use crate::provider::ProviderKind;
 
 /// Per-provider statistics of one run, fed every attempt of every delivery.
@@ -100,9 +101,19 @@ pub struct Summary {
     pub invalid: u64,
     pub duplicate: u64,
     pub suppressed: u64,
+    /// `suppressed` by reason: `suppression_list`, `no_consent`, `consent_expired`.
+    pub suppressed_by_reason: BTreeMap<&'static str, u64>,
     pub uncertain: u64,
+    /// Not reached before the job's deadline (SPEC section 10); always present.
+    pub expired: u64,
     /// Eligible recipients not reached yet (an interrupted or paused run); 0 when done.
     pub pending: u64,
+    /// Messages delivered by SMS as short ones (up to 90 EUC-KR bytes), over the job.
+    pub sms_short: u64,
+    /// Messages delivered by SMS as long ones (LMS), over the job.
+    pub sms_long: u64,
+    /// What the job spent, over all its runs.
+    pub cost: Cost,
     pub retries: u64,
     pub duration_s: f64,
     /// Recipients dealt with by sends per second of this run.
@@ -113,6 +124,15 @@ pub struct Summary {
     pub preflight: BTreeMap<String, Health>,
 }
 
+/// What a job spent: `{"total": …, "kakaotalk": …, "sms": …, "currency": "KRW"}`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Cost {
+    pub total: Money,
+    pub kakaotalk: Money,
+    pub sms: Money,
+    pub currency: String,
+}
+
 /// What a run measured, to be turned into a [`Summary`].
 pub struct RunFigures<'a> {
     pub job_id: &'a str,
@@ -120,6 +140,8 @@ pub struct RunFigures<'a> {
     pub reason: Option<String>,
     pub source: SourceCounts,
     pub states: StateCounts,
+    pub spending: Spending,
+    pub currency: &'a str,
     pub retries: u64,
     pub sends: u64,
     pub duration: std::time::Duration,
@@ -143,8 +165,18 @@ impl Summary {
             invalid: figures.source.invalid,
             duplicate: figures.source.duplicate,
             suppressed: figures.source.suppressed,
+            suppressed_by_reason: figures.source.suppressed_by_reason(),
             uncertain: figures.states.uncertain,
+            expired: figures.states.expired,
             pending: figures.states.queued,
+            sms_short: figures.spending.sms_short,
+            sms_long: figures.spending.sms_long,
+            cost: Cost {
+                total: figures.spending.total(),
+                kakaotalk: figures.spending.kakaotalk,
+                sms: figures.spending.sms,
+                currency: figures.currency.to_string(),
+            },
             retries: figures.retries,
             duration_s,
             rate_per_s: (rate * 100.0).round() / 100.0,
@@ -175,23 +207,49 @@ impl Summary {
                 self.job_id
             )?;
         }
-        let rows: [(&str, String); 13] = [
-            ("total read", self.total.to_string()),
-            ("eligible", self.eligible.to_string()),
-            ("sent", self.sent.to_string()),
-            ("fallback", self.fallback.to_string()),
-            ("failed", self.failed.to_string()),
-            ("invalid", self.invalid.to_string()),
-            ("duplicate", self.duplicate.to_string()),
-            ("suppressed", self.suppressed.to_string()),
-            ("uncertain", self.uncertain.to_string()),
-            ("not reached", self.pending.to_string()),
-            ("retries", self.retries.to_string()),
-            ("duration", format!("{:.1} s", self.duration_s)),
-            ("rate", format!("{:.1} /s", self.rate_per_s)),
+        let reasons: Vec<String> = self
+            .suppressed_by_reason
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(reason, n)| format!("{reason} {n}"))
+            .collect();
+        let rows: [(&str, String, String); 17] = [
+            ("total read", self.total.to_string(), String::new()),
+            ("eligible", self.eligible.to_string(), String::new()),
+            ("sent", self.sent.to_string(), String::new()),
+            ("fallback", self.fallback.to_string(), String::new()),
+            ("failed", self.failed.to_string(), String::new()),
+            ("invalid", self.invalid.to_string(), String::new()),
+            ("duplicate", self.duplicate.to_string(), String::new()),
+            (
+                "suppressed",
+                self.suppressed.to_string(),
+                reasons.join(", "),
+            ),
+            ("uncertain", self.uncertain.to_string(), String::new()),
+            ("expired", self.expired.to_string(), String::new()),
+            ("not reached", self.pending.to_string(), String::new()),
+            ("sms short", self.sms_short.to_string(), String::new()),
+            ("sms long", self.sms_long.to_string(), String::new()),
+            ("retries", self.retries.to_string(), String::new()),
+            (
+                "duration",
+                format!("{:.1} s", self.duration_s),
+                String::new(),
+            ),
+            ("rate", format!("{:.1} /s", self.rate_per_s), String::new()),
+            (
+                "cost",
+                format!("{} {}", self.cost.total, self.cost.currency),
+                format!("kakaotalk {}, sms {}", self.cost.kakaotalk, self.cost.sms),
+            ),
         ];
-        for (label, value) in &rows {
-            writeln!(out, "  {label:<12} {value:>10}")?;
+        for (label, value, detail) in &rows {
+            if detail.is_empty() {
+                writeln!(out, "  {label:<12} {value:>10}")?;
+            } else {
+                writeln!(out, "  {label:<12} {value:>10}  ({detail})")?;
+            }
         }
         if !self.preflight.is_empty() {
             let found: Vec<String> = self
