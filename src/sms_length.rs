@@ -69,13 +69,16 @@ impl SmsLength {
 /// never quoted in an error, a log or a journal. [`NotRepresentable::code_point`] names the
 /// character, for an operator who must find it in a template.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("not representable in EUC-KR")]
+#[error("{}", NotRepresentable::REASON)]
 pub struct NotRepresentable {
     /// The first character of the message that is outside KS X 1001.
     pub character: char,
 }
 
 impl NotRepresentable {
+    /// The reason, as SPEC section 10 words it (the `Display`, and the sandbox's 400).
+    pub const REASON: &'static str = "not representable in EUC-KR";
+
     /// The character as `U+XXXX`, e.g. `U+B620` for `똠`.
     pub fn code_point(&self) -> String {
         format!("U+{:04X}", u32::from(self.character))

@@ -141,6 +141,73 @@ async fn sms_accepts_exactly_the_contract() {
     assert_eq!(recorded[0].message, "안녕하세요");
 }
 
+/// POSTs one SMS with `message` to `world`'s sandbox; returns the status and the body.
+async fn post_sms(world: &World, message: &str) -> (StatusCode, String) {
+    let answer = client()
+        .post(format!("{}/sms", world.sandbox.sms.base_url()))
+        .query(&[("phone", "010-1234-5678")])
+        .basic_auth("autoever", Some(SMS_PASSWORD))
+        .form(&[("message", message)])
+        .send()
+        .await
+        .unwrap();
+    (answer.status(), answer.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_sms_with_a_character_outside_ks_x_1001_is_answered_400_and_not_delivered() {
+    let world = World::start(|_| {}).await;
+    // '똠' is one of the Hangul syllables only CP949 encodes; an emoji has no Korean encoding.
+    for message in ["똠양꿍 할인", "할인 쿠폰 도착 😀"] {
+        assert_eq!(
+            post_sms(&world, message).await,
+            (
+                StatusCode::BAD_REQUEST,
+                "not representable in EUC-KR".to_string()
+            ),
+            "{message}"
+        );
+    }
+    assert!(world.recorded().is_empty());
+    assert_eq!(count(&world.sandbox.sms.stats.rejected), 2);
+    assert_eq!(count(&world.sandbox.sms.stats.accepted), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_sms_of_2000_euc_kr_bytes_is_delivered_and_one_of_2001_is_answered_400() {
+    let world = World::start(|_| {}).await;
+    let longest = "가".repeat(1000);
+    assert_eq!(post_sms(&world, &longest).await.0, StatusCode::OK);
+    // 1,001 characters, so the character limit refuses it too: the reason shows that its bytes
+    // were counted (and first).
+    let (status, reason) = post_sms(&world, &format!("{longest}a")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(reason, "message too long: over 2000 EUC-KR bytes");
+    let recorded = world.recorded();
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(recorded[0].message, longest);
+    assert_eq!(count(&world.sandbox.sms.stats.rejected), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kakaotalk_delivers_what_sms_cannot_encode() {
+    let world = World::start(|_| {}).await;
+    let answer = client()
+        .post(format!(
+            "{}/kakaotalk-messages",
+            world.sandbox.kakaotalk.base_url()
+        ))
+        .basic_auth("autoever", Some(KAKAOTALK_PASSWORD))
+        .json(&serde_json::json!({"phone": "010-1234-5678", "message": "똠양꿍 😀"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    let recorded = world.recorded();
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(recorded[0].message, "똠양꿍 😀");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn past_its_limit_it_answers_429_with_retry_after_and_health_counts() {
     let world = World::start(|config| config.sms.rate = "3/10s".parse().unwrap()).await;

@@ -1,12 +1,14 @@
 //! The provider contract's message requests as the sandbox reads them, strictly (SPEC
 //! section 4): KakaoTalk's JSON body, SMS's phone in the query and form body, phones already
-//! normalised, the optional `Idempotency-Key`, and the body of an accepted answer.
+//! normalised, an SMS text as the carriers take it (KS X 1001, at most 2,000 EUC-KR bytes;
+//! SPEC section 10), the optional `Idempotency-Key`, and the body of an accepted answer.
 
 use axum::http::{HeaderMap, header};
 
 use super::idempotency::MAX_KEY_LEN;
 use crate::phone::Phone;
 use crate::provider::ProviderKind;
+use crate::sms_length::{self, DEFAULT_MAX_MESSAGE_BYTES, NotRepresentable};
 
 /// The header a client names a request's idempotency key in.
 pub(super) const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -25,12 +27,30 @@ pub(super) fn parse_message(
         ProviderKind::KakaoTalk => parse_kakaotalk(headers, body)?,
         ProviderKind::Sms => parse_sms(headers, query, body)?,
     };
+    // Before the character limit, so that a message over both is refused for its bytes (with
+    // two bytes at most a character, 2,000 bytes are more than 1,000 characters).
+    if kind == ProviderKind::Sms {
+        check_sms_bytes(&text)?;
+    }
     // As strict as the real providers: a message over their length limit is refused.
     let limit = crate::provider::DEFAULT_MAX_MESSAGE_LENGTH as usize;
     if text.chars().count() > limit {
         return Err("message too long");
     }
     Ok((phone, text))
+}
+
+/// The reason a message over [`DEFAULT_MAX_MESSAGE_BYTES`] is refused by SMS.
+const TOO_MANY_SMS_BYTES: &str = "message too long: over 2000 EUC-KR bytes";
+
+/// An SMS as the carriers take it (SPEC section 10): KS X 1001 characters only, at most
+/// [`DEFAULT_MAX_MESSAGE_BYTES`] of them in EUC-KR.
+fn check_sms_bytes(text: &str) -> Result<(), &'static str> {
+    let length = sms_length::measure(text).map_err(|_| NotRepresentable::REASON)?;
+    if length.bytes > DEFAULT_MAX_MESSAGE_BYTES {
+        return Err(TOO_MANY_SMS_BYTES);
+    }
+    Ok(())
 }
 
 /// The body of the answer to an accepted message.
@@ -140,6 +160,16 @@ mod tests {
             headers.append(IDEMPOTENCY_KEY, HeaderValue::from_bytes(key).unwrap());
         }
         headers
+    }
+
+    #[test]
+    fn an_sms_is_checked_in_euc_kr_bytes_and_the_reason_says_so() {
+        assert_eq!(check_sms_bytes(&"가".repeat(1000)), Ok(()));
+        assert_eq!(check_sms_bytes("똠"), Err("not representable in EUC-KR"));
+        assert_eq!(check_sms_bytes("😀"), Err("not representable in EUC-KR"));
+        let over = format!("{}a", "가".repeat(1000));
+        assert_eq!(check_sms_bytes(&over), Err(TOO_MANY_SMS_BYTES));
+        assert!(TOO_MANY_SMS_BYTES.contains(&DEFAULT_MAX_MESSAGE_BYTES.to_string()));
     }
 
     #[test]

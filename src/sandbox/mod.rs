@@ -1,8 +1,10 @@
 //! `msgsend sandbox`: local simulated KakaoTalk and SMS APIs that serve SPEC section 4 strictly
-//! (401 for wrong credentials, 400 for a malformed body or phone, 429 past a sliding-window rate
-//! limit, `GET /health`), inject faults on demand and record every accepted message as a JSON
-//! line. It honours idempotency keys and can hold requests back as if they reached it late.
-//! Operators try campaigns against it; every test of msgsend talks to it over real HTTP.
+//! (401 for wrong credentials, 400 for a malformed body or phone, 400 for an SMS the carriers
+//! would not take (outside KS X 1001, over 2,000 EUC-KR bytes; section 10), 429 past a
+//! sliding-window rate limit, `GET /health`), inject faults on demand and record every accepted
+//! message as a JSON line. It honours idempotency keys and can hold requests back as if they
+//! reached it late. Operators try campaigns against it; every test of msgsend talks to it over
+//! real HTTP.
 
 mod contract;
 mod idempotency;
