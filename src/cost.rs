@@ -26,7 +26,7 @@ impl Money {
     pub fn from_f64(amount: f64) -> Option<Money> {
         let scaled = (amount * SCALE as f64).round();
         // Far below u64::MAX: sums of millions of prices stay exact and cannot overflow.
-        (amount.is_finite() && scaled >= 0.0 && scaled <= 1e15).then(|| Money(scaled as u64))
+        (amount.is_finite() && (0.0..=1e15).contains(&scaled)).then_some(Money(scaled as u64))
     }
 
     pub fn as_f64(self) -> f64 {
@@ -140,6 +140,17 @@ impl Price {
 pub struct Budget {
     limit: Money,
     state: Mutex<Spending>,
+    /// Wakes the sends waiting for reservations to settle ([`Budget::reserve_or_settle`]).
+    settled: tokio::sync::Notify,
+}
+
+/// What [`Budget::reserve_or_settle`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reservation {
+    /// Reserved: the request may leave.
+    Reserved,
+    /// Nothing is reserved any more and the price still does not fit: the budget is spent.
+    Spent,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -157,6 +168,7 @@ impl Budget {
                 spent,
                 reserved: Money::ZERO,
             }),
+            settled: tokio::sync::Notify::new(),
         }
     }
 
@@ -182,10 +194,31 @@ impl Budget {
         true
     }
 
+    /// Reserves `price`, or waits while other sends hold reservations: one that is given back
+    /// (its message failed) may make room. Only when nothing is reserved and `price` still does
+    /// not fit is the budget spent. So a campaign stops exactly before the send that would pass
+    /// the limit, whatever the concurrency, and never for a reservation that was given back.
+    pub async fn reserve_or_settle(&self, price: Money) -> Reservation {
+        loop {
+            let settled = self.settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            if self.reserve(price) {
+                return Reservation::Reserved;
+            }
+            if self.state().reserved == Money::ZERO {
+                return Reservation::Spent;
+            }
+            settled.await;
+        }
+    }
+
     /// Gives a reservation back: the message was not accepted.
     pub fn release(&self, price: Money) {
         let mut state = self.state();
         state.reserved = state.reserved.saturating_sub(price);
+        drop(state);
+        self.settled.notify_waiters();
     }
 
     /// Turns a reservation into spending: the provider accepted the message.
@@ -193,6 +226,8 @@ impl Budget {
         let mut state = self.state();
         state.reserved = state.reserved.saturating_sub(price);
         state.spent = state.spent.saturating_add(price);
+        drop(state);
+        self.settled.notify_waiters();
     }
 
     pub fn spent(&self) -> Money {
@@ -274,6 +309,27 @@ mod tests {
             budget.reserve("5".parse().unwrap()),
             "exactly the limit is allowed"
         );
+    }
+
+    #[tokio::test]
+    async fn a_refused_reservation_waits_for_the_others_to_settle() {
+        let price: Money = "10".parse().unwrap();
+        let budget = std::sync::Arc::new(Budget::new("25".parse().unwrap(), Money::ZERO));
+        assert!(budget.reserve(price));
+        assert!(budget.reserve(price));
+        let waiting = tokio::spawn({
+            let budget = budget.clone();
+            async move { budget.reserve_or_settle(price).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        // One message failed: its reservation makes room for the waiting one.
+        budget.release(price);
+        assert_eq!(waiting.await.unwrap(), Reservation::Reserved);
+        budget.charge(price);
+        budget.charge(price);
+        // 20 spent, nothing reserved: 10 more would pass 25.
+        assert_eq!(budget.reserve_or_settle(price).await, Reservation::Spent);
     }
 
     #[test]

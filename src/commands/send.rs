@@ -75,10 +75,10 @@ pub async fn send(settings: &Settings, args: SendArgs, clock: Clock) -> anyhow::
             return Ok(ExitStatus::Paused);
         }
     }
-    let routing = routing_for_send(&settings, args.channel, args.no_fallback);
+    let routing = routing_for_send(settings, args.channel, args.no_fallback);
     let ledger = Ledger::open(&settings.state_dir).await?;
     let router = Router::new(
-        &settings,
+        settings,
         &routing,
         http_client_for(&settings.providers),
         &ledger,

@@ -42,13 +42,14 @@ impl Pricing {
 
     /// The prices of one rendered message, measured once.
     pub fn of(&self, text: &str) -> MessagePrice {
-        // A message SMS cannot carry is never charged as one: its SMS price is moot.
         let sms_class = sms_length::measure(text).ok().map(|length| length.class());
         MessagePrice {
             kakaotalk: self.kakaotalk.map_or(Money::ZERO, |p| p.of(false)),
             sms: self
                 .sms
-                .map_or(Money::ZERO, |p| p.of(sms_class == Some(SmsClass::Long))),
+                // A message SMS cannot carry is never sent (nor charged) by SMS; an estimate
+                // of "all by SMS" prices it as a long one, the upper bound.
+                .map_or(Money::ZERO, |p| p.of(sms_class != Some(SmsClass::Short))),
             sms_class,
         }
     }

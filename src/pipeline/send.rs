@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::{Event, StopCause, Stopper};
-use crate::cost::{Budget, Money};
+use crate::cost::{Budget, Money, Reservation};
 use crate::delivery::{ChannelFailure, MessageKey, MessagePrice, Pricing, RequestGate};
 use crate::delivery::{Delivery, DeliveryOutcome, Router};
 use crate::phone::Phone;
@@ -384,27 +384,36 @@ impl InFlightGate<'_> {
     }
 
     /// Reserves this message's price on `channel` (giving back one held on another channel);
-    /// `false`, and the campaign stopped for its budget, when that would pass it.
-    fn reserve(&self, channel: ProviderKind) -> bool {
+    /// `false`, and the campaign stopped for its budget, when that would pass it once the
+    /// other sends' reservations settled (see [`Budget::reserve_or_settle`]).
+    async fn reserve(&self, channel: ProviderKind) -> bool {
         let Some(budget) = &self.context.budget else {
             return true;
         };
-        let mut reserved = self.reserved_mut();
-        match *reserved {
-            Some((held, _)) if held == channel => return true,
-            Some((_, price)) => budget.release(price),
-            None => {}
+        {
+            let mut reserved = self.reserved_mut();
+            match reserved.take() {
+                Some((held, price)) if held == channel => {
+                    *reserved = Some((held, price));
+                    return true;
+                }
+                Some((_, price)) => budget.release(price),
+                None => {}
+            }
         }
-        *reserved = None;
         let price = self.price.on(channel);
-        if !budget.reserve(price) {
+        let reservation = tokio::select! {
+            reservation = budget.reserve_or_settle(price) => reservation,
+            () = self.context.stopper.stopped() => return false,
+        };
+        if reservation == Reservation::Spent {
             self.context.stopper.stop(StopCause::Budget {
                 limit: budget.limit(),
                 spent: budget.spent(),
             });
             return false;
         }
-        *reserved = Some((channel, price));
+        *self.reserved_mut() = Some((channel, price));
         true
     }
 
@@ -459,7 +468,7 @@ impl RequestGate for InFlightGate<'_> {
             self.context.stopper.stop(StopCause::Expired);
             return false;
         }
-        if !self.reserve(channel) {
+        if !self.reserve(channel).await {
             return false;
         }
         if self.opened() {
