@@ -679,3 +679,99 @@ async fn a_job_past_its_deadline_sends_nothing_more_and_ends_expired() {
     assert!(status["valid_until"].is_string(), "{status}");
     assert_eq!(status["expired"].as_u64().unwrap(), 30 - sent);
 }
+
+/// The consent rows of a database test: name, phone, consent (`None`: NULL) and the verdict.
+fn consent_rows(today: Date) -> Vec<(&'static str, &'static str, Option<String>)> {
+    vec![
+        ("given", "010-7000-0001", Some(days_before(today, 1, 0))),
+        ("edge-out", "010-7000-0002", Some(days_before(today, 2, 0))),
+        ("edge-in", "010-7000-0003", Some(days_before(today, 2, -1))),
+        ("null", "010-7000-0004", None),
+        ("future", "010-7000-0005", Some(days_before(today, 0, -2))),
+    ]
+}
+
+/// What a dry run of an ad over `url` with `query` prints.
+async fn ad_dry_run(world: &World, url: &str, query: &str) -> String {
+    let output = world
+        .msgsend(&[
+            "bulk", "--age-group", "20s", "--db", url, "--query", query, "--message", "쿠폰",
+            "--kind", "ad", "--dry-run",
+        ])
+        .await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    stdout(&output)
+}
+
+fn assert_consent_counts(printed: &str) {
+    let count_of = |label: &str| -> u64 {
+        let line = printed
+            .lines()
+            .find(|line| line.trim_start().starts_with(label))
+            .unwrap_or_else(|| panic!("no {label} in\n{printed}"));
+        line.split_whitespace().last().unwrap().parse().unwrap()
+    };
+    assert_eq!(count_of("eligible"), 2, "{printed}");
+    assert_eq!(count_of("suppressed"), 3, "{printed}");
+    assert_eq!(count_of("consent_expired"), 1, "{printed}");
+    assert_eq!(count_of("no_consent"), 2, "{printed}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn consent_is_judged_alike_for_sqlite_and_postgresql_sources() {
+    let (world, today) = ad_world(|_| {}).await;
+    let rows = consent_rows(today);
+    let path = world.path("users.sqlite");
+    let mut db = common::sqlite_file(&path).await;
+    sqlx::raw_sql(
+        "CREATE TABLE users (name TEXT, phone TEXT, birth_date TEXT, ad_consent_at TEXT)",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    for (name, phone, consent) in &rows {
+        sqlx::query("INSERT INTO users VALUES ($1, $2, $3, $4)")
+            .bind(name)
+            .bind(phone)
+            .bind(born(25))
+            .bind(consent)
+            .execute(&mut db)
+            .await
+            .unwrap();
+    }
+    let url = format!("sqlite://{}", path.display());
+    let query = "SELECT name, phone, birth_date, ad_consent_at FROM users";
+    assert_consent_counts(&ad_dry_run(&world, &url, query).await);
+
+    let Some(url) = common::postgres_url() else {
+        return;
+    };
+    use sqlx::ConnectOptions as _;
+    use std::str::FromStr as _;
+    let mut pg = sqlx::postgres::PgConnectOptions::from_str(&url)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let table = format!("consents_{}", std::process::id());
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE TABLE {table} (name TEXT, phone TEXT, birth_date DATE, ad_consent_at DATE)"
+    )))
+    .execute(&mut pg)
+    .await
+    .unwrap();
+    for (name, phone, consent) in &rows {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO {table} VALUES ($1, $2, $3::date, $4::date)"
+        )))
+        .bind(name)
+        .bind(phone)
+        .bind(born(25))
+        .bind(consent)
+        .execute(&mut pg)
+        .await
+        .unwrap();
+    }
+    let query = format!("SELECT name, phone, birth_date, ad_consent_at FROM {table}");
+    assert_consent_counts(&ad_dry_run(&world, &url, &query).await);
+}

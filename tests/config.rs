@@ -207,6 +207,27 @@ fn out_of_range_values_are_refused_at_their_key() {
         ("[message]\nheader = \"{name\"\n", "message.header", 7),
         ("[source]\ndatabase = \"mysql://x\"\n", "source.database", 7),
         ("timezone = \"Mars/Olympus\"\n", "timezone", 6),
+        ("[message]\nkind = \"promo\"\n", "message.kind", 7),
+        ("[message]\nkind = \"ad\"\n", "message.kind", 7),
+        ("[message]\nsender = \"오토에버\"\n", "message.sender", 7),
+        (
+            "[message]\nsender = \"a\"\nopt_out = \"수신거부 080-12\"\n",
+            "message.opt_out",
+            8,
+        ),
+        (
+            "[message]\nheader = \"(광 고) {name}\"\n",
+            "message.header",
+            7,
+        ),
+        ("[message]\ncurrency = \"\"\n", "message.currency", 7),
+        ("[bulk]\nmax_cost = -1\n", "bulk.max_cost", 7),
+        ("[bulk]\nmax_cost = nan\n", "bulk.max_cost", 7),
+        (
+            "[source]\nconsent_column = \" \"\n",
+            "source.consent_column",
+            7,
+        ),
     ];
     for (extra, expected_key, expected_line) in cases {
         // Top-level keys must come before the first table.
@@ -224,6 +245,51 @@ fn out_of_range_values_are_refused_at_their_key() {
         };
         assert_eq!(line, Some(expected_line), "{extra}: {message}");
     }
+}
+
+#[test]
+fn prices_and_sms_bytes_are_checked_per_provider() {
+    let sms = "[providers.sms]\nbase_url = \"http://127.0.0.1:8082\"\nusername = \"a\"\npassword = \"b\"\n";
+    let cases = [
+        (
+            format!("{MINIMAL}price = -8.4\n"),
+            "providers.kakaotalk.price",
+        ),
+        (
+            format!("{MINIMAL}price = inf\n"),
+            "providers.kakaotalk.price",
+        ),
+        (
+            format!("{MINIMAL}price = {{ short = 1, long = 2 }}\n"),
+            "providers.kakaotalk.price",
+        ),
+        (
+            format!("{MINIMAL}max_message_bytes = 90\n"),
+            "providers.kakaotalk.max_message_bytes",
+        ),
+        (
+            format!("{MINIMAL}{sms}max_message_bytes = 0\n"),
+            "providers.sms.max_message_bytes",
+        ),
+        (
+            format!("{MINIMAL}{sms}price = {{ short = 9.9, long = -1 }}\n"),
+            "providers.sms.price.long",
+        ),
+    ];
+    for (text, expected_key) in cases {
+        let (_, key, message) = error_of(&text);
+        assert_eq!(key.as_deref(), Some(expected_key), "{text}: {message}");
+    }
+    let settings = parse(&format!(
+        "{MINIMAL}price = 8\n{sms}price = {{ short = 9.9, long = 29.7 }}\nmax_message_bytes = 90\n"
+    ))
+    .unwrap();
+    let sms = settings
+        .provider(msgsend::provider::ProviderKind::Sms)
+        .unwrap();
+    assert_eq!(sms.max_message_bytes, 90);
+    assert!(sms.price.is_some());
+    assert!(settings.providers[0].price.is_some());
 }
 
 #[test]

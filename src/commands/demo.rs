@@ -46,12 +46,14 @@ base_url = "{kakaotalk}"
 username = "autoever"
 password = "1234"
 rate_limit = "40/s"
+price = 8.4
 
 [providers.sms]
 base_url = "{sms}"
 username = "autoever"
 password = "5678"
 rate_limit = "80/s"
+price = {{ short = 9.9, long = 29.7 }}
 
 [routing]
 strategy = "spillover"

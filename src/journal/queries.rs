@@ -441,6 +441,65 @@ mod tests {
         admission[0]
     }
 
+    /// A journal as msgsend wrote it before the schema had versions: the first schema, a job
+    /// with a sent recipient.
+    async fn first_version_journal(dir: &std::path::Path) {
+        use sqlx::ConnectOptions as _;
+        let mut connection = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(super::super::journal_path(dir))
+            .create_if_missing(true)
+            .connect()
+            .await
+            .unwrap();
+        sqlx::raw_sql(super::super::schema::SCHEMA)
+            .execute(&mut connection)
+            .await
+            .unwrap();
+        sqlx::raw_sql(
+            "INSERT INTO jobs (id, status, created_at, updated_at, params) VALUES \
+             ('old', 'DONE', '2026-11-01T00:00:00Z', '2026-11-01T00:00:00Z', \
+              '{\"source\":{\"csv\":{\"path\":\"u.csv\"}},\"ages\":{\"min\":20,\"max\":29},\
+              \"date\":\"2026-11-01\",\"message\":\"hi\",\"header\":null,\"strategy\":\"failover\",\
+              \"concurrency\":4,\"max_failure_rate\":null,\"retry_of\":null}'); \
+             INSERT INTO recipients (job_id, phone, line, name, state, seen_run, channel, updated_at) \
+             VALUES ('old', '010-1111-1111', 2, 'a', 'sent', 1, 'kakaotalk', '2026-11-01T00:00:00Z');",
+        )
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_journal_of_the_first_schema_is_migrated_and_a_newer_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        first_version_journal(dir.path()).await;
+        let mut journal = Journal::open(dir.path()).await.unwrap();
+        let job = journal.job("old").await.unwrap();
+        assert_eq!(job.states.sent, 1);
+        assert_eq!(job.spending, Spending::default());
+        assert_eq!(job.params.kind, crate::advert::MessageKind::Info);
+        assert_eq!(job.params.deadline, None);
+        drop(journal);
+        // Opened again: already migrated, nothing applied twice.
+        let mut journal = Journal::open(dir.path()).await.unwrap();
+        let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+            .fetch_one(&mut journal.connection)
+            .await
+            .unwrap();
+        assert_eq!(version, 1);
+        sqlx::raw_sql("PRAGMA user_version = 99")
+            .execute(&mut journal.connection)
+            .await
+            .unwrap();
+        drop(journal);
+        let newer = Journal::open(dir.path()).await.err().unwrap();
+        assert!(
+            matches!(newer, JournalError::TooNew { version: 99, .. }),
+            "{newer}"
+        );
+        assert!(newer.to_string().contains("newer"), "{newer}");
+    }
+
     #[tokio::test]
     async fn admission_catches_duplicates_and_what_earlier_runs_did() {
         let mut journal = Journal::in_memory().await.unwrap();

@@ -3,7 +3,7 @@
 //! the `--max-failure-rate` budget; and the wait when every channel is unusable.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -201,7 +201,8 @@ pub(super) async fn send_one(context: &SendContext, recipient: Recipient) {
         outstanding: AtomicBool::new(false),
         ambiguous: AtomicBool::new(false),
         answered: Notify::new(),
-        price: context.pricing.of(&text),
+        text: &text,
+        price: OnceLock::new(),
         reserved: Mutex::new(None),
     };
     let delivery = loop {
@@ -326,8 +327,11 @@ struct InFlightGate<'a> {
     ambiguous: AtomicBool,
     /// Wakes a stop waiting for the outstanding request's answer.
     answered: Notify,
-    /// What the message costs on each channel.
-    price: MessagePrice,
+    /// The rendered message, measured for its price only when a price is needed.
+    text: &'a str,
+    /// What the message costs on each channel: measured (EUC-KR bytes) once, when first
+    /// needed — a budget's reservation, a charge, an SMS delivery — not for every message.
+    price: OnceLock<MessagePrice>,
     /// The channel whose price the budget holds for this message, and that price.
     reserved: Mutex<Option<(ProviderKind, Money)>>,
 }
@@ -351,6 +355,11 @@ impl Drop for InFlightGate<'_> {
 }
 
 impl InFlightGate<'_> {
+    fn price(&self) -> &MessagePrice {
+        self.price
+            .get_or_init(|| self.context.pricing.of(self.text))
+    }
+
     fn reserved_mut(&self) -> std::sync::MutexGuard<'_, Option<(ProviderKind, Money)>> {
         self.reserved.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -361,7 +370,11 @@ impl InFlightGate<'_> {
         let Some(channel) = channel else {
             return Charge::default();
         };
-        let cost = self.price.on(channel);
+        // Nothing to measure when the channel is unpriced and not SMS (no size to count).
+        if !self.context.pricing.is_priced(channel) && channel != ProviderKind::Sms {
+            return Charge::default();
+        }
+        let cost = self.price().on(channel);
         if let Some(budget) = &self.context.budget {
             match self.reserved_mut().take() {
                 Some((reserved, price)) if reserved == channel => budget.charge(price),
@@ -378,7 +391,7 @@ impl InFlightGate<'_> {
         Charge {
             cost,
             sms_class: (channel == ProviderKind::Sms)
-                .then_some(self.price.sms_class)
+                .then_some(self.price().sms_class)
                 .flatten(),
         }
     }
@@ -401,7 +414,7 @@ impl InFlightGate<'_> {
                 None => {}
             }
         }
-        let price = self.price.on(channel);
+        let price = self.price().on(channel);
         let reservation = tokio::select! {
             reservation = budget.reserve_or_settle(price) => reservation,
             () = self.context.stopper.stopped() => return false,
