@@ -11,7 +11,7 @@ use std::str::FromStr;
 use jiff::civil::{Date, Time};
 
 use crate::schedule::QuietHours;
-use crate::template::Frame;
+use crate::template::{Frame, MessageTemplate};
 
 /// What a message is. Stored with a job (`"info"`, `"ad"`).
 #[derive(
@@ -59,6 +59,11 @@ pub fn frame(sender: &str, opt_out: &str) -> Result<Frame, String> {
         return Err("the sender's name is empty".into());
     }
     check_single_line(sender, "the sender's name")?;
+    if starts_with_marker(sender) {
+        return Err(
+            "the sender's name must not be an ad marker: msgsend writes (광고) itself".into(),
+        );
+    }
     check_opt_out(opt_out)?;
     Ok(Frame {
         first_line: format!("{AD_MARKER} {sender}"),
@@ -74,12 +79,39 @@ pub fn check_unmarked(what: &str, text: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether the header or the body rendered for one recipient starts with an ad marker: a
+/// template that starts with a placeholder can take one from the source (`{name}` holding
+/// `(광고)`), which checking the template cannot see. Templates that start with text cost
+/// nothing here.
+pub fn renders_a_marker<'a>(
+    template: &MessageTemplate,
+    value: impl Fn(&str) -> Option<&'a str> + Copy,
+) -> bool {
+    template
+        .header
+        .iter()
+        .chain([&template.body])
+        .filter(|part| part.starts_with_placeholder())
+        .any(|part| {
+            let mut rendered = String::new();
+            part.render_into(value, &mut rendered);
+            starts_with_marker(&rendered)
+        })
+}
+
 /// Why a header or body that starts with an ad marker is refused (SPEC section 10).
 pub const MARKER_REFUSED: &str = "starts with an advertising marker such as (광고): an ad gets its marker from msgsend ([message] kind = \"ad\" or --kind ad, with sender and opt_out), and an info message must not look like one";
 
+/// A frame line is one line of printable text: no line or paragraph break of any kind (a
+/// phone shows U+2028 as one), no control character.
 fn check_single_line(text: &str, what: &str) -> Result<(), String> {
-    if text.contains(['\n', '\r']) {
-        return Err(format!("{what} must be one line"));
+    if text
+        .chars()
+        .any(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}'))
+    {
+        return Err(format!(
+            "{what} must be one line of printable text (no line break or control character)"
+        ));
     }
     Ok(())
 }
@@ -117,27 +149,49 @@ pub fn check_opt_out(text: &str) -> Result<(), String> {
 }
 
 /// Whether `text` begins with an advertising marker — `(광고)`, `[광고]`, `<광고>`, `(광 고)`,
-/// `(AD)` and their like: any bracket pair around `광고` or `AD`, spaces and case ignored,
-/// full-width brackets included. An ad gets its marker from msgsend, and an info message must
-/// not look like an ad, so a header or body that starts with one is refused.
+/// `(AD)` and their like: any bracket pair (doubled, full-width) around `광고` or `AD`, spaces,
+/// invisible characters (a byte-order mark, zero-width spaces) and case ignored, full-width
+/// letters read as ASCII. An ad gets its marker from msgsend, and an info message must not look
+/// like an ad, so a header or body that starts with one is refused.
 pub fn starts_with_marker(text: &str) -> bool {
-    // A marker is a handful of characters: the first few non-blank ones say it all.
-    let start: Vec<char> = text
+    // A marker is a handful of characters: the first few significant ones say it all.
+    let mut start = text
         .chars()
-        .filter(|c| !c.is_whitespace())
-        .take(8)
-        .collect();
-    let Some(close) = start.first().copied().and_then(closing_bracket) else {
+        .filter(|&c| !ignorable(c))
+        .map(narrow)
+        .take(16)
+        .peekable();
+    let mut closers = Vec::new();
+    while let Some(close) = start.peek().copied().and_then(closing_bracket) {
+        closers.push(close);
+        start.next();
+    }
+    if closers.is_empty() {
         return false;
-    };
-    let Some(length) = start[1..].iter().position(|&c| c == close) else {
-        return false;
-    };
-    let inside: String = start[1..=length]
-        .iter()
-        .flat_map(|c| c.to_lowercase())
-        .collect();
-    inside == "광고" || inside == "ad"
+    }
+    let mut inside = String::new();
+    for c in start {
+        if closers.contains(&c) {
+            return inside == "광고" || inside == "ad";
+        }
+        inside.extend(c.to_lowercase());
+    }
+    false // no closing bracket: not a marker
+}
+
+/// Whitespace and the characters that print as nothing (format characters: a byte-order mark,
+/// zero-width spaces and joiners, direction marks).
+fn ignorable(c: char) -> bool {
+    c.is_whitespace()
+        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2060}'..='\u{2064}' | '\u{feff}' | '\u{00ad}')
+}
+
+/// A full-width ASCII form (`Ａ`, `（`) read as its ASCII character.
+fn narrow(c: char) -> char {
+    match c {
+        '\u{ff01}'..='\u{ff5e}' => char::from_u32(u32::from(c) - 0xfee0).unwrap_or(c),
+        other => other,
+    }
 }
 
 fn closing_bracket(open: char) -> Option<char> {
@@ -225,6 +279,11 @@ mod tests {
             "[Ad] sale",
             "（광고）",
             "【광고】 x",
+            "（ＡＤ） x",
+            "\u{200b}(광고) x",
+            "\u{feff}(광고) x",
+            "{{광고}} x",
+            "((광고)) x",
         ] {
             assert!(
                 starts_with_marker(marked),
@@ -241,6 +300,8 @@ mod tests {
             "   ",
             "hello (광고)",
             "(광고 안내)",
+            "(Address) x",
+            "[adult]",
         ] {
             assert!(!starts_with_marker(plain), "{plain:?} seen as a marker");
         }
@@ -267,6 +328,10 @@ mod tests {
         assert!(frame("", "무료수신거부 080-123-4567").is_err());
         assert!(frame("a\nb", "무료수신거부 080-123-4567").is_err());
         assert!(frame("오토에버", "call us").is_err());
+        assert!(frame("현대\u{0}오토에버", "무료수신거부 080-123-4567").is_err());
+        assert!(frame("현대\u{2028}오토에버", "무료수신거부 080-123-4567").is_err());
+        assert!(frame("(광고)", "무료수신거부 080-123-4567").is_err());
+        assert!(frame("오토에버", "무료수신거부\t080-123-4567").is_err());
         assert!(check_unmarked("--message", "[광고] x").is_err());
         assert!(check_unmarked("--message", "광고 x").is_ok());
     }

@@ -107,7 +107,7 @@ pub struct BulkArgs {
     #[arg(long, value_name = "JOB_ID", num_args = 0..=1, default_missing_value = "", conflicts_with_all = ["ages", "text", "source", "query", "job_id", "retry_failed", "strategy", "concurrency", "max_failure_rate", "kind", "valid_until", "valid_for"])]
     pub resume: Option<String>,
     /// A new job for only the recipients that job recorded as failed
-    #[arg(long, value_name = "JOB_ID", conflicts_with_all = ["ages", "text", "source", "query"])]
+    #[arg(long, value_name = "JOB_ID", conflicts_with_all = ["ages", "text", "source", "query", "kind"])]
     pub retry_failed: Option<String>,
     /// With --resume: send again to recipients recorded uncertain (may duplicate them)
     #[arg(long)]

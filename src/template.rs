@@ -69,6 +69,12 @@ impl Template {
         Ok(Template { segments })
     }
 
+    /// Whether the text starts with a placeholder: only then can what it renders start
+    /// differently from what was checked in the template itself.
+    pub fn starts_with_placeholder(&self) -> bool {
+        matches!(self.segments.first(), Some(Segment::Field(_)))
+    }
+
     /// The placeholder names, in order of appearance.
     pub fn fields(&self) -> impl Iterator<Item = &str> {
         self.segments.iter().filter_map(|segment| match segment {

@@ -695,8 +695,18 @@ fn consent_rows(today: Date) -> Vec<(&'static str, &'static str, Option<String>)
 async fn ad_dry_run(world: &World, url: &str, query: &str) -> String {
     let output = world
         .msgsend(&[
-            "bulk", "--age-group", "20s", "--db", url, "--query", query, "--message", "쿠폰",
-            "--kind", "ad", "--dry-run",
+            "bulk",
+            "--age-group",
+            "20s",
+            "--db",
+            url,
+            "--query",
+            query,
+            "--message",
+            "쿠폰",
+            "--kind",
+            "ad",
+            "--dry-run",
         ])
         .await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
@@ -774,4 +784,170 @@ async fn consent_is_judged_alike_for_sqlite_and_postgresql_sources() {
     }
     let query = format!("SELECT name, phone, birth_date, ad_consent_at FROM {table}");
     assert_consent_counts(&ad_dry_run(&world, &url, &query).await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_budget_at_high_concurrency_still_sends_every_message_that_fits() {
+    let (world, csv) = priced_world(3).await;
+    // Two fit (16.8 ≤ 25.19), the third would pass: the two are sent, whatever the concurrency.
+    let output = world
+        .msgsend(&common::campaign_args(
+            &csv,
+            &[
+                "--max-cost",
+                "25.19",
+                "--concurrency",
+                "50",
+                "--summary-json",
+                "-",
+            ],
+        ))
+        .await;
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    let summary = json(&output);
+    assert_eq!(summary["reason"], "budget");
+    assert_eq!(summary["sent"], 2, "{summary}");
+    assert_eq!(world.recorded().len(), 2);
+    // A larger budget given on resume is the job's from then on (status shows it).
+    let job = summary["job_id"].as_str().unwrap().to_string();
+    let resumed = world
+        .msgsend(&["bulk", "--resume", &job, "--max-cost", "30"])
+        .await;
+    assert_eq!(resumed.status.code(), Some(0), "{}", stderr(&resumed));
+    let status = json(&world.msgsend(&["status", &job, "--json"]).await);
+    assert_eq!(status["max_cost"], 30.0, "{status}");
+    assert_eq!(status["cost"]["total"], 25.2, "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn markers_hidden_by_width_invisible_characters_or_the_source_are_refused_too() {
+    let (mut world, _) = ad_world(|_| {}).await;
+    world.config["message"]
+        .as_table_mut()
+        .unwrap()
+        .remove("header");
+    for marked in ["（ＡＤ） x", "\u{200b}(광고) x", "{{광고}} x", "((광고)) x"] {
+        let refused = world
+            .msgsend(&["send", "--to", "01012345678", "--message", marked])
+            .await;
+        assert_eq!(
+            refused.status.code(),
+            Some(2),
+            "{marked:?}: {}",
+            stderr(&refused)
+        );
+    }
+    // A byte-order mark at the start of a message file is not sent (nor hides a marker).
+    std::fs::write(world.path("plain.txt"), "\u{feff}봄 세일 안내\n").unwrap();
+    std::fs::write(world.path("marked.txt"), "\u{feff}(광고) 세일\n").unwrap();
+    let csv = world.path("people.csv");
+    let mut rows = common::people_csv("8000", 2, "\n");
+    rows.push_str(&format!("(광고),010-8000-0009,{}\n", born(25)));
+    std::fs::write(&csv, rows).unwrap();
+    let csv = csv.display().to_string();
+    let marked_file = world.path("marked.txt").display().to_string();
+    let refused = world
+        .msgsend(&[
+            "bulk",
+            "--age-group",
+            "20s",
+            "--csv",
+            &csv,
+            "--message-file",
+            &marked_file,
+        ])
+        .await;
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    assert_eq!(world.recorded().len(), 0);
+    // A name that is a marker, first in the body: that recipient fails, the others are sent.
+    let plain_file = world.path("plain.txt").display().to_string();
+    let failed = world.path("failed.csv");
+    let output = world
+        .msgsend(&[
+            "bulk",
+            "--age-group",
+            "20s",
+            "--csv",
+            &csv,
+            "--message",
+            "{name} 세일",
+            "--failed-csv",
+            failed.to_str().unwrap(),
+            "--summary-json",
+            "-",
+        ])
+        .await;
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    assert_eq!(json(&output)["failed"], 1);
+    let failed = std::fs::read_to_string(failed).unwrap();
+    assert!(failed.contains("advertising marker"), "{failed}");
+    assert!(
+        world
+            .recorded()
+            .iter()
+            .all(|m| !m.message.contains("(광고)"))
+    );
+    let sent = world.recorded().len();
+    let output = world
+        .msgsend(&[
+            "bulk",
+            "--age-group",
+            "20s",
+            "--csv",
+            &csv,
+            "--message-file",
+            &plain_file,
+        ])
+        .await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let recorded = world.recorded();
+    assert_eq!(recorded.len(), sent + 3);
+    assert!(
+        recorded[sent..].iter().all(|m| m.message == "봄 세일 안내"),
+        "{recorded:?}"
+    );
+    // `--retry-failed` keeps the original job's kind: `--kind` with it is a usage error.
+    let retry = world
+        .msgsend(&["bulk", "--retry-failed", "x", "--kind", "ad"])
+        .await;
+    assert_eq!(retry.status.code(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_refused_at_its_start_still_writes_its_summary_json() {
+    let (world, csv) = priced_world(2).await;
+    let output = world
+        .msgsend(&common::campaign_args(
+            &csv,
+            &["--valid-for", "0s", "--summary-json", "-"],
+        ))
+        .await;
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    let summary = json(&output);
+    assert_eq!(summary["status"], "EXPIRED");
+    assert_eq!(summary["expired"], 0, "nothing was admitted yet");
+    assert_eq!(summary["cost"]["total"], 0.0);
+    assert!(
+        summary["reason"].as_str().unwrap().contains("deadline"),
+        "{summary}"
+    );
+    assert_eq!(world.recorded().len(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_price_that_is_not_a_number_says_what_a_price_looks_like() {
+    let mut world = World::start(|_| {}).await;
+    world.set("providers.kakaotalk.price", "8.4");
+    let output = world.msgsend(&["config", "check"]).await;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("providers.kakaotalk.price"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(
+        stderr(&output).contains("short = 9.9"),
+        "{}",
+        stderr(&output)
+    );
 }

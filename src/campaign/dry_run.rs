@@ -182,7 +182,6 @@ pub(super) async fn run(
         ("invalid", counts.invalid),
         ("duplicate", counts.duplicate),
         ("suppressed", counts.suppressed),
-        ("eligible", dry_run.eligible),
     ] {
         writeln!(out, "  {label:<12} {value:>10}")?;
     }
@@ -191,6 +190,7 @@ pub(super) async fn run(
             writeln!(out, "    {reason:<16} {n:>6}")?;
         }
     }
+    writeln!(out, "  {:<12} {:>10}", "eligible", dry_run.eligible)?;
     let costs = &dry_run.costs;
     writeln!(
         out,
@@ -206,11 +206,18 @@ pub(super) async fn run(
         )?;
     }
     let currency = &settings.message.currency;
+    let amount = |kind: ProviderKind, amount: Money| {
+        if costs.pricing.is_priced(kind) {
+            format!("{amount} {currency}")
+        } else {
+            "unpriced".to_string()
+        }
+    };
     writeln!(
         out,
         "  {:<12} {:>10}  if all go by {}",
         "cost",
-        format!("{} {currency}", costs.all_primary),
+        amount(costs.primary, costs.all_primary),
         costs.primary
     )?;
     if let Some(fallback) = costs.fallback {
@@ -218,7 +225,7 @@ pub(super) async fn run(
             out,
             "  {:<12} {:>10}  if all fall back to {fallback}",
             "",
-            format!("{} {currency}", costs.all_fallback)
+            amount(fallback, costs.all_fallback)
         )?;
     }
     if let Some(budget) = params.max_cost {
@@ -228,9 +235,22 @@ pub(super) async fn run(
             "max cost",
             format!("{budget} {currency}")
         )?;
+        if costs.all_primary > budget {
+            writeln!(
+                out,
+                "Note: this costs more than --max-cost even if all go by {}: a run would stop at the budget.",
+                costs.primary
+            )?;
+        }
     }
     if let Some(deadline) = params.deadline {
         writeln!(out, "  {:<12} {deadline}", "valid until")?;
+        if clock.now() >= deadline {
+            writeln!(
+                out,
+                "Note: the deadline has passed; a run would send nothing (EXPIRED)."
+            )?;
+        }
     }
     if params.kind == MessageKind::Ad && AD_NIGHT.contains(clock.now_in(&settings.timezone).time())
     {

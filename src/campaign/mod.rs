@@ -37,6 +37,7 @@ use crate::config::{RoutingSettings, Settings};
 use crate::delivery::Pricing;
 use crate::delivery::Router;
 use crate::error::{ExitStatus, UsageError};
+use crate::job::JobStatus;
 use crate::journal::{self, Journal, JournalError, StateLock};
 use crate::ledger::Ledger;
 use crate::phone::Phone;
@@ -45,7 +46,9 @@ use crate::provider::http_client_for;
 use crate::report::alerts::Watch;
 use crate::report::invalid_rows::InvalidRows;
 use crate::report::metrics::Metrics;
+use crate::report::output::{SummaryJson, write_summary_or_line};
 use crate::report::progress::Progress;
+use crate::report::summary::{RunFigures, Summary};
 use crate::schedule::{Clock, QuietHours};
 use crate::source::{self, AgeFilter, OpenSource, SourceSpec};
 use crate::template::MessageTemplate;
@@ -240,26 +243,55 @@ async fn execute(
                 JournalError::JobExists(_) => anyhow::Error::from(UsageError(error.to_string())),
                 other => other.into(),
             })?;
+    } else if job.budget_changed {
+        journal.update_params(&job.id, &job.params).await?;
     }
     // A deadline already past: nothing is sent, the job is expired (a late cron start is not a
     // usage error); a resume of an expired job says so.
     if let Some(deadline) = job.params.deadline
         && clock.now() >= deadline
     {
-        return expire_before_start(&mut journal, &job, deadline).await;
+        let refusal = Refusal::Expired(deadline);
+        let currency = &settings.message.currency;
+        return refuse_to_start(
+            &mut journal,
+            &job.id,
+            refusal,
+            outputs.summary_json,
+            currency,
+        )
+        .await;
     }
     let quiet_hours = settings.quiet_hours.filter(|_| !plan.ignore_quiet_hours);
     if let Some(quiet) = quiet_hours
         && quiet.contains(clock.now_in(&settings.timezone).time())
     {
-        return refuse_in_quiet_hours(&mut journal, &job.id, quiet).await;
+        let refusal = Refusal::QuietHours(quiet);
+        let currency = &settings.message.currency;
+        return refuse_to_start(
+            &mut journal,
+            &job.id,
+            refusal,
+            outputs.summary_json,
+            currency,
+        )
+        .await;
     }
     // An ad's night is not the operator's to lift (SPEC section 10).
     let ad_night = (job.params.kind == MessageKind::Ad).then_some(AD_NIGHT);
     if let Some(night) = ad_night
         && night.contains(clock.now_in(&settings.timezone).time())
     {
-        return refuse_at_night(&mut journal, &job.id).await;
+        let refusal = Refusal::AdNight;
+        let currency = &settings.message.currency;
+        return refuse_to_start(
+            &mut journal,
+            &job.id,
+            refusal,
+            outputs.summary_json,
+            currency,
+        )
+        .await;
     }
     let run = journal.begin_run(&job.id, job.resend_uncertain).await?;
     let spent = journal.job(&job.id).await?.spending.total();
@@ -392,50 +424,77 @@ async fn execute(
     .await
 }
 
-/// An ad that would start at night is recorded as paused, like quiet hours; nothing is sent.
-async fn refuse_at_night(journal: &mut Journal, job_id: &str) -> anyhow::Result<ExitStatus> {
-    journal
-        .set_status(job_id, crate::job::JobStatus::Paused)
-        .await?;
-    tracing::warn!(job_id = %job_id, night = %AD_NIGHT, "an ad is not sent from 21:00 to 08:00 (not liftable): not starting");
-    let _ = writeln!(
-        std::io::stdout(),
-        "Campaign {job_id}: PAUSED (ads are not sent {AD_NIGHT}); continue it with `msgsend bulk --resume {job_id}` after 08:00"
-    );
-    Ok(ExitStatus::Paused)
+/// Why a run does not start at all: nothing is sent, the job is recorded so that the same cron
+/// line's `--resume` picks it up later (or, expired, says why it never will).
+enum Refusal {
+    /// Inside `[schedule] quiet_hours`.
+    QuietHours(QuietHours),
+    /// An ad, inside 21:00–08:00 (not liftable).
+    AdNight,
+    /// The job's deadline has passed.
+    Expired(jiff::Timestamp),
 }
 
-/// A job whose deadline passed before this run started: recorded `EXPIRED` (its queued
-/// recipients `expired`), nothing sent, exit 3.
-async fn expire_before_start(
-    journal: &mut Journal,
-    job: &Job,
-    deadline: jiff::Timestamp,
-) -> anyhow::Result<ExitStatus> {
-    journal.expire(&job.id).await?;
-    tracing::warn!(job_id = %job.id, deadline = %deadline, "the job expired: nothing sent");
-    let _ = writeln!(
-        std::io::stdout(),
-        "Campaign {}: EXPIRED (its deadline {deadline} has passed); nothing sent",
-        job.id
-    );
-    Ok(ExitStatus::NotDelivered)
-}
-
-/// A campaign that would start inside quiet hours is recorded as paused, so the same cron
-/// line's `--resume` later picks it up; nothing is sent.
-async fn refuse_in_quiet_hours(
+/// Records a run refused before its start (the job `PAUSED` or `EXPIRED`), says why on the log
+/// and stdout — as the summary's JSON with `--summary-json`, whose keys are always there —
+/// and returns the exit code.
+async fn refuse_to_start(
     journal: &mut Journal,
     job_id: &str,
-    quiet: QuietHours,
+    refusal: Refusal,
+    summary_json: Option<SummaryJson>,
+    currency: &str,
 ) -> anyhow::Result<ExitStatus> {
-    journal
-        .set_status(job_id, crate::job::JobStatus::Paused)
-        .await?;
-    tracing::warn!(job_id = %job_id, quiet_hours = %quiet, "inside quiet hours: not starting (--ignore-quiet-hours overrides)");
-    let _ = writeln!(
-        std::io::stdout(),
-        "Campaign {job_id}: PAUSED (quiet hours {quiet}); continue it with `msgsend bulk --resume {job_id}`"
-    );
-    Ok(ExitStatus::Paused)
+    let (status, reason, exit) = match refusal {
+        Refusal::QuietHours(quiet) => {
+            journal.set_status(job_id, JobStatus::Paused).await?;
+            tracing::warn!(job_id = %job_id, quiet_hours = %quiet, "inside quiet hours: not starting (--ignore-quiet-hours overrides)");
+            (
+                JobStatus::Paused,
+                format!("quiet hours {quiet}"),
+                ExitStatus::Paused,
+            )
+        }
+        Refusal::AdNight => {
+            journal.set_status(job_id, JobStatus::Paused).await?;
+            tracing::warn!(job_id = %job_id, night = %AD_NIGHT, "an ad is not sent from 21:00 to 08:00 (not liftable): not starting");
+            (
+                JobStatus::Paused,
+                format!("ads are not sent {AD_NIGHT}"),
+                ExitStatus::Paused,
+            )
+        }
+        Refusal::Expired(deadline) => {
+            journal.expire(job_id).await?;
+            tracing::warn!(job_id = %job_id, deadline = %deadline, "the job expired: nothing sent");
+            (
+                JobStatus::Expired,
+                format!("its deadline {deadline} has passed"),
+                ExitStatus::NotDelivered,
+            )
+        }
+    };
+    let line = match status {
+        JobStatus::Expired => format!("Campaign {job_id}: EXPIRED ({reason}); nothing sent"),
+        _ => format!(
+            "Campaign {job_id}: PAUSED ({reason}); continue it with `msgsend bulk --resume {job_id}` later"
+        ),
+    };
+    let record = journal.job(job_id).await?;
+    let summary = Summary::new(RunFigures {
+        job_id,
+        status,
+        reason: Some(reason),
+        source: record.source,
+        states: record.states,
+        spending: record.spending,
+        currency,
+        retries: record.retries,
+        sends: 0,
+        duration: Duration::ZERO,
+        providers: Vec::new(),
+        preflight: &std::collections::BTreeMap::new(),
+    });
+    write_summary_or_line(&summary, summary_json, &line)?;
+    Ok(exit)
 }

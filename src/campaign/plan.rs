@@ -115,6 +115,8 @@ pub struct Job {
     pub db_url: Option<DatabaseUrl>,
     /// Not in the journal yet: the run creates it.
     pub is_new: bool,
+    /// A resume gave a new `--max-cost`: stored with the job when the run starts.
+    pub budget_changed: bool,
     pub resend_uncertain: bool,
 }
 
@@ -148,12 +150,14 @@ impl JobPlan {
                     },
                 };
                 let mut params = journal.params(&id).await?;
+                let budget_changed = max_cost.is_some_and(|new| params.max_cost != Some(new));
                 params.max_cost = max_cost.or(params.max_cost);
                 Job {
                     id,
                     params,
                     db_url: None,
                     is_new: false,
+                    budget_changed,
                     resend_uncertain,
                 }
             }
@@ -177,6 +181,7 @@ impl JobPlan {
                     params,
                     db_url: None,
                     is_new: true,
+                    budget_changed: false,
                     resend_uncertain: false,
                 }
             }
@@ -224,6 +229,7 @@ impl JobPlan {
                     params,
                     db_url,
                     is_new: true,
+                    budget_changed: false,
                     resend_uncertain: false,
                 }
             }

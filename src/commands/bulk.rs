@@ -105,6 +105,8 @@ fn message(text: Option<String>, file: Option<&std::path::Path>) -> Result<Strin
         (Some(text), _) => text,
         (None, Some(path)) => std::fs::read_to_string(path)
             .map_err(|e| UsageError(format!("--message-file {}: {e}", path.display())))?
+            // An editor's byte-order mark is not text to send (SMS cannot even carry it).
+            .trim_start_matches('\u{feff}')
             .trim_end_matches(['\n', '\r'])
             .to_string(),
         (None, None) => {

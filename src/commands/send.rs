@@ -53,11 +53,19 @@ pub async fn send(settings: &Settings, args: SendArgs, clock: Clock) -> anyhow::
         .into());
     }
     let name = args.name.unwrap_or_default();
-    let text = template.render(|field| match field {
+    let value = |field: &str| match field {
         "name" => Some(name.as_str()),
         "phone" => Some(phone.as_str()),
         _ => None,
-    });
+    };
+    if advert::renders_a_marker(&template, value) {
+        return Err(UsageError(format!(
+            "--name: the message would start with an advertising marker; {}",
+            crate::advert::MARKER_REFUSED
+        ))
+        .into());
+    }
+    let text = template.render(value);
 
     settings
         .check_message_length(&text, "")
@@ -66,12 +74,27 @@ pub async fn send(settings: &Settings, args: SendArgs, clock: Clock) -> anyhow::
     if kind == MessageKind::Ad {
         let now = clock.now_in(&settings.timezone);
         if AD_NIGHT.contains(now.time()) {
-            tracing::warn!(
-                "ads are not sent between {} and {} ({}); nothing sent",
-                AD_NIGHT.start.strftime("%H:%M"),
-                AD_NIGHT.end.strftime("%H:%M"),
+            let reason = format!(
+                "ads are not sent {AD_NIGHT} ({}); nothing sent",
                 settings.timezone_name
             );
+            tracing::warn!("{reason}");
+            let mut stdout = std::io::stdout().lock();
+            if args.json {
+                let result = serde_json::json!({
+                    "delivered": false,
+                    "phone": phone.as_str(),
+                    "channel": null,
+                    "fallback": false,
+                    "message_id": null,
+                    "attempts": [],
+                    "reason": reason,
+                });
+                serde_json::to_writer_pretty(&mut stdout, &result)?;
+                writeln!(stdout)?;
+            } else {
+                writeln!(stdout, "not sent to {phone}: {reason}")?;
+            }
             return Ok(ExitStatus::Paused);
         }
     }

@@ -72,11 +72,36 @@ pub struct RawProvider {
 }
 
 /// `price = 8.4`, or for SMS `price = { short = 9.9, long = 29.7 }` (SPEC section 10).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum RawPrice {
     Flat(f64),
     BySize { short: f64, long: f64 },
+}
+
+/// Read by hand rather than `untagged`, whose error ("data did not match any variant") would
+/// not say what a price looks like.
+impl<'de> Deserialize<'de> for RawPrice {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct BySize {
+            short: f64,
+            long: f64,
+        }
+        const EXPECTED: &str =
+            "a price is a number (price = 8.4) or, for SMS, { short = 9.9, long = 29.7 }";
+        match toml::Value::deserialize(deserializer)? {
+            toml::Value::Float(price) => Ok(RawPrice::Flat(price)),
+            toml::Value::Integer(price) => Ok(RawPrice::Flat(price as f64)),
+            toml::Value::Table(table) => {
+                let BySize { short, long } =
+                    BySize::deserialize(table).map_err(|_| de::Error::custom(EXPECTED))?;
+                Ok(RawPrice::BySize { short, long })
+            }
+            _ => Err(de::Error::custom(EXPECTED)),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, Serialize)]

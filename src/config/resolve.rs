@@ -88,8 +88,12 @@ fn resolve_message(raw: RawMessage, at: &Locator) -> Result<MessageSettings, Con
 
 /// An amount of money from the config: not negative, finite.
 fn amount_at(amount: f64, key: &str, at: &Locator) -> Result<Money, ConfigError> {
-    Money::from_f64(amount)
-        .ok_or_else(|| at.error(key, "must be an amount of at least 0 (e.g. 8.4)"))
+    Money::from_f64(amount).ok_or_else(|| {
+        at.error(
+            key,
+            "must be an amount from 0 to 100,000,000,000 (e.g. 8.4)",
+        )
+    })
 }
 
 pub(super) fn resolve(raw: RawConfig, at: &Locator) -> Result<Settings, ConfigError> {

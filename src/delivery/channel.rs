@@ -55,11 +55,16 @@ pub enum ChannelFailure {
     /// The message is longer than the provider takes (`max_message_length`); not sent to it.
     #[error("message too long ({length} > {max} characters)")]
     TooLong { length: usize, max: usize },
+    /// The message rendered for this recipient starts with an ad marker taken from the source
+    /// (SPEC section 10): no channel is asked.
+    #[error("the message starts with an advertising marker (from the source's data)")]
+    AdMarker,
     /// SMS: longer in EUC-KR bytes than `max_message_bytes`; not sent by SMS.
     #[error("message too long ({bytes} > {max} EUC-KR bytes)")]
     TooManyBytes { bytes: usize, max: usize },
-    /// SMS: a character outside KS X 1001 (an emoji) cannot go by SMS (SPEC section 10).
-    #[error("{0}")]
+    /// SMS: a character outside KS X 1001 (an emoji) cannot go by SMS (SPEC section 10); the
+    /// reason names the character by its code point, never quoting the message.
+    #[error("{0} ({code})", code = .0.code_point())]
     NotRepresentable(NotRepresentable),
 }
 

@@ -165,6 +165,16 @@ impl Router {
             .map(|channel| (channel.kind(), channel.breaker_state()))
     }
 
+    /// A message no channel is asked to send: failed for `failure`, named after the primary.
+    pub fn refuse(&self, failure: ChannelFailure) -> Delivery {
+        Delivery {
+            outcome: DeliveryOutcome::Failed,
+            channel: None,
+            failures: vec![(self.primary.kind(), failure)],
+            attempts: Vec::new(),
+        }
+    }
+
     pub async fn deliver(&self, phone: &Phone, message: &str, key: &MessageKey) -> Delivery {
         self.deliver_gated(phone, message, key, &Ungated).await
     }

@@ -122,6 +122,23 @@ impl Journal {
         Ok(())
     }
 
+    /// Stores a job's parameters again: a resume may give a new `--max-cost`, which later
+    /// resumes and `status` must see.
+    pub async fn update_params(
+        &mut self,
+        id: &str,
+        params: &CampaignParams,
+    ) -> Result<(), JournalError> {
+        let params = serde_json::to_string(params).expect("params serialize");
+        sqlx::query("UPDATE jobs SET params = $2 WHERE id = $1")
+            .bind(id)
+            .bind(params)
+            .execute(&mut self.connection)
+            .await
+            .map_err(self.fail())?;
+        Ok(())
+    }
+
     /// Ends a job at its deadline: `EXPIRED`, and its recipients never reached `expired`.
     pub async fn expire(&mut self, id: &str) -> Result<(), JournalError> {
         let fail = self.fail();

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::{Event, StopCause, Stopper};
+use crate::advert;
 use crate::cost::{Budget, Money, Reservation};
 use crate::delivery::{ChannelFailure, MessageKey, MessagePrice, Pricing, RequestGate};
 use crate::delivery::{Delivery, DeliveryOutcome, Router};
@@ -192,7 +193,18 @@ pub(super) async fn send_one(context: &SendContext, recipient: Recipient) {
     if context.stopper.is_stopped() {
         return; // not started: it stays `queued` for a resume
     }
-    let text = context.template.render(|field| recipient.field(field));
+    let value = |field: &str| recipient.field(field);
+    // An ad marker taken from the source (`{name}` holding `(광고)`): not sent anywhere.
+    if advert::renders_a_marker(&context.template, value) {
+        let end = SendEnd::Delivered(
+            context.router.refuse(ChannelFailure::AdMarker),
+            Charge::default(),
+        );
+        let phone = recipient.phone;
+        let _ = context.events.send(Event::Finish { phone, end }).await;
+        return;
+    }
+    let text = context.template.render(value);
     let key = MessageKey::for_recipient(&context.job_id, &recipient.phone);
     let gate = InFlightGate {
         context,

@@ -103,6 +103,26 @@ pub fn write_summary(summary: &Summary, json: Option<SummaryJson>) -> anyhow::Re
     Ok(())
 }
 
+/// A run that did not start: the JSON on stdout instead of `line` (`--summary-json -`), or
+/// `line` on stdout and the JSON in the file (`--summary-json FILE`), or `line` alone.
+pub fn write_summary_or_line(
+    summary: &Summary,
+    json: Option<SummaryJson>,
+    line: &str,
+) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match json {
+        Some(SummaryJson::Stdout) => summary.write_json(&mut stdout)?,
+        Some(SummaryJson::File(file)) => {
+            report_failure(file.finish(|out| Ok(summary.write_json(out)?)));
+            writeln!(stdout, "{line}")?;
+        }
+        None => writeln!(stdout, "{line}")?,
+    }
+    stdout.flush()?;
+    Ok(())
+}
+
 /// `--failed-csv`: `phone`, `name`, `reason`, `line` for every recipient not delivered. A
 /// failure is reported, never turned into the run's error: the campaign was sent.
 pub fn write_failed_csv(file: OutputFile, rows: &[Undelivered]) {
