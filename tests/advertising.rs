@@ -6,13 +6,11 @@
 
 mod common;
 
-use clap::Parser as _;
+use common::clock::{bulk, run_at, send, seoul};
 use common::{World, born, count, json, stderr, stdout};
 use jiff::civil::Date;
 use jiff::{Span, Timestamp};
-use msgsend::cli::{BulkArgs, Cli, Command, SendArgs};
 use msgsend::error::ExitStatus;
-use msgsend::schedule::Clock;
 
 const SENDER: &str = "현대오토에버";
 const OPT_OUT: &str = "무료수신거부 080-123-4567";
@@ -81,19 +79,17 @@ async fn an_ad_is_framed_on_both_channels_and_goes_only_to_recipients_whose_cons
     std::fs::write(world.path("ads.csv"), csv).unwrap();
     let path = world.path("ads.csv").display().to_string();
     let output = world
-        .msgsend(&[
-            "bulk",
-            "--age-group",
-            "20s",
-            "--csv",
+        .msgsend(&common::csv_bulk_args(
             &path,
-            "--message",
-            "{name}님 쿠폰",
-            "--kind",
-            "ad",
-            "--summary-json",
-            "-",
-        ])
+            &[
+                "--message",
+                "{name}님 쿠폰",
+                "--kind",
+                "ad",
+                "--summary-json",
+                "-",
+            ],
+        ))
         .await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let summary = json(&output);
@@ -166,17 +162,10 @@ async fn ad_markers_and_missing_ad_lines_are_usage_errors_with_nothing_sent() {
     ] {
         for kind in ["info", "ad"] {
             let bulk = world
-                .msgsend(&[
-                    "bulk",
-                    "--age-group",
-                    "20s",
-                    "--csv",
+                .msgsend(&common::csv_bulk_args(
                     &csv,
-                    "--message",
-                    marked,
-                    "--kind",
-                    kind,
-                ])
+                    &["--message", marked, "--kind", kind],
+                ))
                 .await;
             assert_eq!(
                 bulk.status.code(),
@@ -247,45 +236,6 @@ async fn ad_markers_and_missing_ad_lines_are_usage_errors_with_nothing_sent() {
         sent_before,
         "nothing sent by a refused command"
     );
-}
-
-fn bulk(args: &[&str]) -> BulkArgs {
-    let cli = Cli::try_parse_from(["msgsend", "bulk"].iter().chain(args)).unwrap();
-    match cli.command {
-        Command::Bulk(args) => *args,
-        _ => unreachable!(),
-    }
-}
-
-fn send_args(args: &[&str]) -> SendArgs {
-    let cli = Cli::try_parse_from(["msgsend", "send"].iter().chain(args)).unwrap();
-    match cli.command {
-        Command::Send(args) => args,
-        _ => unreachable!(),
-    }
-}
-
-/// The clock reading `time` in Seoul today.
-fn seoul(time: &str) -> Clock {
-    let today = common::crowd::today_in_seoul();
-    Clock::starting_at(
-        format!("{today}T{time}[Asia/Seoul]")
-            .parse::<jiff::ZonedDateTime>()
-            .unwrap()
-            .timestamp(),
-    )
-}
-
-async fn run_at(settings: &msgsend::config::Settings, args: BulkArgs, time: &str) -> ExitStatus {
-    msgsend::commands::bulk::run_campaign(
-        settings,
-        args,
-        false,
-        seoul(time),
-        std::future::pending(),
-    )
-    .await
-    .unwrap()
 }
 
 /// A world in Seoul with every recipient consenting.
@@ -368,7 +318,7 @@ async fn an_ad_never_goes_out_from_21_to_8_whatever_quiet_hours_say() {
     // `send --kind ad`: exit 75 at night with nothing sent, sent by day.
     let sent = world.recorded().len();
     let one = || {
-        send_args(&[
+        send(&[
             "--to",
             "01012345678",
             "--name",
@@ -398,18 +348,10 @@ async fn a_dry_run_of_an_ad_at_night_counts_and_notes_that_a_run_would_pause() {
     let (zone, _) = zone_at(2);
     world.set("timezone", zone);
     let dry = world
-        .msgsend(&[
-            "bulk",
-            "--age-group",
-            "20s",
-            "--csv",
+        .msgsend(&common::csv_bulk_args(
             &csv,
-            "--message",
-            "쿠폰",
-            "--kind",
-            "ad",
-            "--dry-run",
-        ])
+            &["--message", "쿠폰", "--kind", "ad", "--dry-run"],
+        ))
         .await;
     assert_eq!(dry.status.code(), Some(0), "{}", stderr(&dry));
     assert!(
@@ -419,17 +361,10 @@ async fn a_dry_run_of_an_ad_at_night_counts_and_notes_that_a_run_would_pause() {
     );
     assert_eq!(world.recorded().len(), 0);
     let run = world
-        .msgsend(&[
-            "bulk",
-            "--age-group",
-            "20s",
-            "--csv",
+        .msgsend(&common::csv_bulk_args(
             &csv,
-            "--message",
-            "쿠폰",
-            "--kind",
-            "ad",
-        ])
+            &["--message", "쿠폰", "--kind", "ad"],
+        ))
         .await;
     assert_eq!(run.status.code(), Some(75), "{}", stderr(&run));
     assert_eq!(world.recorded().len(), 0);
@@ -468,16 +403,10 @@ async fn an_sms_is_measured_in_euc_kr_bytes_and_what_it_cannot_carry_goes_by_kak
     let path = world.path("sizes.csv").display().to_string();
     let body = format!("{}{{name}}", "가".repeat(42)); // 84 bytes + the name
     let dry = world
-        .msgsend(&[
-            "bulk",
-            "--age-group",
-            "20s",
-            "--csv",
+        .msgsend(&common::csv_bulk_args(
             &path,
-            "--message",
-            &body,
-            "--dry-run",
-        ])
+            &["--message", &body, "--dry-run"],
+        ))
         .await;
     assert_eq!(dry.status.code(), Some(0), "{}", stderr(&dry));
     let printed = stdout(&dry);
@@ -491,17 +420,10 @@ async fn an_sms_is_measured_in_euc_kr_bytes_and_what_it_cannot_carry_goes_by_kak
         assert!(printed.contains(expected), "{expected:?} in\n{printed}");
     }
     let output = world
-        .msgsend(&[
-            "bulk",
-            "--age-group",
-            "20s",
-            "--csv",
+        .msgsend(&common::csv_bulk_args(
             &path,
-            "--message",
-            &body,
-            "--summary-json",
-            "-",
-        ])
+            &["--message", &body, "--summary-json", "-"],
+        ))
         .await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let summary = json(&output);
@@ -847,15 +769,10 @@ async fn markers_hidden_by_width_invisible_characters_or_the_source_are_refused_
     let csv = csv.display().to_string();
     let marked_file = world.path("marked.txt").display().to_string();
     let refused = world
-        .msgsend(&[
-            "bulk",
-            "--age-group",
-            "20s",
-            "--csv",
+        .msgsend(&common::csv_bulk_args(
             &csv,
-            "--message-file",
-            &marked_file,
-        ])
+            &["--message-file", &marked_file],
+        ))
         .await;
     assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
     assert_eq!(world.recorded().len(), 0);
@@ -863,19 +780,17 @@ async fn markers_hidden_by_width_invisible_characters_or_the_source_are_refused_
     let plain_file = world.path("plain.txt").display().to_string();
     let failed = world.path("failed.csv");
     let output = world
-        .msgsend(&[
-            "bulk",
-            "--age-group",
-            "20s",
-            "--csv",
+        .msgsend(&common::csv_bulk_args(
             &csv,
-            "--message",
-            "{name} 세일",
-            "--failed-csv",
-            failed.to_str().unwrap(),
-            "--summary-json",
-            "-",
-        ])
+            &[
+                "--message",
+                "{name} 세일",
+                "--failed-csv",
+                failed.to_str().unwrap(),
+                "--summary-json",
+                "-",
+            ],
+        ))
         .await;
     assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
     assert_eq!(json(&output)["failed"], 1);
@@ -889,15 +804,10 @@ async fn markers_hidden_by_width_invisible_characters_or_the_source_are_refused_
     );
     let sent = world.recorded().len();
     let output = world
-        .msgsend(&[
-            "bulk",
-            "--age-group",
-            "20s",
-            "--csv",
+        .msgsend(&common::csv_bulk_args(
             &csv,
-            "--message-file",
-            &plain_file,
-        ])
+            &["--message-file", &plain_file],
+        ))
         .await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let recorded = world.recorded();

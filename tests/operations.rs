@@ -7,46 +7,13 @@ mod common;
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use clap::Parser as _;
+use common::clock::{bulk, run_at};
 use common::crowd::crowd;
 use common::receiver::Receiver;
 use common::{World, count, stderr, stdout};
-use msgsend::cli::{BulkArgs, Cli, Command};
 use msgsend::error::ExitStatus;
 use msgsend::job::JobStatus;
 use msgsend::journal::Journal;
-use msgsend::schedule::Clock;
-
-fn bulk(args: &[&str]) -> BulkArgs {
-    let cli = Cli::try_parse_from(["msgsend", "bulk"].iter().chain(args)).unwrap();
-    match cli.command {
-        Command::Bulk(args) => *args,
-        _ => unreachable!(),
-    }
-}
-
-fn seoul(time: &str) -> Clock {
-    let today = common::crowd::today_in_seoul();
-    Clock::starting_at(
-        format!("{today}T{time}[Asia/Seoul]")
-            .parse::<jiff::ZonedDateTime>()
-            .unwrap()
-            .timestamp(),
-    )
-}
-
-/// Runs a campaign in-process with the clock reading `time` (Seoul, today) at its start.
-async fn run_at(settings: &msgsend::config::Settings, args: BulkArgs, time: &str) -> ExitStatus {
-    msgsend::commands::bulk::run_campaign(
-        settings,
-        args,
-        false,
-        seoul(time),
-        std::future::pending(),
-    )
-    .await
-    .unwrap()
-}
 
 async fn job_status(world: &World, id: &str) -> JobStatus {
     let mut journal = Journal::open(&world.path("state")).await.unwrap();

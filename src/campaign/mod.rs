@@ -246,43 +246,19 @@ async fn execute(
     } else if job.budget_changed {
         journal.update_params(&job.id, &job.params).await?;
     }
-    // A deadline already past: nothing is sent, the job is expired (a late cron start is not a
-    // usage error); a resume of an expired job says so.
-    if let Some(deadline) = job.params.deadline
-        && clock.now() >= deadline
-    {
-        let refusal = Refusal::Expired(deadline);
-        let currency = &settings.message.currency;
-        return refuse_to_start(
-            &mut journal,
-            &job.id,
-            refusal,
-            outputs.summary_json,
-            currency,
-        )
-        .await;
-    }
+    // A run may not start at all: a deadline already past (the job is expired: a late cron
+    // start is not a usage error; a resume of an expired job says so), quiet hours, or an ad's
+    // night, which is not the operator's to lift (SPEC section 10).
     let quiet_hours = settings.quiet_hours.filter(|_| !plan.ignore_quiet_hours);
-    if let Some(quiet) = quiet_hours
-        && quiet.contains(clock.now_in(&settings.timezone).time())
-    {
-        let refusal = Refusal::QuietHours(quiet);
-        let currency = &settings.message.currency;
-        return refuse_to_start(
-            &mut journal,
-            &job.id,
-            refusal,
-            outputs.summary_json,
-            currency,
-        )
-        .await;
-    }
-    // An ad's night is not the operator's to lift (SPEC section 10).
     let ad_night = (job.params.kind == MessageKind::Ad).then_some(AD_NIGHT);
-    if let Some(night) = ad_night
-        && night.contains(clock.now_in(&settings.timezone).time())
-    {
-        let refusal = Refusal::AdNight;
+    let now = clock.now_in(&settings.timezone);
+    let refusal = match (job.params.deadline, quiet_hours, ad_night) {
+        (Some(deadline), _, _) if now.timestamp() >= deadline => Some(Refusal::Expired(deadline)),
+        (_, Some(quiet), _) if quiet.contains(now.time()) => Some(Refusal::QuietHours(quiet)),
+        (_, _, Some(night)) if night.contains(now.time()) => Some(Refusal::AdNight),
+        _ => None,
+    };
+    if let Some(refusal) = refusal {
         let currency = &settings.message.currency;
         return refuse_to_start(
             &mut journal,

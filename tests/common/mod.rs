@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::Output;
 use std::sync::atomic::AtomicU64;
 
+pub mod clock;
 pub mod crowd;
 pub mod journal;
 pub mod postgres;
@@ -326,15 +327,14 @@ pub fn send_hi_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
 
 /// `bulk --age-group 20s --csv CSV --message hi`, then `extra`.
 pub fn campaign_args<'a>(csv: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec![
-        "bulk",
-        "--age-group",
-        "20s",
-        "--csv",
-        csv,
-        "--message",
-        "hi",
-    ];
+    let mut args = csv_bulk_args(csv, &["--message", "hi"]);
+    args.extend_from_slice(extra);
+    args
+}
+
+/// `bulk --age-group 20s --csv CSV`, then `extra` (which gives the message).
+pub fn csv_bulk_args<'a>(csv: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["bulk", "--age-group", "20s", "--csv", csv];
     args.extend_from_slice(extra);
     args
 }
