@@ -861,3 +861,43 @@ async fn a_price_that_is_not_a_number_says_what_a_price_looks_like() {
         stderr(&output)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_that_may_have_been_accepted_keeps_its_share_of_the_budget() {
+    let (mut world, csv) = {
+        let mut world = World::start(|config| {
+            // Every KakaoTalk request is held past msgsend's timeout: each ends uncertain.
+            config.kakaotalk.faults.stall_rate = 1.0;
+            config.kakaotalk.faults.stall_for = std::time::Duration::from_millis(400);
+        })
+        .await;
+        world
+            .set("providers.kakaotalk.price", 10)
+            .set("providers.sms.price", 10);
+        let csv = world.path("people.csv");
+        std::fs::write(&csv, common::people_csv("9000", 3, "\n")).unwrap();
+        let csv = csv.display().to_string();
+        (world, csv)
+    };
+    world
+        .set("providers.kakaotalk.timeout", "150ms")
+        .set("providers.kakaotalk.idempotency_header", "");
+    let output = world
+        .msgsend(&common::campaign_args(
+            &csv,
+            &[
+                "--max-cost",
+                "25",
+                "--concurrency",
+                "3",
+                "--summary-json",
+                "-",
+            ],
+        ))
+        .await;
+    let summary = json(&output);
+    // Two may have been accepted (20 of 25): the third would pass 25 if they were.
+    assert_eq!(summary["uncertain"], 2, "{summary}");
+    assert_eq!(summary["reason"], "budget", "{summary}");
+    assert_eq!(summary["cost"]["total"], 0.0, "no 2xx, no recorded cost");
+}

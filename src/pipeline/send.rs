@@ -298,7 +298,15 @@ pub(super) async fn send_one(context: &SendContext, recipient: Recipient) {
             }
         }
     };
-    // Gives back what the budget still holds for this message (it was not accepted).
+    // A message that may have been accepted keeps its reservation for the rest of the run (the
+    // budget must not pass even if it was); any other gives it back (not accepted).
+    let unsettled = match &end {
+        SendEnd::Uncertain(_) => true,
+        SendEnd::Delivered(delivery, _) => delivery.outcome == DeliveryOutcome::Uncertain,
+    };
+    if unsettled {
+        gate.keep_reservation();
+    }
     drop(gate);
     let _ = context
         .events
@@ -405,6 +413,15 @@ impl InFlightGate<'_> {
             sms_class: (channel == ProviderKind::Sms)
                 .then_some(self.price().sms_class)
                 .flatten(),
+        }
+    }
+
+    /// The message may have been accepted (its outcome is `uncertain`): what the budget holds
+    /// for it counts as spent in this run, though no cost is recorded (no 2xx said so).
+    fn keep_reservation(&self) {
+        if let (Some(budget), Some((_, price))) = (&self.context.budget, self.reserved_mut().take())
+        {
+            budget.charge(price);
         }
     }
 
