@@ -244,6 +244,73 @@ async fn spillover_sends_what_the_primary_cannot_take_in_time_through_sms() {
     assert_eq!(count(&world.sandbox.kakaotalk.stats.rate_limited), 0);
 }
 
+/// A world of KakaoTalk at 50/s and SMS at 100/s (the sandbox as strict as the config), under
+/// spillover with a primary wait far longer than any send needs: `acquire_timeout = "5s"`.
+async fn spillover_world() -> (World, Arc<Router>) {
+    let mut world = World::start(|config| {
+        config.kakaotalk.rate = "50/s".parse().unwrap();
+        config.sms.rate = "100/s".parse().unwrap();
+    })
+    .await;
+    world
+        .set("providers.kakaotalk.rate_limit", "50/s")
+        .set("providers.sms.rate_limit", "100/s")
+        .set("routing.strategy", "spillover")
+        .set("routing.acquire_timeout", "5s");
+    let router = Router::new(
+        &world.settings(),
+        &world.settings().routing,
+        http_client(),
+        &ledger_of(&world).await,
+    )
+    .unwrap();
+    (world, Arc::new(router))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spillover_with_few_sends_in_flight_runs_on_both_quotas_without_waiting_for_the_timeout() {
+    let (world, router) = spillover_world().await;
+    // Four sends in flight never wait 5 s for KakaoTalk: waiting for the primary first, SMS
+    // would carry nothing. Taking whichever has a slot first, each carries about its quota's
+    // share of the sum (a third and two thirds), which is what a campaign finishing in
+    // N / (sum of quotas) looks like.
+    let n = 300;
+    let outcomes = deliver_concurrently(router, n, 4).await;
+    let sent = outcomes
+        .iter()
+        .filter(|o| matches!(o, DeliveryOutcome::Sent { .. }))
+        .count();
+    let fallback = outcomes
+        .iter()
+        .filter(|o| matches!(o, DeliveryOutcome::Fallback { .. }))
+        .count();
+    assert_eq!(sent + fallback, n);
+    assert!(
+        sent >= n / 4 && fallback >= n / 2,
+        "KakaoTalk {sent}, SMS {fallback} of {n}"
+    );
+    for (sim, quota) in [(&world.sandbox.kakaotalk, 50), (&world.sandbox.sms, 100)] {
+        assert_eq!(count(&sim.stats.rate_limited), 0);
+        assert!(count(&sim.stats.peak_window) <= quota);
+    }
+    assert_eq!(message_requests(&world.sandbox.kakaotalk), sent as u64);
+    assert_eq!(message_requests(&world.sandbox.sms), fallback as u64);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spillover_leaves_the_fallback_alone_while_the_primary_has_slots_free() {
+    let (world, router) = spillover_world().await;
+    // Thirty one at a time fit in KakaoTalk's first window (its burst is its quota, 50).
+    let outcomes = deliver_concurrently(router, 30, 1).await;
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, DeliveryOutcome::Sent { .. })),
+        "{outcomes:?}"
+    );
+    assert_eq!(message_requests(&world.sandbox.sms), 0);
+}
+
 /// The world's routing with no fallback channel.
 fn without_fallback(world: &World) -> msgsend::config::RoutingSettings {
     msgsend::config::RoutingSettings {

@@ -15,7 +15,7 @@ use crate::config::BreakerSettings;
 use crate::ledger::{Ledger, credential_key};
 use crate::phone::Phone;
 use crate::policy::breaker::{BreakerState, CallOutcome, CircuitBreaker, Permit, Transition};
-use crate::policy::rate_limit::{CredentialQuota, QuotaSpent, RateLimiter};
+use crate::policy::rate_limit::{CredentialQuota, QuotaSpent, RateLimiter, Slot};
 use crate::policy::retry::{RetryAdvice, RetryPolicy, Retryable};
 use crate::policy::strategy::TokenWait;
 use crate::provider::ProviderSettings;
@@ -41,6 +41,10 @@ pub enum ChannelFailure {
     /// No rate-limit token within the spillover `acquire_timeout`.
     #[error("no rate-limit token within {}", crate::units::format_duration(*.0))]
     NoToken(Duration),
+    /// Spillover: the fallback had a rate-limit slot free before this provider did, so the
+    /// message went there without a request here.
+    #[error("no rate-limit slot free before the fallback's (spilled over)")]
+    Busy,
     /// The request gate withdrew the message before any request (the campaign stopped).
     #[error("withdrawn before any request")]
     Withdrawn,
@@ -176,6 +180,15 @@ struct Target<'a> {
     credential: Option<usize>,
 }
 
+/// How a send's attempts get their rate-limit slots.
+pub(super) struct Slots<'a> {
+    /// The first attempt's, taken already: spillover chose this channel for the message because
+    /// it had a slot free first.
+    pub taken: Option<Slot<'a>>,
+    /// How long every other attempt waits for its slot.
+    pub wait: TokenWait,
+}
+
 #[derive(Debug)]
 pub struct Channel {
     kind: ProviderKind,
@@ -283,27 +296,65 @@ impl Channel {
         gate: &impl RequestGate,
         log: &mut Vec<Attempt>,
     ) -> Result<Receipt, ChannelFailure> {
+        let slots = Slots { taken: None, wait };
+        self.send_from(phone, message, key, slots, gate, log).await
+    }
+
+    /// Why this provider would not be sent `message` at all, whatever its quota: blank, too
+    /// long, or (SMS) not what the carriers take (SPEC section 10).
+    pub(super) fn refusal(&self, message: &str) -> Option<ChannelFailure> {
         if message.trim().is_empty() {
-            return Err(ChannelFailure::EmptyMessage);
+            return Some(ChannelFailure::EmptyMessage);
         }
         let length = message.chars().count();
         if length > self.max_message_length {
-            return Err(ChannelFailure::TooLong {
+            return Some(ChannelFailure::TooLong {
                 length,
                 max: self.max_message_length,
             });
         }
         // SMS is measured as the carriers measure it (SPEC section 10).
         if self.kind == ProviderKind::Sms {
-            let bytes = sms_length::measure(message)
-                .map_err(ChannelFailure::NotRepresentable)?
-                .bytes;
+            let bytes = match sms_length::measure(message) {
+                Ok(measured) => measured.bytes,
+                Err(character) => return Some(ChannelFailure::NotRepresentable(character)),
+            };
             if bytes > self.max_message_bytes {
-                return Err(ChannelFailure::TooManyBytes {
+                return Some(ChannelFailure::TooManyBytes {
                     bytes,
                     max: self.max_message_bytes,
                 });
             }
+        }
+        None
+    }
+
+    /// Whether a request would go now: credentials not refused, circuit not open.
+    pub(super) fn takes_requests(&self) -> bool {
+        self.disabled.lock().expect("disabled lock").is_none()
+            && !self.breaker_lock().would_refuse(Instant::now())
+    }
+
+    /// Like [`send`](Self::send), with the first attempt's slot perhaps taken already (see
+    /// [`Slots`]).
+    pub(super) async fn send_from(
+        &self,
+        phone: &Phone,
+        message: &str,
+        key: &MessageKey,
+        slots: Slots<'_>,
+        gate: &impl RequestGate,
+        log: &mut Vec<Attempt>,
+    ) -> Result<Receipt, ChannelFailure> {
+        let Slots {
+            taken: mut first,
+            wait,
+        } = slots;
+        if let Some(refusal) = self.refusal(message) {
+            if let Some(slot) = first {
+                slot.unused();
+            }
+            return Err(refusal);
         }
         let key = key.for_provider(self.kind);
         let mut backoff = self.retry.backoff();
@@ -316,7 +367,9 @@ impl Channel {
                 wait,
                 credential: ambiguous.as_ref().map(|(credential, _)| *credential),
             };
-            let (result, round_trip, credential) = self.attempt(phone, message, target, gate).await;
+            let (result, round_trip, credential) = self
+                .attempt(phone, message, target, first.take(), gate)
+                .await;
             let error = match result {
                 Ok(receipt) => {
                     log.push(Attempt::new(
@@ -362,21 +415,30 @@ impl Channel {
         }
     }
 
-    /// One request; also says which credential it went to, when it went.
+    /// One request, on the slot `taken` if one was; also says which credential it went to,
+    /// when it went.
     async fn attempt(
         &self,
         phone: &Phone,
         message: &str,
         target: Target<'_>,
+        taken: Option<Slot<'_>>,
         gate: &impl RequestGate,
     ) -> (Result<Receipt, ChannelFailure>, Duration, Option<usize>) {
         let no_request = |failure| (Err(failure), Duration::ZERO, None);
-        if self.disabled.lock().expect("disabled lock").is_some() {
-            return no_request(ChannelFailure::Disabled);
-        }
-        // A circuit already open sends the message on at once, without waiting for a token.
-        if self.breaker_lock().would_refuse(Instant::now()) {
-            return no_request(ChannelFailure::CircuitOpen);
+        let refused = if self.disabled.lock().expect("disabled lock").is_some() {
+            Some(ChannelFailure::Disabled)
+        } else if self.breaker_lock().would_refuse(Instant::now()) {
+            // A circuit already open sends the message on at once, without waiting for a token.
+            Some(ChannelFailure::CircuitOpen)
+        } else {
+            None
+        };
+        if let Some(failure) = refused {
+            if let Some(slot) = taken {
+                slot.unused();
+            }
+            return no_request(failure);
         }
         // The slot lives until the answer is back: see the rate limiter's module doc.
         let waiting = Instant::now();
@@ -386,10 +448,11 @@ impl Channel {
                 None => Ok(self.limiter.acquire().await),
             }
         };
-        let slot = match (target.credential, target.wait) {
-            (Some(credential), _) => Ok(self.limiter.acquire_for(credential).await),
-            (None, TokenWait::Unbounded) => any_credential.await,
-            (None, TokenWait::AtMost(limit)) => {
+        let slot = match (taken, target.credential, target.wait) {
+            (Some(slot), ..) => Ok(slot),
+            (None, Some(credential), _) => Ok(self.limiter.acquire_for(credential).await),
+            (None, None, TokenWait::Unbounded) => any_credential.await,
+            (None, None, TokenWait::AtMost(limit)) => {
                 match tokio::time::timeout(limit, any_credential).await {
                     Ok(slot) => slot,
                     Err(_) => return no_request(ChannelFailure::NoToken(limit)),

@@ -1,15 +1,22 @@
 //! The path one message takes: the primary channel, then the fallback channel when the primary
 //! fails for this recipient (SPEC section 3). The result says which channel delivered it, or why
 //! neither could, with every attempt made.
+//!
+//! Under `spillover` the first request goes to whichever channel has a rate-limit slot first:
+//! the primary whenever it has one free now, else the fallback if it has, else the first to
+//! free one. A campaign then runs on the sum of the quotas however few sends are in flight;
+//! waiting `acquire_timeout` for the primary first would leave the fallback's quota idle
+//! whenever the sends in flight are fewer than the primary's quota × `acquire_timeout`.
 
-use super::channel::{Attempt, Channel, ChannelFailure, RequestGate, Ungated};
+use super::channel::{Attempt, Channel, ChannelFailure, RequestGate, Slots, Ungated};
 use super::key::MessageKey;
 use crate::alert::Alerter;
 use crate::config::{RoutingSettings, Settings};
 use crate::ledger::Ledger;
 use crate::phone::Phone;
 use crate::policy::breaker::BreakerState;
-use crate::policy::strategy::TokenWait;
+use crate::policy::rate_limit::{QuotaSpent, Slot, acquire_first_free};
+use crate::policy::strategy::{Strategy, TokenWait};
 use crate::provider::ProviderKind;
 
 /// How one message ended.
@@ -97,6 +104,19 @@ pub struct Router {
     primary: Channel,
     fallback: Option<Channel>,
     primary_wait: TokenWait,
+    /// Spillover with a fallback: held by the send choosing its first channel, so that sends
+    /// choose in arrival order and one at a time (a free slot wakes one waiter, not all).
+    spill_turn: Option<tokio::sync::Mutex<()>>,
+}
+
+/// Where spillover sends a message's first request.
+enum FirstSlot<'a> {
+    /// The primary's, taken.
+    Primary(Slot<'a>),
+    /// The fallback's, taken: the primary had none free first.
+    Fallback(Slot<'a>),
+    /// Both quotas are spent beyond `[bulk] max_wait`: the primary's and the fallback's.
+    Spent(Vec<QuotaSpent>),
 }
 
 impl Router {
@@ -120,10 +140,13 @@ impl Router {
                 ledger,
             ))
         };
+        let fallback = routing.fallback.map(channel).transpose()?;
+        let spills = routing.strategy == Strategy::Spillover && fallback.is_some();
         Ok(Router {
             primary: channel(routing.primary)?,
-            fallback: routing.fallback.map(channel).transpose()?,
+            fallback,
             primary_wait: routing.strategy.primary_wait(routing.acquire_timeout),
+            spill_turn: spills.then(|| tokio::sync::Mutex::new(())),
         })
     }
 
@@ -199,9 +222,33 @@ impl Router {
     ) -> Delivery {
         let mut attempts = Vec::new();
         let mut failures = Vec::new();
+        let taken = match self.spill(message).await {
+            None => None,
+            Some(FirstSlot::Primary(slot)) => Some(slot),
+            Some(FirstSlot::Fallback(slot)) => {
+                return self.spilled(phone, message, key, slot, gate).await;
+            }
+            Some(FirstSlot::Spent(spent)) => {
+                let channels = self.channels().map(Channel::kind);
+                let failures = channels
+                    .zip(spent)
+                    .map(|(kind, spent)| (kind, ChannelFailure::QuotaSpent(spent)))
+                    .collect();
+                return Delivery {
+                    outcome: DeliveryOutcome::Failed,
+                    channel: None,
+                    failures,
+                    attempts,
+                };
+            }
+        };
+        let slots = Slots {
+            taken,
+            wait: self.primary_wait,
+        };
         match self
             .primary
-            .send(phone, message, key, self.primary_wait, gate, &mut attempts)
+            .send_from(phone, message, key, slots, gate, &mut attempts)
             .await
         {
             Ok(receipt) => {
@@ -244,6 +291,101 @@ impl Router {
                     };
                 }
                 Err(failure) => failures.push((fallback.kind(), failure)),
+            }
+            if ambiguous(&failures) {
+                return Delivery::uncertain(failures, attempts);
+            }
+        }
+        Delivery {
+            outcome: DeliveryOutcome::Failed,
+            channel: None,
+            failures,
+            attempts,
+        }
+    }
+    /// Under spillover, takes the first request's slot on whichever channel has one first (see
+    /// the module doc). `None` (the usual path, slots taken as each attempt needs them) when
+    /// not spilling, or when one of the channels would not take this message now anyway: then
+    /// the primary goes first as under failover, waiting at most `acquire_timeout`.
+    async fn spill(&self, message: &str) -> Option<FirstSlot<'_>> {
+        let turn = self.spill_turn.as_ref()?;
+        let fallback = self.fallback.as_ref()?;
+        let both_take = [&self.primary, fallback]
+            .iter()
+            .all(|channel| channel.takes_requests() && channel.refusal(message).is_none());
+        if !both_take {
+            return None;
+        }
+        let _turn = turn.lock().await;
+        let limiters = [&self.primary.limiter, &fallback.limiter];
+        Some(
+            match acquire_first_free(&limiters, self.primary.max_wait).await {
+                Ok((0, slot)) => FirstSlot::Primary(slot),
+                Ok((_, slot)) => FirstSlot::Fallback(slot),
+                Err(spent) => FirstSlot::Spent(spent),
+            },
+        )
+    }
+
+    /// A message spillover gave the fallback's `slot` (the primary was busy). Should the fallback turn out not to take
+    /// requests after all (its circuit opened, its credentials were refused while the slot was
+    /// chosen), the primary still gets it, as under failover.
+    async fn spilled(
+        &self,
+        phone: &Phone,
+        message: &str,
+        key: &MessageKey,
+        slot: Slot<'_>,
+        gate: &impl RequestGate,
+    ) -> Delivery {
+        let fallback = self.fallback.as_ref().expect("spillover has a fallback");
+        let mut failures = vec![(self.primary.kind(), ChannelFailure::Busy)];
+        let mut attempts = Vec::new();
+        let slots = Slots {
+            taken: Some(slot),
+            wait: TokenWait::Unbounded,
+        };
+        let failure = match fallback
+            .send_from(phone, message, key, slots, gate, &mut attempts)
+            .await
+        {
+            Ok(receipt) => {
+                return Delivery {
+                    outcome: DeliveryOutcome::Fallback {
+                        message_id: receipt.message_id,
+                    },
+                    channel: Some(fallback.kind()),
+                    failures,
+                    attempts,
+                };
+            }
+            Err(failure) => failure,
+        };
+        let refused = matches!(
+            failure,
+            ChannelFailure::CircuitOpen | ChannelFailure::Disabled
+        );
+        failures.push((fallback.kind(), failure));
+        if ambiguous(&failures) {
+            return Delivery::uncertain(failures, attempts);
+        }
+        if refused {
+            match self
+                .primary
+                .send(phone, message, key, self.primary_wait, gate, &mut attempts)
+                .await
+            {
+                Ok(receipt) => {
+                    return Delivery {
+                        outcome: DeliveryOutcome::Sent {
+                            message_id: receipt.message_id,
+                        },
+                        channel: Some(self.primary.kind()),
+                        failures,
+                        attempts,
+                    };
+                }
+                Err(failure) => failures.push((self.primary.kind(), failure)),
             }
             if ambiguous(&failures) {
                 return Delivery::uncertain(failures, attempts);

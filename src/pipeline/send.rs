@@ -75,7 +75,10 @@ impl Unusable {
         let refused = |failure: &ChannelFailure| {
             matches!(
                 failure,
-                ChannelFailure::CircuitOpen | ChannelFailure::Disabled | ChannelFailure::NoToken(_)
+                ChannelFailure::CircuitOpen
+                    | ChannelFailure::Disabled
+                    | ChannelFailure::NoToken(_)
+                    | ChannelFailure::Busy
             )
         };
         let refused_only = delivery.attempts.is_empty()

@@ -1,11 +1,15 @@
 //! Routing strategies (`[routing] strategy`, SPEC section 3). Under both, the fallback channel
 //! takes a recipient whenever the primary fails for it: retries exhausted, a permanent
-//! rejection, credentials refused, or an open circuit. They differ in how long a send waits for
-//! the primary's rate-limit token:
+//! rejection, credentials refused, or an open circuit. They differ in what a send does when the
+//! primary has no rate-limit token free:
 //!
-//! - `failover` waits as long as it takes, so the fallback carries only failures;
-//! - `spillover` waits at most `acquire_timeout`, then hands the recipient to the fallback, so
-//!   a large campaign runs on both quotas at once.
+//! - `failover` waits for the primary's as long as it takes, so the fallback carries only
+//!   failures;
+//! - `spillover` takes the fallback's when it has one free first (the primary's whenever it has
+//!   one now: it stays preferred), so a campaign runs on both quotas at once, whatever its
+//!   concurrency ([`crate::delivery`]'s router). `acquire_timeout` bounds the waits that are for
+//!   the primary alone: a retry on it, or a message the fallback would not take now (its
+//!   circuit is open, the text cannot go by SMS); past it the message goes to the fallback.
 
 use std::time::Duration;
 
@@ -36,7 +40,8 @@ pub enum TokenWait {
 }
 
 impl Strategy {
-    /// The wait for the primary channel's token. The fallback always waits: it is the last resort.
+    /// The wait for the primary channel's token when the primary alone is waited for. The
+    /// fallback always waits: it is the last resort.
     pub fn primary_wait(self, acquire_timeout: Duration) -> TokenWait {
         match self {
             Strategy::Failover => TokenWait::Unbounded,

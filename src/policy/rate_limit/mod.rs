@@ -70,6 +70,7 @@
 //! only makes rows count longer, one stepped forward by more than the margin can shorten a
 //! window — NTP slews rather than steps, which keeps the error within the margin.
 
+mod first_free;
 mod pacer;
 mod rules;
 
@@ -84,6 +85,7 @@ use crate::units::RateLimit;
 use pacer::Pacer;
 use rules::{Quota, RateLimited, micros};
 
+pub use first_free::acquire_first_free;
 pub use rules::margin_for;
 
 /// How long a granted slot may wait in the process before its request leaves.
@@ -335,6 +337,23 @@ enum Next {
     Paced(Micros),
 }
 
+/// What one look at the credentials found.
+enum Look<'a> {
+    /// A slot, taken.
+    Slot(Slot<'a>),
+    /// None free now: look again then (or on a completion).
+    Wait(Wake),
+}
+
+/// When a waiter looks again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Wake {
+    /// At once, after letting other tasks run: a pacer cell is due within [`PACER_SPIN`].
+    Yield,
+    /// At this moment, or on a completion, whichever comes first.
+    At(Instant),
+}
+
 /// How close to a pacer cell's due time the waiter stops sleeping and yields instead: tokio's
 /// timers wake up to a millisecond late, and governor's GCRA with a small burst never catches
 /// up, so a cell taken late shifts every later one (at 50/s and `burst = 1`, 5 % of the
@@ -559,6 +578,30 @@ impl RateLimiter {
             let completion = self.completed.notified();
             tokio::pin!(completion);
             completion.as_mut().enable();
+            let wake = match self.look(only, horizon).await? {
+                Look::Slot(slot) => return Ok(slot),
+                Look::Wait(wake) => wake,
+            };
+            match wake {
+                Wake::Yield => tokio::task::yield_now().await,
+                Wake::At(at) => {
+                    tokio::select! {
+                        () = sleep_until(at) => {}
+                        () = &mut completion => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes a slot free now, writing back and visiting the ledger as needed (I/O, but no
+    /// waiting for the quota); else says when to look again.
+    async fn look(
+        &self,
+        only: Option<usize>,
+        horizon: Option<Duration>,
+    ) -> Result<Look<'_>, QuotaSpent> {
+        loop {
             let now = self.clock.now();
             // What this process learnt goes to the ledger at least every WRITE_BACK while it
             // sends, so that other processes see its real rows soon.
@@ -614,11 +657,11 @@ impl RateLimiter {
                         // A slot in hand and a pacer cell: it goes now.
                         local.paced = false;
                         local.held += 1;
-                        return Ok(Slot {
+                        return Ok(Look::Slot(Slot {
                             limiter: self,
                             credential: index,
                             lease,
-                        });
+                        }));
                     }
                     let at = match next {
                         Next::Visit => now,
@@ -656,29 +699,25 @@ impl RateLimiter {
                 }
                 best.expect("at least one credential")
             };
-            match next {
-                Next::Visit => self.visit(index).await,
+            let wake = match next {
+                Next::Visit => {
+                    self.visit(index).await;
+                    continue;
+                }
                 // (Not on the simulated clock of the tests: there timers are exact, and time
                 // stands still while a task yields.)
                 Next::Paced(_)
                     if self.clock.is_real() && at <= now.saturating_add(micros(PACER_SPIN)) =>
                 {
-                    tokio::task::yield_now().await;
+                    Wake::Yield
                 }
-                Next::Paced(_) if self.clock.is_real() => {
-                    let early = at.saturating_sub(micros(PACER_SPIN) / 2);
-                    tokio::select! {
-                        () = sleep_until(self.clock.instant_of(early)) => {}
-                        () = &mut completion => {}
-                    }
-                }
-                Next::At(_) | Next::Paced(_) => {
-                    tokio::select! {
-                        () = sleep_until(self.clock.instant_of(at)) => {}
-                        () = &mut completion => {}
-                    }
-                }
-            }
+                Next::Paced(_) if self.clock.is_real() => Wake::At(
+                    self.clock
+                        .instant_of(at.saturating_sub(micros(PACER_SPIN) / 2)),
+                ),
+                Next::At(_) | Next::Paced(_) => Wake::At(self.clock.instant_of(at)),
+            };
+            return Ok(Look::Wait(wake));
         }
     }
 
@@ -845,14 +884,14 @@ mod tests {
         }
     }
 
-    fn simulated_clock() -> WallClock {
+    pub(super) fn simulated_clock() -> WallClock {
         WallClock::Simulated {
             start_wall: 1_800_000_000_000_000,
             start: Instant::now(),
         }
     }
 
-    fn quotas(limits: &[RateLimit], burst: Option<u32>) -> Vec<CredentialQuota> {
+    pub(super) fn quotas(limits: &[RateLimit], burst: Option<u32>) -> Vec<CredentialQuota> {
         limits
             .iter()
             .enumerate()
@@ -868,7 +907,7 @@ mod tests {
         text.parse::<crate::units::Rate>().unwrap().into()
     }
 
-    fn single(text: &str) -> RateLimiter {
+    pub(super) fn single(text: &str) -> RateLimiter {
         RateLimiter::simulated(
             &quotas(&[one(text)], None),
             &Ledger::in_memory(),
