@@ -15,8 +15,9 @@
 //!   beside it, `send` after `send` on the same credential. Combined steady rate (between 10 %
 //!   and 90 % of the messages accepted) ÷ quota, and the 429s (SPEC section 8: the quota
 //!   ledger is shared).
-//! - `spillover`: KakaoTalk 50/s + SMS 100/s, `--strategy spillover`: campaign time ÷
-//!   (N / sum of quotas).
+//! - `spillover`: KakaoTalk 50/s + SMS 100/s, `--strategy spillover`, at three `concurrency` /
+//!   `acquire_timeout` settings (8 / 5 s, 64 / 100 ms, 512 / 1 s): campaign time ÷ (N / sum of
+//!   quotas), the steady rate ÷ the sum, and each channel's share.
 //! - `pooling`: 1, 2 and 4 KakaoTalk credentials of 50/s each: steady rate ÷ the one's.
 //!
 //! `MSGSEND_BENCH_WRAP="perf record -g -o FILE --"` runs every msgsend under a profiler.
@@ -505,21 +506,33 @@ impl Bench {
         };
         let sum = 150;
         let n = sum * self.scale(20, 3);
-        let paced = self.paced_run(
-            "spillover",
-            [&kakaotalk, &sms],
-            n,
-            128,
-            "[routing]\nstrategy = \"spillover\"\nacquire_timeout = \"100ms\"\n",
-        );
         let ideal = n as f64 / sum as f64;
-        println!(
-            "  KakaoTalk 50/s + SMS 100/s, N = {n}: {:.2} s against N / (sum of quotas) = {ideal:.2} s: ratio {:.3}; {} 429s",
-            paced.run.seconds,
-            paced.run.seconds / ideal,
-            paced.rate_limited
-        );
-        self.check_paced("spillover", &paced, n);
+        println!("  KakaoTalk 50/s + SMS 100/s, N = {n}, N / (sum of quotas) = {ideal:.2} s:");
+        // Few sends in flight for a long timeout (waiting for the primary first, the fallback
+        // would idle), many for a short one (the old way's sweet spot), and in between.
+        for (concurrency, acquire_timeout) in [(8, "5s"), (64, "100ms"), (512, "1s")] {
+            let name = format!("spillover-{concurrency}");
+            let paced = self.paced_run(
+                &name,
+                [&kakaotalk, &sms],
+                n,
+                concurrency,
+                &format!(
+                    "[routing]\nstrategy = \"spillover\"\nacquire_timeout = \"{acquire_timeout}\"\n"
+                ),
+            );
+            println!(
+                "  concurrency {concurrency:>3}, acquire_timeout {acquire_timeout:>5}: {:.2} s = {:.3} × N / (sum of quotas); steady {:.1} msgs/s = {:.3} of the sum; KakaoTalk {} SMS {}; {} 429s",
+                paced.run.seconds,
+                paced.run.seconds / ideal,
+                paced.steady_rate,
+                paced.steady_rate / sum as f64,
+                paced.by_channel[0],
+                paced.by_channel[1],
+                paced.rate_limited
+            );
+            self.check_paced(&name, &paced, n);
+        }
     }
 
     fn pooling(&mut self) {
@@ -609,11 +622,16 @@ impl Bench {
         let rate_limited = SimStats::get(&sandbox.kakaotalk.stats.rate_limited)
             + SimStats::get(&sandbox.sms.stats.rate_limited);
         let delivered = accepted(&sandbox);
+        let by_channel = [
+            SimStats::get(&sandbox.kakaotalk.stats.accepted),
+            SimStats::get(&sandbox.sms.stats.accepted),
+        ];
         self.stop_sandbox(sandbox);
         Paced {
             steady_rate: steady_rate(&samples, n),
             rate_limited,
             delivered,
+            by_channel,
             run,
         }
     }
@@ -623,6 +641,8 @@ struct Paced {
     steady_rate: f64,
     rate_limited: u64,
     delivered: u64,
+    /// Accepted by KakaoTalk, by SMS.
+    by_channel: [u64; 2],
     run: Finished,
 }
 
