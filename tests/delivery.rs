@@ -318,3 +318,68 @@ fn without_fallback(world: &World) -> msgsend::config::RoutingSettings {
         ..world.settings().routing
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_spilled_to_a_fallback_that_fails_it_for_certain_goes_on_to_the_primary() {
+    // The SMS sandbox refuses msgsend's password: every spilled message meets a 401.
+    let mut world = World::start(|config| {
+        config.kakaotalk.rate = "50/s".parse().unwrap();
+        config.sms.credentials = vec![("autoever".into(), "another-password".into())];
+    })
+    .await;
+    world
+        .set("providers.kakaotalk.rate_limit", "50/s")
+        .set("routing.strategy", "spillover");
+    let router = Router::new(
+        &world.settings(),
+        &world.settings().routing,
+        http_client(),
+        &ledger_of(&world).await,
+    )
+    .unwrap();
+    let outcomes = deliver_concurrently(Arc::new(router), 80, 20).await;
+    let delivered = outcomes
+        .iter()
+        .filter(|o| matches!(o, DeliveryOutcome::Sent { .. }))
+        .count();
+    assert_eq!(delivered, 80, "{outcomes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn under_spillover_a_message_sms_cannot_carry_waits_for_kakaotalk_as_long_as_it_takes() {
+    let mut world = World::start(|config| config.kakaotalk.rate = "10/s".parse().unwrap()).await;
+    world
+        .set("providers.kakaotalk.rate_limit", "10/s")
+        .set("routing.strategy", "spillover")
+        .set("routing.acquire_timeout", "100ms");
+    let router = Arc::new(
+        Router::new(
+            &world.settings(),
+            &world.settings().routing,
+            http_client(),
+            &ledger_of(&world).await,
+        )
+        .unwrap(),
+    );
+    // 25 at once on a 10/s quota: most wait far longer than acquire_timeout, and SMS cannot
+    // carry an emoji: giving up on KakaoTalk would fail them for certain.
+    let tasks: Vec<_> = (0..25)
+        .map(|n| {
+            let router = router.clone();
+            tokio::spawn(async move {
+                router
+                    .deliver(&phone(n), "hi 😀", &MessageKey::fresh())
+                    .await
+                    .outcome
+            })
+        })
+        .collect();
+    for task in tasks {
+        let outcome = task.await.unwrap();
+        assert!(
+            matches!(outcome, DeliveryOutcome::Sent { .. }),
+            "{outcome:?}"
+        );
+    }
+    assert_eq!(message_requests(&world.sandbox.sms), 0);
+}

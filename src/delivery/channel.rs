@@ -72,6 +72,19 @@ pub enum ChannelFailure {
     NotRepresentable(NotRepresentable),
 }
 
+impl ChannelFailure {
+    /// The channel cannot carry this message at all (too long, not representable): not a
+    /// state of the channel, a property of the message.
+    pub fn refuses_the_message(&self) -> bool {
+        matches!(
+            self,
+            ChannelFailure::TooLong { .. }
+                | ChannelFailure::TooManyBytes { .. }
+                | ChannelFailure::NotRepresentable(_)
+        )
+    }
+}
+
 impl Retryable for ChannelFailure {
     fn advice(&self) -> RetryAdvice {
         match self {
@@ -330,6 +343,11 @@ impl Channel {
     }
 
     /// Whether a request would go now: credentials not refused, circuit not open.
+    /// Whether this channel would take `message` now: it takes requests and can carry it.
+    pub(super) fn takes(&self, message: &str) -> bool {
+        self.takes_requests() && self.refusal(message).is_none()
+    }
+
     pub(super) fn takes_requests(&self) -> bool {
         self.disabled.lock().expect("disabled lock").is_none()
             && !self.breaker_lock().would_refuse(Instant::now())

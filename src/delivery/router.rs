@@ -69,17 +69,21 @@ impl Delivery {
 
     /// The moment the quota frees when every channel tried was spent (SPEC section 8): the
     /// campaign pauses rather than wait.
+    /// A channel that could not carry this message at all (too long, not representable)
+    /// does not keep it from waiting for the one that can: its quota spent is a pause too.
     pub fn spent_until(&self) -> Option<crate::ledger::Micros> {
-        let spent: Vec<_> = self
-            .failures
-            .iter()
-            .filter_map(|(_, failure)| match failure {
-                ChannelFailure::QuotaSpent(spent) => Some(spent.0),
-                _ => None,
-            })
-            .collect();
-        (!spent.is_empty() && spent.len() == self.failures.len() && !self.delivered())
-            .then(|| spent.into_iter().min().unwrap_or_default())
+        if self.delivered() {
+            return None;
+        }
+        let mut spent = Vec::new();
+        for (_, failure) in &self.failures {
+            match failure {
+                ChannelFailure::QuotaSpent(quota) => spent.push(quota.0),
+                failure if failure.refuses_the_message() => {}
+                _ => return None,
+            }
+        }
+        spent.into_iter().min()
     }
 
     /// `kakaotalk: HTTP 400; sms: timeout`, the reason for an undelivered message.
@@ -242,10 +246,15 @@ impl Router {
                 };
             }
         };
-        let slots = Slots {
-            taken,
-            wait: self.primary_wait,
+        // When the fallback cannot carry this message (SMS refuses it, its circuit is open,
+        // its credentials were refused), giving up on the primary's slot after
+        // `acquire_timeout` would be a certain failure: the primary is waited for as long as
+        // it takes, as under failover.
+        let wait = match &self.fallback {
+            Some(fallback) if !fallback.takes(message) => TokenWait::Unbounded,
+            _ => self.primary_wait,
         };
+        let slots = Slots { taken, wait };
         match self
             .primary
             .send_from(phone, message, key, slots, gate, &mut attempts)
@@ -312,7 +321,7 @@ impl Router {
         let fallback = self.fallback.as_ref()?;
         let both_take = [&self.primary, fallback]
             .iter()
-            .all(|channel| channel.takes_requests() && channel.refusal(message).is_none());
+            .all(|channel| channel.takes(message));
         if !both_take {
             return None;
         }
@@ -361,18 +370,30 @@ impl Router {
             }
             Err(failure) => failure,
         };
-        let refused = matches!(
+        // The fallback failed for certain (refused, credentials refused, retries used up):
+        // the primary, which was only busy, gets the message, as the fallback would under
+        // failover. Withdrawn (the run stopped) or spent quotas are not failures to route on.
+        let go_on = !matches!(
             failure,
-            ChannelFailure::CircuitOpen | ChannelFailure::Disabled
+            ChannelFailure::Withdrawn | ChannelFailure::QuotaSpent(_)
         );
         failures.push((fallback.kind(), failure));
         if ambiguous(&failures) {
             return Delivery::uncertain(failures, attempts);
         }
-        if refused {
+        if go_on {
+            // The primary's own answer replaces "busy".
+            failures.retain(|(_, failure)| *failure != ChannelFailure::Busy);
             match self
                 .primary
-                .send(phone, message, key, self.primary_wait, gate, &mut attempts)
+                .send(
+                    phone,
+                    message,
+                    key,
+                    TokenWait::Unbounded,
+                    gate,
+                    &mut attempts,
+                )
                 .await
             {
                 Ok(receipt) => {
@@ -397,5 +418,45 @@ impl Router {
             failures,
             attempts,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::rate_limit::QuotaSpent;
+    use crate::sms_length::NotRepresentable;
+
+    fn failed(failures: Vec<(ProviderKind, ChannelFailure)>) -> Delivery {
+        Delivery {
+            outcome: DeliveryOutcome::Failed,
+            channel: None,
+            failures,
+            attempts: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_spent_quota_pauses_unless_another_channel_could_have_carried_the_message() {
+        let spent = ChannelFailure::QuotaSpent(QuotaSpent(5));
+        let emoji = ChannelFailure::NotRepresentable(NotRepresentable { character: '😀' });
+        // KakaoTalk spent, SMS cannot carry it: only KakaoTalk could, so the campaign pauses.
+        let only_one_carries = failed(vec![
+            (ProviderKind::KakaoTalk, spent.clone()),
+            (ProviderKind::Sms, emoji),
+        ]);
+        assert_eq!(only_one_carries.spent_until(), Some(5));
+        // SMS failed for another reason: the recipient's own outcome, no pause.
+        let other = failed(vec![
+            (ProviderKind::KakaoTalk, spent.clone()),
+            (ProviderKind::Sms, ChannelFailure::CircuitOpen),
+        ]);
+        assert_eq!(other.spent_until(), None);
+        // Nothing spent: no pause.
+        let too_long = ChannelFailure::TooLong { length: 2, max: 1 };
+        assert_eq!(
+            failed(vec![(ProviderKind::Sms, too_long)]).spent_until(),
+            None
+        );
     }
 }
