@@ -270,7 +270,11 @@ async fn execute(
         .await;
     }
     let run = journal.begin_run(&job.id, job.resend_uncertain).await?;
-    let spent = journal.job(&job.id).await?.spending.total();
+    // What earlier runs spent, for a budget only: it is a scan of the job's rows.
+    let budget = match job.params.max_cost {
+        Some(limit) => Some((limit, journal.job(&job.id).await?.spending.total())),
+        None => None,
+    };
     tracing::info!(job_id = %job.id, run, source = %spec, ages = %job.params.ages, date = %job.params.date, "campaign started");
 
     let http = http_client_for(&settings.providers);
@@ -302,7 +306,7 @@ async fn execute(
         all_open_wait: settings.breaker.all_open_wait,
         consent,
         pricing: Pricing::new(&settings.providers),
-        budget: job.params.max_cost.map(|limit| (limit, spent)),
+        budget,
         deadline: job.params.deadline.map(|at| (at, clock)),
     };
     // Pre-flight (SPEC section 3): every provider this run may use, probed at once before
