@@ -11,7 +11,7 @@ use std::str::FromStr;
 use jiff::civil::{Date, Time};
 
 use crate::schedule::QuietHours;
-use crate::template::{Frame, MessageTemplate};
+use crate::template::Frame;
 
 /// What a message is. Stored with a job (`"info"`, `"ad"`).
 #[derive(
@@ -77,26 +77,6 @@ pub fn check_unmarked(what: &str, text: &str) -> Result<(), String> {
         return Err(format!("{what} {MARKER_REFUSED}"));
     }
     Ok(())
-}
-
-/// Whether the header or the body rendered for one recipient starts with an ad marker: a
-/// template that starts with a placeholder can take one from the source (`{name}` holding
-/// `(광고)`), which checking the template cannot see. Templates that start with text cost
-/// nothing here.
-pub fn renders_a_marker<'a>(
-    template: &MessageTemplate,
-    value: impl Fn(&str) -> Option<&'a str> + Copy,
-) -> bool {
-    template
-        .header
-        .iter()
-        .chain([&template.body])
-        .filter(|part| part.starts_with_placeholder())
-        .any(|part| {
-            let mut rendered = String::new();
-            part.render_into(value, &mut rendered);
-            starts_with_marker(&rendered)
-        })
 }
 
 /// Why a header or body that starts with an ad marker is refused (SPEC section 10).

@@ -151,21 +151,39 @@ impl MessageTemplate {
     }
 
     pub fn render<'a>(&self, value: impl Fn(&str) -> Option<&'a str> + Copy) -> String {
+        self.render_checking(value, |_| false).0
+    }
+
+    /// Renders like [`render`](Self::render), and says whether `starts_wrongly` holds for the
+    /// header or the body as rendered (an ad marker taken from the source). Only a part that
+    /// starts with a placeholder is looked at: the others were checked as templates, so the
+    /// check costs nothing for them, and the message is rendered once either way.
+    pub fn render_checking<'a>(
+        &self,
+        value: impl Fn(&str) -> Option<&'a str> + Copy,
+        starts_wrongly: impl Fn(&str) -> bool,
+    ) -> (String, bool) {
         let mut out = String::new();
+        let mut wrong = false;
+        let mut part_into = |part: &Template, out: &mut String| {
+            let start = out.len();
+            part.render_into(value, out);
+            wrong |= part.starts_with_placeholder() && starts_wrongly(&out[start..]);
+        };
         if let Some(frame) = &self.frame {
             out.push_str(&frame.first_line);
             out.push('\n');
         }
         if let Some(header) = &self.header {
-            header.render_into(value, &mut out);
+            part_into(header, &mut out);
             out.push('\n');
         }
-        self.body.render_into(value, &mut out);
+        part_into(&self.body, &mut out);
         if let Some(frame) = &self.frame {
             out.push('\n');
             out.push_str(&frame.last_line);
         }
-        out
+        (out, wrong)
     }
 }
 

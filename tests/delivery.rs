@@ -19,6 +19,18 @@ async fn ledger_of(world: &World) -> Ledger {
     Ledger::open(&world.settings().state_dir).await.unwrap()
 }
 
+/// A router for the world's config, its quotas in the world's state_dir.
+async fn router_of(world: &World) -> Router {
+    let settings = world.settings();
+    Router::new(
+        &settings,
+        &settings.routing,
+        http_client(),
+        &ledger_of(world).await,
+    )
+    .unwrap()
+}
+
 fn phone(n: usize) -> Phone {
     Phone::parse(&format!("010{:08}", n)).unwrap()
 }
@@ -30,13 +42,7 @@ async fn an_outage_opens_the_breaker_later_sends_go_straight_to_sms_and_recovery
         .set("circuit_breaker.failure_threshold", 3)
         .set("circuit_breaker.open_timeout", "300ms")
         .set("retry.max_attempts", 1);
-    let router = Router::new(
-        &world.settings(),
-        &world.settings().routing,
-        http_client(),
-        &ledger_of(&world).await,
-    )
-    .unwrap();
+    let router = router_of(&world).await;
     let kakaotalk = &world.sandbox.kakaotalk;
     let primary = router.channels().next().unwrap();
 
@@ -218,15 +224,7 @@ async fn spillover_sends_what_the_primary_cannot_take_in_time_through_sms() {
         .set("providers.kakaotalk.rate_limit", "5/s")
         .set("routing.strategy", "spillover")
         .set("routing.acquire_timeout", "100ms");
-    let router = Arc::new(
-        Router::new(
-            &world.settings(),
-            &world.settings().routing,
-            http_client(),
-            &ledger_of(&world).await,
-        )
-        .unwrap(),
-    );
+    let router = Arc::new(router_of(&world).await);
     let outcomes = deliver_concurrently(router, 30, 10).await;
     let sent = outcomes
         .iter()
@@ -257,13 +255,7 @@ async fn spillover_world() -> (World, Arc<Router>) {
         .set("providers.sms.rate_limit", "100/s")
         .set("routing.strategy", "spillover")
         .set("routing.acquire_timeout", "5s");
-    let router = Router::new(
-        &world.settings(),
-        &world.settings().routing,
-        http_client(),
-        &ledger_of(&world).await,
-    )
-    .unwrap();
+    let router = router_of(&world).await;
     (world, Arc::new(router))
 }
 
@@ -330,13 +322,7 @@ async fn a_message_spilled_to_a_fallback_that_fails_it_for_certain_goes_on_to_th
     world
         .set("providers.kakaotalk.rate_limit", "50/s")
         .set("routing.strategy", "spillover");
-    let router = Router::new(
-        &world.settings(),
-        &world.settings().routing,
-        http_client(),
-        &ledger_of(&world).await,
-    )
-    .unwrap();
+    let router = router_of(&world).await;
     let outcomes = deliver_concurrently(Arc::new(router), 80, 20).await;
     let delivered = outcomes
         .iter()
@@ -352,15 +338,7 @@ async fn under_spillover_a_message_sms_cannot_carry_waits_for_kakaotalk_as_long_
         .set("providers.kakaotalk.rate_limit", "10/s")
         .set("routing.strategy", "spillover")
         .set("routing.acquire_timeout", "100ms");
-    let router = Arc::new(
-        Router::new(
-            &world.settings(),
-            &world.settings().routing,
-            http_client(),
-            &ledger_of(&world).await,
-        )
-        .unwrap(),
-    );
+    let router = Arc::new(router_of(&world).await);
     // 25 at once on a 10/s quota: most wait far longer than acquire_timeout, and SMS cannot
     // carry an emoji: giving up on KakaoTalk would fail them for certain.
     let tasks: Vec<_> = (0..25)

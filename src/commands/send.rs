@@ -58,14 +58,14 @@ pub async fn send(settings: &Settings, args: SendArgs, clock: Clock) -> anyhow::
         "phone" => Some(phone.as_str()),
         _ => None,
     };
-    if advert::renders_a_marker(&template, value) {
+    let (text, marked) = template.render_checking(value, advert::starts_with_marker);
+    if marked {
         return Err(UsageError(format!(
             "--name: the message would start with an advertising marker; {}",
             crate::advert::MARKER_REFUSED
         ))
         .into());
     }
-    let text = template.render(value);
 
     settings
         .check_message_length(&text, "")

@@ -41,10 +41,6 @@ pub enum ChannelFailure {
     /// No rate-limit token within the spillover `acquire_timeout`.
     #[error("no rate-limit token within {}", crate::units::format_duration(*.0))]
     NoToken(Duration),
-    /// Spillover: the fallback had a rate-limit slot free before this provider did, so the
-    /// message went there without a request here.
-    #[error("no rate-limit slot free before the fallback's (spilled over)")]
-    Busy,
     /// The request gate withdrew the message before any request (the campaign stopped).
     #[error("withdrawn before any request")]
     Withdrawn,

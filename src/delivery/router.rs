@@ -51,6 +51,15 @@ impl Delivery {
         )
     }
 
+    fn failed(failures: Vec<(ProviderKind, ChannelFailure)>, attempts: Vec<Attempt>) -> Self {
+        Delivery {
+            outcome: DeliveryOutcome::Failed,
+            channel: None,
+            failures,
+            attempts,
+        }
+    }
+
     fn uncertain(failures: Vec<(ProviderKind, ChannelFailure)>, attempts: Vec<Attempt>) -> Self {
         Delivery {
             outcome: DeliveryOutcome::Uncertain,
@@ -113,8 +122,11 @@ pub struct Router {
     spill_turn: Option<tokio::sync::Mutex<()>>,
 }
 
-/// Where spillover sends a message's first request.
+/// Where a message's first request goes.
 enum FirstSlot<'a> {
+    /// Not spilling (failover, or a channel would not take the message now): the primary
+    /// first, each attempt taking its slot.
+    TakenByEachAttempt,
     /// The primary's, taken.
     Primary(Slot<'a>),
     /// The fallback's, taken: the primary had none free first.
@@ -194,12 +206,7 @@ impl Router {
 
     /// A message no channel is asked to send: failed for `failure`, named after the primary.
     pub fn refuse(&self, failure: ChannelFailure) -> Delivery {
-        Delivery {
-            outcome: DeliveryOutcome::Failed,
-            channel: None,
-            failures: vec![(self.primary.kind(), failure)],
-            attempts: Vec::new(),
-        }
+        Delivery::failed(vec![(self.primary.kind(), failure)], Vec::new())
     }
 
     pub async fn deliver(&self, phone: &Phone, message: &str, key: &MessageKey) -> Delivery {
@@ -224,201 +231,135 @@ impl Router {
         key: &MessageKey,
         gate: &impl RequestGate,
     ) -> Delivery {
-        let mut attempts = Vec::new();
-        let mut failures = Vec::new();
-        let taken = match self.spill(message).await {
-            None => None,
-            Some(FirstSlot::Primary(slot)) => Some(slot),
-            Some(FirstSlot::Fallback(slot)) => {
-                return self.spilled(phone, message, key, slot, gate).await;
+        let unbounded = |channel, taken| Leg {
+            channel,
+            slots: Slots {
+                taken,
+                wait: TokenWait::Unbounded,
+            },
+        };
+        let fallback = self.fallback.as_ref();
+        // Under spillover (`spill_turn`): whether the fallback could carry this message now,
+        // measured once. When it could not (SMS refuses the text, its circuit is open, its
+        // credentials were refused), giving up on the primary after `acquire_timeout` would be a
+        // certain failure: the primary is waited for as long as it takes, as under failover.
+        let fallback_takes =
+            self.spill_turn.is_some() && fallback.is_some_and(|channel| channel.takes(message));
+        let primary_wait = match self.spill_turn {
+            Some(_) if !fallback_takes => TokenWait::Unbounded,
+            _ => self.primary_wait,
+        };
+        let primary = |taken| Leg {
+            channel: &self.primary,
+            slots: Slots {
+                taken,
+                wait: primary_wait,
+            },
+        };
+        let first = if fallback_takes && self.primary.takes(message) {
+            self.spill().await
+        } else {
+            FirstSlot::TakenByEachAttempt
+        };
+        match first {
+            FirstSlot::TakenByEachAttempt => {
+                let legs = [Some(primary(None)), fallback.map(|f| unbounded(f, None))];
+                self.route(legs, phone, message, key, gate).await
             }
-            Some(FirstSlot::Spent(spent)) => {
+            FirstSlot::Primary(slot) => {
+                let legs = [
+                    Some(primary(Some(slot))),
+                    fallback.map(|f| unbounded(f, None)),
+                ];
+                self.route(legs, phone, message, key, gate).await
+            }
+            // The primary was only busy: should the fallback fail the message for certain, the
+            // primary still gets it, as the fallback takes the primary's failures.
+            FirstSlot::Fallback(slot) => {
+                let legs = [
+                    fallback.map(|f| unbounded(f, Some(slot))),
+                    Some(unbounded(&self.primary, None)),
+                ];
+                self.route(legs, phone, message, key, gate).await
+            }
+            FirstSlot::Spent(spent) => {
                 let channels = self.channels().map(Channel::kind);
                 let failures = channels
                     .zip(spent)
                     .map(|(kind, spent)| (kind, ChannelFailure::QuotaSpent(spent)))
                     .collect();
-                return Delivery {
-                    outcome: DeliveryOutcome::Failed,
-                    channel: None,
-                    failures,
-                    attempts,
-                };
-            }
-        };
-        // When the fallback cannot carry this message (SMS refuses it, its circuit is open,
-        // its credentials were refused), giving up on the primary's slot after
-        // `acquire_timeout` would be a certain failure: the primary is waited for as long as
-        // it takes, as under failover.
-        let wait = match &self.fallback {
-            Some(fallback) if !fallback.takes(message) => TokenWait::Unbounded,
-            _ => self.primary_wait,
-        };
-        let slots = Slots { taken, wait };
-        match self
-            .primary
-            .send_from(phone, message, key, slots, gate, &mut attempts)
-            .await
-        {
-            Ok(receipt) => {
-                return Delivery {
-                    outcome: DeliveryOutcome::Sent {
-                        message_id: receipt.message_id,
-                    },
-                    channel: Some(self.primary.kind()),
-                    failures,
-                    attempts,
-                };
-            }
-            Err(failure) => failures.push((self.primary.kind(), failure)),
-        }
-        if ambiguous(&failures) {
-            return Delivery::uncertain(failures, attempts);
-        }
-        let withdrawn = matches!(failures.last(), Some((_, ChannelFailure::Withdrawn)));
-        if let Some(fallback) = self.fallback.as_ref().filter(|_| !withdrawn) {
-            tracing::debug!(phone = %phone.masked(), primary = %self.primary.kind(), "falling back to {}", fallback.kind());
-            match fallback
-                .send(
-                    phone,
-                    message,
-                    key,
-                    TokenWait::Unbounded,
-                    gate,
-                    &mut attempts,
-                )
-                .await
-            {
-                Ok(receipt) => {
-                    return Delivery {
-                        outcome: DeliveryOutcome::Fallback {
-                            message_id: receipt.message_id,
-                        },
-                        channel: Some(fallback.kind()),
-                        failures,
-                        attempts,
-                    };
-                }
-                Err(failure) => failures.push((fallback.kind(), failure)),
-            }
-            if ambiguous(&failures) {
-                return Delivery::uncertain(failures, attempts);
+                Delivery::failed(failures, Vec::new())
             }
         }
-        Delivery {
-            outcome: DeliveryOutcome::Failed,
-            channel: None,
-            failures,
-            attempts,
-        }
-    }
-    /// Under spillover, takes the first request's slot on whichever channel has one first (see
-    /// the module doc). `None` (the usual path, slots taken as each attempt needs them) when
-    /// not spilling, or when one of the channels would not take this message now anyway: then
-    /// the primary goes first as under failover, waiting at most `acquire_timeout`.
-    async fn spill(&self, message: &str) -> Option<FirstSlot<'_>> {
-        let turn = self.spill_turn.as_ref()?;
-        let fallback = self.fallback.as_ref()?;
-        let both_take = [&self.primary, fallback]
-            .iter()
-            .all(|channel| channel.takes(message));
-        if !both_take {
-            return None;
-        }
-        let _turn = turn.lock().await;
-        let limiters = [&self.primary.limiter, &fallback.limiter];
-        Some(
-            match acquire_first_free(&limiters, self.primary.max_wait).await {
-                Ok((0, slot)) => FirstSlot::Primary(slot),
-                Ok((_, slot)) => FirstSlot::Fallback(slot),
-                Err(spent) => FirstSlot::Spent(spent),
-            },
-        )
     }
 
-    /// A message spillover gave the fallback's `slot` (the primary was busy). Should the fallback turn out not to take
-    /// requests after all (its circuit opened, its credentials were refused while the slot was
-    /// chosen), the primary still gets it, as under failover.
-    async fn spilled(
+    /// Tries the channels of `legs` in order until one delivers the message. An ambiguous
+    /// answer (SPEC section 8) ends it `uncertain`, never handed to the next channel; a
+    /// withdrawn one (the campaign stopped) ends it too.
+    async fn route(
         &self,
+        legs: [Option<Leg<'_>>; 2],
         phone: &Phone,
         message: &str,
         key: &MessageKey,
-        slot: Slot<'_>,
         gate: &impl RequestGate,
     ) -> Delivery {
-        let fallback = self.fallback.as_ref().expect("spillover has a fallback");
-        let mut failures = vec![(self.primary.kind(), ChannelFailure::Busy)];
         let mut attempts = Vec::new();
-        let slots = Slots {
-            taken: Some(slot),
-            wait: TokenWait::Unbounded,
-        };
-        let failure = match fallback
-            .send_from(phone, message, key, slots, gate, &mut attempts)
-            .await
-        {
-            Ok(receipt) => {
-                return Delivery {
-                    outcome: DeliveryOutcome::Fallback {
-                        message_id: receipt.message_id,
-                    },
-                    channel: Some(fallback.kind()),
-                    failures,
-                    attempts,
-                };
+        let mut failures: Vec<(ProviderKind, ChannelFailure)> = Vec::new();
+        for Leg { channel, slots } in legs.into_iter().flatten() {
+            if let Some((failed, _)) = failures.last() {
+                tracing::debug!(phone = %phone.masked(), failed = %failed, "trying {}", channel.kind());
             }
-            Err(failure) => failure,
-        };
-        // The fallback failed for certain (refused, credentials refused, retries used up):
-        // the primary, which was only busy, gets the message, as the fallback would under
-        // failover. Withdrawn (the run stopped) or spent quotas are not failures to route on.
-        let go_on = !matches!(
-            failure,
-            ChannelFailure::Withdrawn | ChannelFailure::QuotaSpent(_)
-        );
-        failures.push((fallback.kind(), failure));
-        if ambiguous(&failures) {
-            return Delivery::uncertain(failures, attempts);
-        }
-        if go_on {
-            // The primary's own answer replaces "busy".
-            failures.retain(|(_, failure)| *failure != ChannelFailure::Busy);
-            match self
-                .primary
-                .send(
-                    phone,
-                    message,
-                    key,
-                    TokenWait::Unbounded,
-                    gate,
-                    &mut attempts,
-                )
+            match channel
+                .send_from(phone, message, key, slots, gate, &mut attempts)
                 .await
             {
                 Ok(receipt) => {
+                    let message_id = receipt.message_id;
+                    let outcome = if channel.kind() == self.primary.kind() {
+                        DeliveryOutcome::Sent { message_id }
+                    } else {
+                        DeliveryOutcome::Fallback { message_id }
+                    };
                     return Delivery {
-                        outcome: DeliveryOutcome::Sent {
-                            message_id: receipt.message_id,
-                        },
-                        channel: Some(self.primary.kind()),
+                        outcome,
+                        channel: Some(channel.kind()),
                         failures,
                         attempts,
                     };
                 }
-                Err(failure) => failures.push((self.primary.kind(), failure)),
+                Err(failure) => failures.push((channel.kind(), failure)),
             }
             if ambiguous(&failures) {
                 return Delivery::uncertain(failures, attempts);
             }
+            if matches!(failures.last(), Some((_, ChannelFailure::Withdrawn))) {
+                break;
+            }
         }
-        Delivery {
-            outcome: DeliveryOutcome::Failed,
-            channel: None,
-            failures,
-            attempts,
+        Delivery::failed(failures, attempts)
+    }
+
+    /// Under spillover, takes the first request's slot on whichever channel has one first (see
+    /// the module doc); the caller made sure both would take the message now.
+    async fn spill(&self) -> FirstSlot<'_> {
+        let (Some(turn), Some(fallback)) = (&self.spill_turn, &self.fallback) else {
+            return FirstSlot::TakenByEachAttempt;
+        };
+        let _turn = turn.lock().await;
+        let limiters = [&self.primary.limiter, &fallback.limiter];
+        match acquire_first_free(&limiters, self.primary.max_wait).await {
+            Ok((0, slot)) => FirstSlot::Primary(slot),
+            Ok((_, slot)) => FirstSlot::Fallback(slot),
+            Err(spent) => FirstSlot::Spent(spent),
         }
     }
+}
+
+/// One channel a message may go to, with how its attempts get their slots.
+struct Leg<'a> {
+    channel: &'a Channel,
+    slots: Slots<'a>,
 }
 
 #[cfg(test)]
@@ -428,12 +369,7 @@ mod tests {
     use crate::sms_length::NotRepresentable;
 
     fn failed(failures: Vec<(ProviderKind, ChannelFailure)>) -> Delivery {
-        Delivery {
-            outcome: DeliveryOutcome::Failed,
-            channel: None,
-            failures,
-            attempts: Vec::new(),
-        }
+        Delivery::failed(failures, Vec::new())
     }
 
     #[test]

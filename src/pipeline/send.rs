@@ -75,10 +75,7 @@ impl Unusable {
         let refused = |failure: &ChannelFailure| {
             matches!(
                 failure,
-                ChannelFailure::CircuitOpen
-                    | ChannelFailure::Disabled
-                    | ChannelFailure::NoToken(_)
-                    | ChannelFailure::Busy
+                ChannelFailure::CircuitOpen | ChannelFailure::Disabled | ChannelFailure::NoToken(_)
             )
         };
         let refused_only = delivery.attempts.is_empty()
@@ -196,9 +193,11 @@ pub(super) async fn send_one(context: &SendContext, recipient: Recipient) {
     if context.stopper.is_stopped() {
         return; // not started: it stays `queued` for a resume
     }
-    let value = |field: &str| recipient.field(field);
+    let (text, marked) = context
+        .template
+        .render_checking(|field| recipient.field(field), advert::starts_with_marker);
     // An ad marker taken from the source (`{name}` holding `(광고)`): not sent anywhere.
-    if advert::renders_a_marker(&context.template, value) {
+    if marked {
         let end = SendEnd::Delivered(
             context.router.refuse(ChannelFailure::AdMarker),
             Charge::default(),
@@ -207,7 +206,6 @@ pub(super) async fn send_one(context: &SendContext, recipient: Recipient) {
         let _ = context.events.send(Event::Finish { phone, end }).await;
         return;
     }
-    let text = context.template.render(value);
     let key = MessageKey::for_recipient(&context.job_id, &recipient.phone);
     let gate = InFlightGate {
         context,

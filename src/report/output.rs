@@ -90,34 +90,34 @@ pub enum SummaryJson {
 /// The table on stdout, or the JSON instead (`--summary-json -`); the JSON file besides
 /// (`--summary-json FILE`). A file that fails is reported and the table still printed.
 pub fn write_summary(summary: &Summary, json: Option<SummaryJson>) -> anyhow::Result<()> {
-    let mut stdout = std::io::stdout().lock();
-    match json {
-        Some(SummaryJson::Stdout) => summary.write_json(&mut stdout)?,
-        Some(SummaryJson::File(file)) => {
-            report_failure(file.finish(|out| Ok(summary.write_json(out)?)));
-            summary.write_text(&mut stdout)?;
-        }
-        None => summary.write_text(&mut stdout)?,
-    }
-    stdout.flush()?;
-    Ok(())
+    write_summary_or(summary, json, |out| summary.write_text(out))
 }
 
-/// A run that did not start: the JSON on stdout instead of `line` (`--summary-json -`), or
-/// `line` on stdout and the JSON in the file (`--summary-json FILE`), or `line` alone.
+/// A run that did not start: `line` instead of the table, the JSON as [`write_summary`] writes
+/// it (its keys are always there).
 pub fn write_summary_or_line(
     summary: &Summary,
     json: Option<SummaryJson>,
     line: &str,
+) -> anyhow::Result<()> {
+    write_summary_or(summary, json, |out| writeln!(out, "{line}"))
+}
+
+/// The JSON on stdout (`--summary-json -`), or `text` on stdout and the JSON in the file
+/// (`--summary-json FILE`), or `text` alone.
+fn write_summary_or(
+    summary: &Summary,
+    json: Option<SummaryJson>,
+    text: impl FnOnce(&mut std::io::StdoutLock<'static>) -> std::io::Result<()>,
 ) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     match json {
         Some(SummaryJson::Stdout) => summary.write_json(&mut stdout)?,
         Some(SummaryJson::File(file)) => {
             report_failure(file.finish(|out| Ok(summary.write_json(out)?)));
-            writeln!(stdout, "{line}")?;
+            text(&mut stdout)?;
         }
-        None => writeln!(stdout, "{line}")?,
+        None => text(&mut stdout)?,
     }
     stdout.flush()?;
     Ok(())
