@@ -2,13 +2,17 @@
 //! side in one run and reported as ratios. Sections (all by default, or name them):
 //!
 //! - `overhead`: an N-recipient CSV with the sandbox's limits far above what loopback carries,
-//!   journal on; beside it, the ceiling: a bare reqwest loop (this binary re-run as a child
-//!   with `--ceiling-child`) POSTing the same messages to the same sandbox. msgsend ÷ ceiling.
-//! - `memory`: peak RSS (wait4's ru_maxrss) of `bulk` over 100 k and 1 M CSV rows, and 10 M as
-//!   a job interrupted (SIGTERM) at half and resumed: the resume section's figure, time from
-//!   `--resume` to its first send, comes from that same job.
-//! - `postgres`: peak RSS over 100 k, 1 M and 10 M PostgreSQL rows (MSGSEND_BENCH_POSTGRES_URL,
-//!   or MSGSEND_TEST_POSTGRES_URL; skipped without one).
+//!   journal on, at concurrency 64 and 256; beside it, the ceiling: a bare reqwest loop (this
+//!   binary re-run as a child with `--ceiling-child`) POSTing the same messages to the same
+//!   sandbox at the same concurrency. msgsend ÷ ceiling.
+//! - `memory`: peak RSS (wait4's ru_maxrss) of `bulk` over 100 k and 1 M CSV rows, and 30 M in a
+//!   full run only (not with `--quick` or `--scale`).
+//! - `resume`: a 10 M-row job interrupted (SIGTERM) at half and resumed, from a CSV file and from
+//!   PostgreSQL: the time from `--resume` to its first send, and both runs' peak RSS (the 10 M
+//!   memory point).
+//! - `postgres`: peak RSS over 100 k, 1 M and 10 M PostgreSQL rows. This and `resume`'s
+//!   PostgreSQL half need MSGSEND_BENCH_POSTGRES_URL (or MSGSEND_TEST_POSTGRES_URL); skipped
+//!   without one.
 //! - `pacing`: strict sliding windows of 50/s and 250/s, config equal: achieved ÷ quota in the
 //!   steady state (the rate between 10 % and 90 % of the messages accepted), and the 429s.
 //! - `shared`: two processes on one credential (50/s, strict), one `state_dir`: a `bulk` and,
@@ -34,9 +38,10 @@ use std::time::{Duration, Instant};
 
 use msgsend::sandbox::{Sandbox, SandboxConfig, SimStats};
 
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 8] = [
     "overhead",
     "memory",
+    "resume",
     "postgres",
     "pacing",
     "shared",
@@ -86,6 +91,7 @@ fn main() {
         match section {
             "overhead" => bench.overhead(),
             "memory" => bench.memory(),
+            "resume" => bench.resume(),
             "postgres" => bench.postgres(),
             "pacing" => bench.pacing(),
             "shared" => bench.shared(),
@@ -229,10 +235,15 @@ impl Bench {
     /// VMs share their cores) fall on both sides; the ratio is of the rounds' totals.
     fn overhead(&mut self) {
         let n = self.scale(1_000_000, 2_000);
-        let rounds = if self.quick { 1 } else { 3 };
-        let concurrency = 256;
-        let sandbox = self.start_sandbox(&UNLIMITED, &UNLIMITED);
         let csv = self.csv(n);
+        for concurrency in [64, 256] {
+            self.overhead_at(&csv, n, concurrency);
+        }
+    }
+
+    fn overhead_at(&mut self, csv: &Path, n: u64, concurrency: u64) {
+        let rounds = if self.quick { 1 } else { 3 };
+        let sandbox = self.start_sandbox(&UNLIMITED, &UNLIMITED);
         let config = self.config(
             "overhead",
             &sandbox,
@@ -247,7 +258,8 @@ impl Bench {
         for round in 1..=rounds {
             let (seconds, ok) = run_ceiling(&sandbox.kakaotalk.base_url(), n, concurrency);
             let before = accepted(&sandbox);
-            let run = msgsend(&config, &bulk_csv(&csv, &format!("overhead-{round}")));
+            let job = format!("overhead-{concurrency}-{round}");
+            let run = msgsend(&config, &bulk_csv(csv, &job));
             let delivered = accepted(&sandbox) - before;
             ceiling_s += seconds;
             msgsend_s += run.seconds;
@@ -271,7 +283,7 @@ impl Bench {
         self.stop_sandbox(sandbox);
         let total = (n * rounds) as f64;
         println!(
-            "  all rounds: ceiling {:.0} msgs/s, msgsend {:.0} msgs/s: overhead ratio msgsend / ceiling = {:.2}",
+            "  all rounds at concurrency {concurrency}: ceiling {:.0} msgs/s, msgsend {:.0} msgs/s: overhead ratio msgsend / ceiling = {:.2}",
             total / ceiling_s,
             total / msgsend_s,
             ceiling_s / msgsend_s
@@ -282,29 +294,70 @@ impl Bench {
         let sandbox = self.start_sandbox(&UNLIMITED, &UNLIMITED);
         let config = self.config("memory", &sandbox, [&UNLIMITED, &UNLIMITED], 256, "");
         println!("  peak RSS of `msgsend bulk --csv` (rate limits off, concurrency 256)");
-        for n in [self.scale(100_000, 1_000), self.scale(1_000_000, 3_000)] {
+        let mut sizes = vec![self.scale(100_000, 1_000), self.scale(1_000_000, 3_000)];
+        // 30 M rows take about a quarter of an hour: the full run only.
+        if !self.quick && self.scale == 1.0 {
+            sizes.push(30_000_000);
+        }
+        for n in sizes {
             let csv = self.csv(n);
             let before = accepted(&sandbox);
             let run = msgsend(&config, &bulk_csv(&csv, &format!("memory-{n}")));
             let delivered = accepted(&sandbox) - before;
             self.report_rss("memory", n, &run, delivered);
+            std::fs::remove_file(csv).ok();
         }
+        self.stop_sandbox(sandbox);
+    }
 
-        // The largest size as the resume scenario: SIGTERM at half, then --resume.
+    /// A 10 M-row job stopped with SIGTERM at half, then `--resume`: from a CSV file, and from
+    /// PostgreSQL when there is one.
+    fn resume(&mut self) {
+        let sandbox = self.start_sandbox(&UNLIMITED, &UNLIMITED);
+        let config = self.config("resume", &sandbox, [&UNLIMITED, &UNLIMITED], 256, "");
         let n = self.scale(10_000_000, 20_000);
         let csv = self.csv(n);
-        let job = format!("memory-{n}");
-        let before = accepted(&sandbox);
-        let mut child = spawn_msgsend(&config, &bulk_csv(&csv, &job));
+        let job = format!("resume-csv-{n}");
+        let first = bulk_csv(&csv, &job);
+        self.interrupted_and_resumed("CSV", &sandbox, &config, &first, &job, n);
+        std::fs::remove_file(&csv).ok();
+        if let Some(url) = bench_postgres_url() {
+            let table = format!("msgsend_bench_resume_{n}");
+            self.runtime.block_on(fill_postgres(&url, &table, n));
+            let query = format!("SELECT name, phone, birth_date FROM {table}");
+            let first = postgres_bulk(&url, &query, &table);
+            self.interrupted_and_resumed("PostgreSQL", &sandbox, &config, &first, &table, n);
+            self.runtime.block_on(drop_postgres(&url, &table));
+        } else {
+            println!("  PostgreSQL skipped: set MSGSEND_BENCH_POSTGRES_URL (or MSGSEND_TEST_POSTGRES_URL)");
+        }
+        self.stop_sandbox(sandbox);
+    }
+
+    /// Runs `first` (job `job`, `n` recipients), stops it with SIGTERM once half are sent, then
+    /// resumes it: the time from `--resume` to its first send, and both runs' peak RSS.
+    // The children are reaped by wait4 (`wait_rss`), which clippy does not know.
+    #[allow(clippy::zombie_processes)]
+    fn interrupted_and_resumed(
+        &mut self,
+        what: &str,
+        sandbox: &Sandbox,
+        config: &Path,
+        first: &[&str],
+        job: &str,
+        n: u64,
+    ) {
+        let before = accepted(sandbox);
+        let mut child = spawn_msgsend(config, first);
         let started = Instant::now();
-        let half = wait_for(|| accepted(&sandbox) - before >= n / 2);
+        let half = wait_for(|| accepted(sandbox) - before >= n / 2);
         self.check(half.is_some(), "the first run never reached half");
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         let first = wait_rss(&mut child, started);
-        let after_first = accepted(&sandbox) - before;
+        let after_first = accepted(sandbox) - before;
         println!(
-            "  {n:>10} rows, run 1 (SIGTERM after {} sent, the rest admitted queued): {:>6.1} MiB ({:.1} s)",
+            "  {what}, {n:>10} rows, run 1 (SIGTERM after {} sent, the rest admitted queued): {:>6.1} MiB ({:.1} s)",
             after_first, first.peak_rss_mib, first.seconds
         );
         self.check(
@@ -312,19 +365,18 @@ impl Bench {
             format!("interrupted run exited {}", first.exit_code),
         );
 
-        let mut child = spawn_msgsend(&config, &["bulk", "--resume", &job]);
+        let mut child = spawn_msgsend(config, &["bulk", "--resume", job]);
         let resumed_at = Instant::now();
-        let first_send = wait_for(|| accepted(&sandbox) - before > after_first);
+        let first_send = wait_for(|| accepted(sandbox) - before > after_first);
         let second = wait_rss(&mut child, resumed_at);
-        let delivered = accepted(&sandbox) - before;
-        self.stop_sandbox(sandbox);
+        let delivered = accepted(sandbox) - before;
         println!(
-            "  {n:>10} rows, run 2 (--resume):                                 {:>6.1} MiB ({:.1} s)",
+            "  {what}, {n:>10} rows, run 2 (--resume):                                 {:>6.1} MiB ({:.1} s)",
             second.peak_rss_mib, second.seconds
         );
         match first_send {
             Some(after) => println!(
-                "  resume of the half-done {n}-recipient job: first send {:.2} s after `--resume`",
+                "  {what}: resume of the half-done {n}-recipient job: first send {:.2} s after `--resume`",
                 after.as_secs_f64()
             ),
             None => self.check(false, "the resumed run sent nothing"),
@@ -340,10 +392,7 @@ impl Bench {
     }
 
     fn postgres(&mut self) {
-        let Some(url) = std::env::var("MSGSEND_BENCH_POSTGRES_URL")
-            .or_else(|_| std::env::var("MSGSEND_TEST_POSTGRES_URL"))
-            .ok()
-        else {
+        let Some(url) = bench_postgres_url() else {
             println!("  skipped: set MSGSEND_BENCH_POSTGRES_URL (or MSGSEND_TEST_POSTGRES_URL)");
             return;
         };
@@ -361,22 +410,7 @@ impl Bench {
             self.runtime.block_on(fill_postgres(&url, &table, n));
             let query = format!("SELECT name, phone, birth_date FROM {table}");
             let before = accepted(&sandbox);
-            let run = msgsend(
-                &config,
-                &[
-                    "bulk",
-                    "--age-group",
-                    "20s",
-                    "--db",
-                    &url,
-                    "--query",
-                    &query,
-                    "--message",
-                    "hi {name}",
-                    "--job-id",
-                    &table,
-                ],
-            );
+            let run = msgsend(&config, &postgres_bulk(&url, &query, &table));
             let delivered = accepted(&sandbox) - before;
             self.report_rss("postgres", n, &run, delivered);
             self.runtime.block_on(drop_postgres(&url, &table));
@@ -769,6 +803,29 @@ fn born_25_years_ago() -> jiff::civil::Date {
         .date()
         .checked_sub(jiff::Span::new().years(25))
         .expect("a date 25 years ago")
+}
+
+fn bench_postgres_url() -> Option<String> {
+    std::env::var("MSGSEND_BENCH_POSTGRES_URL")
+        .or_else(|_| std::env::var("MSGSEND_TEST_POSTGRES_URL"))
+        .ok()
+}
+
+/// `bulk` of job `job` from PostgreSQL.
+fn postgres_bulk<'a>(url: &'a str, query: &'a str, job: &'a str) -> Vec<&'a str> {
+    vec![
+        "bulk",
+        "--age-group",
+        "20s",
+        "--db",
+        url,
+        "--query",
+        query,
+        "--message",
+        "hi {name}",
+        "--job-id",
+        job,
+    ]
 }
 
 async fn fill_postgres(url: &str, table: &str, n: u64) {

@@ -154,7 +154,7 @@ impl StateCounts {
 }
 
 /// What the source side of the latest run counted (SPEC section 7's summary counts).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SourceCounts {
     pub total: u64,
     pub invalid: u64,

@@ -14,7 +14,7 @@ use crate::delivery::Pricing;
 use crate::error::ExitStatus;
 use crate::job::Admission;
 use crate::journal::{Batch, Candidate, JournalError};
-use crate::pipeline::{AdmissionSink, Screening, admit_all};
+use crate::pipeline::{AdmissionSink, ReadStart, Screening, admit_all};
 use crate::provider::ProviderKind;
 use crate::recipient::Recipient;
 use crate::report::invalid_rows::InvalidRows;
@@ -110,6 +110,7 @@ pub(super) async fn run(
         mut journal,
         job,
         spec,
+        reading,
         mut source,
         template,
         suppression,
@@ -126,6 +127,8 @@ pub(super) async fn run(
         journal.next_run(&job.id).await?
     };
     let label = spec.to_string();
+    // As the run would read the source; nothing recorded.
+    reading.begin(&mut journal, &job.id, run, false).await?;
     let mut batch = journal.batch(&job.id, run).await?;
     if !job.is_new {
         // The lock is held: rows in flight are a killed run's, as the resume would find them.
@@ -158,7 +161,19 @@ pub(super) async fn run(
         batch_size: CHUNK,
     };
     let mut invalid_rows = InvalidRows::new(&label, outputs.invalid_csv)?;
-    let counts = admit_all(&mut source, &screening, &mut invalid_rows, &mut dry_run).await?;
+    let start = ReadStart {
+        counts: reading.from.as_ref().map(|p| p.counts).unwrap_or_default(),
+        in_range: 0,
+        checkpoints: None,
+    };
+    let counts = admit_all(
+        &mut source,
+        &screening,
+        start,
+        &mut invalid_rows,
+        &mut dry_run,
+    )
+    .await?;
     invalid_rows.finish();
     if let Some(error) = dry_run.error {
         return Err(error.into());

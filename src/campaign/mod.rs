@@ -17,9 +17,11 @@ mod dry_run;
 mod finish;
 mod outputs;
 pub mod plan;
+mod reading;
 
 use finish::{Finished, finish};
 use outputs::Outputs;
+use reading::Reading;
 
 pub use plan::{CampaignPlan, Deadline, Job, JobOptions, JobPlan, SourceChoice};
 
@@ -98,6 +100,7 @@ struct Prepared {
     journal: Journal,
     job: Job,
     spec: SourceSpec,
+    reading: Reading,
     source: OpenSource,
     template: MessageTemplate,
     suppression: HashSet<Phone>,
@@ -131,7 +134,14 @@ async fn prepare(
     };
     let template = job.template()?;
     let spec = job.source_spec(settings)?;
-    let source = source::open(&spec, ages(&job)).await?;
+    let suppression = match &settings.source.suppression {
+        Some(path) => source::suppression::load(path)?,
+        None => HashSet::new(),
+    };
+    let consent_column =
+        (job.params.kind == MessageKind::Ad).then_some(settings.source.consent_column.as_str());
+    let reading = Reading::decide(&mut journal, &job, &spec, &suppression, consent_column).await?;
+    let source = reading.open(&spec, ages(&job)).await?;
     let mut available: Vec<&str> = source.columns.iter().map(String::as_str).collect();
     for always in ["name", "phone"] {
         if !available.contains(&always) {
@@ -147,10 +157,6 @@ async fn prepare(
             "before any placeholder is filled",
         )
         .map_err(UsageError)?;
-    let suppression = match &settings.source.suppression {
-        Some(path) => source::suppression::load(path)?,
-        None => HashSet::new(),
-    };
     let consent = consent_rule(settings, &job, &spec, &source)?;
     check_budget(settings, &job)?;
     let outputs = Outputs::create(plan)?;
@@ -159,6 +165,7 @@ async fn prepare(
         journal,
         job,
         spec,
+        reading,
         source,
         template,
         suppression,
@@ -228,6 +235,7 @@ async fn execute(
         mut journal,
         job,
         spec,
+        reading,
         source,
         template,
         suppression,
@@ -270,6 +278,7 @@ async fn execute(
         .await;
     }
     let run = journal.begin_run(&job.id, job.resend_uncertain).await?;
+    let checkpoints = reading.begin(&mut journal, &job.id, run, true).await?;
     // What earlier runs spent, for a budget only: it is a scan of the job's rows.
     let budget = match job.params.max_cost {
         Some(limit) => Some((limit, journal.job(&job.id).await?.spending.total())),
@@ -308,6 +317,8 @@ async fn execute(
         pricing: Pricing::new(&settings.providers),
         budget,
         deadline: job.params.deadline.map(|at| (at, clock)),
+        resumed_from: reading.from,
+        checkpoints,
     };
     // Pre-flight (SPEC section 3): every provider this run may use, probed at once before
     // its first message; the results set the channels' starting state and raise the alerts.

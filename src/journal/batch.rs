@@ -11,10 +11,11 @@ use std::collections::{HashMap, HashSet};
 
 use sqlx::{Sqlite, Transaction};
 
-use super::{JournalError, OutcomeRecord, database_error, parse_word, to_i64};
+use super::{JournalError, OutcomeRecord, ResumedAt, database_error, parse_word, to_i64};
 use crate::job::{Admission, RecipientState};
 use crate::phone::Phone;
 use crate::sms_length::SmsClass;
+use crate::source::resume::ResumePoint;
 
 /// One transaction of journal writes; nothing is durable before [`commit`](Self::commit).
 pub struct Batch<'j> {
@@ -24,6 +25,7 @@ pub struct Batch<'j> {
     pub(super) path: String,
     /// The group's `updated_at`.
     pub(super) at: String,
+    pub(super) resumed_at: Option<ResumedAt>,
 }
 
 /// A recipient to admit to a run.
@@ -41,12 +43,15 @@ impl Batch<'_> {
     }
 
     /// Admits recipients to this run (see [`Admission`]); the answers come in order. A phone
-    /// seen twice, in this call or earlier in the run, is a duplicate the second time.
+    /// seen twice, in this call or earlier in the run, is a duplicate the second time; so is
+    /// one whose first row lies before the resume point the run's source was opened at
+    /// ([`ResumedAt`]).
     ///
     /// Three statements at most, whatever the group's size: one read of what the journal
-    /// holds for these phones, one update marking those from an earlier run seen by this one,
-    /// one insert of the new. The read returns a single row (a JSON array): sqlx hands every
-    /// result row over from its SQLite worker thread separately, a thread wake-up each.
+    /// holds for these phones, one update marking those from an earlier run seen by this one
+    /// (at the line it has now), one insert of the new. The read returns a single row (a JSON
+    /// array): sqlx hands every result row over from its SQLite worker thread separately, a
+    /// thread wake-up each.
     pub async fn admit(
         &mut self,
         candidates: &[Candidate],
@@ -58,22 +63,27 @@ impl Batch<'_> {
             Some(original) => Some(self.retryable(original, &phones).await?),
             None => None,
         };
-        let known: HashMap<String, (RecipientState, i64)> = self
-            .json_rows::<(String, String, i64)>(
-                "SELECT json_group_array(json_array(phone, state, seen_run)) FROM recipients \
+        let known: HashMap<String, (RecipientState, i64, i64)> = self
+            .json_rows::<(String, String, i64, i64)>(
+                "SELECT json_group_array(json_array(phone, state, seen_run, line)) FROM recipients \
                  WHERE job_id = $1 AND phone IN (SELECT value FROM json_each($2))",
                 self.job,
                 &phones,
             )
             .await?
             .into_iter()
-            .map(|(phone, state, seen_run)| {
+            .map(|(phone, state, seen_run, line)| {
                 let state = parse_word(&self.path, "recipient state", &state)?;
-                Ok((phone, (state, seen_run)))
+                Ok((phone, (state, seen_run, line)))
             })
             .collect::<Result<_, JournalError>>()?;
 
         let run = i64::from(self.run);
+        // Seen before the resume point: recorded since the point's base run at a line before it.
+        let before_point = |seen_run: i64, line: i64| {
+            self.resumed_at
+                .is_some_and(|at| seen_run >= i64::from(at.base_run) && line < to_i64(at.line))
+        };
         let mut seen_here = HashSet::with_capacity(candidates.len());
         let mut new = Vec::new();
         let mut seen_again = Vec::new();
@@ -92,9 +102,12 @@ impl Batch<'_> {
                         new.push((phone, to_i64(*line), name));
                         Admission::Send
                     }
-                    Some((_, seen_run)) if *seen_run == run => Admission::Duplicate,
-                    Some((state, _)) => {
-                        seen_again.push(phone);
+                    Some((_, seen_run, _)) if *seen_run == run => Admission::Duplicate,
+                    Some((_, seen_run, known_line)) if before_point(*seen_run, *known_line) => {
+                        Admission::Duplicate
+                    }
+                    Some((state, _, _)) => {
+                        seen_again.push((phone, to_i64(*line)));
                         match state {
                             RecipientState::Queued => Admission::Send,
                             _ => Admission::AlreadyDone,
@@ -120,17 +133,31 @@ impl Batch<'_> {
         }
         if !seen_again.is_empty() {
             sqlx::query(
-                "UPDATE recipients SET seen_run = $2 WHERE job_id = $1 \
-                 AND phone IN (SELECT value FROM json_each($3))",
+                // Materialized first, as in `finish`.
+                "WITH s AS MATERIALIZED ( \
+                     SELECT value ->> 0 AS phone, value ->> 1 AS line FROM json_each($3)) \
+                 UPDATE recipients SET seen_run = $2, line = s.line \
+                 FROM s WHERE recipients.job_id = $1 AND recipients.phone = s.phone",
             )
             .bind(self.job)
             .bind(run)
-            .bind(json_array(seen_again))
+            .bind(serde_json::to_string(&seen_again).expect("strings and numbers serialize"))
             .execute(&mut *self.tx)
             .await
             .map_err(&fail)?;
         }
         Ok(answers)
+    }
+
+    /// Records where a later run may start reading the job's source (`source::resume`).
+    pub async fn set_resume_point(&mut self, point: &ResumePoint) -> Result<(), JournalError> {
+        sqlx::query("UPDATE jobs SET resume_point = $2 WHERE id = $1")
+            .bind(self.job)
+            .bind(serde_json::to_string(point).expect("a point serializes"))
+            .execute(&mut *self.tx)
+            .await
+            .map_err(self.fail())?;
+        Ok(())
     }
 
     /// `--retry-failed original`: which of `phones` (a JSON array) the original job recorded

@@ -102,6 +102,17 @@ pub struct OutcomeRecord<'a> {
 pub struct Journal {
     connection: SqliteConnection,
     path: String,
+    /// Set by a run that opened its source at a resume point ([`Journal::admit_from`]).
+    resumed_at: Option<ResumedAt>,
+}
+
+/// A run that reads its source from a resume point: the rows before `line` were not read
+/// again, and a recipient that a run since `base_run` recorded at a line before it first
+/// occurs there (see `source::resume`).
+#[derive(Debug, Clone, Copy)]
+pub struct ResumedAt {
+    pub line: u64,
+    pub base_run: u32,
 }
 
 impl Journal {
@@ -148,7 +159,11 @@ impl Journal {
             .await
             .map_err(&fail)?;
         migrate(&mut connection, &path).await?;
-        Ok(Journal { connection, path })
+        Ok(Journal {
+            connection,
+            path,
+            resumed_at: None,
+        })
     }
 
     /// Whether this journal lives in memory (a dry run's), gone at exit.
@@ -176,7 +191,14 @@ impl Journal {
             run,
             path: self.path.clone(),
             at: now(),
+            resumed_at: self.resumed_at,
         })
+    }
+
+    /// This run reads its source from a resume point: admission counts the rows before it as
+    /// read (see [`ResumedAt`]).
+    pub fn admit_from(&mut self, resumed_at: ResumedAt) {
+        self.resumed_at = Some(resumed_at);
     }
 }
 

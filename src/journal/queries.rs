@@ -16,6 +16,7 @@ use crate::job::{
     Undelivered,
 };
 use crate::phone::Phone;
+use crate::source::resume::ResumePoint;
 
 impl Journal {
     /// Records a new job; fails when the id is taken.
@@ -133,6 +134,31 @@ impl Journal {
         sqlx::query("UPDATE jobs SET params = $2 WHERE id = $1")
             .bind(id)
             .bind(params)
+            .execute(&mut self.connection)
+            .await
+            .map_err(self.fail())?;
+        Ok(())
+    }
+
+    /// The resume point the job's last run recorded (`source::resume`), if any. One that no
+    /// longer parses (a journal written by another version) is no point: the source is read
+    /// from its first row.
+    pub async fn resume_point(&mut self, id: &str) -> Result<Option<ResumePoint>, JournalError> {
+        let text: Option<String> =
+            sqlx::query_scalar("SELECT resume_point FROM jobs WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut self.connection)
+                .await
+                .map_err(self.fail())?
+                .flatten();
+        Ok(text.and_then(|text| serde_json::from_str(&text).ok()))
+    }
+
+    /// Forgets the job's resume point: a run reading its source from the first row, so that
+    /// no point of an earlier reading outlives this run (see `source::resume`).
+    pub async fn forget_resume_point(&mut self, id: &str) -> Result<(), JournalError> {
+        sqlx::query("UPDATE jobs SET resume_point = NULL WHERE id = $1")
+            .bind(id)
             .execute(&mut self.connection)
             .await
             .map_err(self.fail())?;
@@ -503,7 +529,9 @@ mod tests {
             .fetch_one(&mut journal.connection)
             .await
             .unwrap();
-        assert_eq!(version, 1);
+        assert_eq!(version, 2);
+        // Version 2's column is there, and empty: no resume point, the first row.
+        assert_eq!(journal.resume_point("old").await.unwrap(), None);
         sqlx::raw_sql("PRAGMA user_version = 99")
             .execute(&mut journal.connection)
             .await

@@ -41,6 +41,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
      ALTER TABLE recipients ADD COLUMN sms_class TEXT;
      ALTER TABLE jobs ADD COLUMN no_consent INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE jobs ADD COLUMN consent_expired INTEGER NOT NULL DEFAULT 0;",
+    // 2: where a later run may start reading the job's CSV file (`source::resume`), as JSON.
+    "ALTER TABLE jobs ADD COLUMN resume_point TEXT;",
 ];
 
 /// The time written into `updated_at` columns, to the second.

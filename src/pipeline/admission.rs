@@ -7,6 +7,7 @@
 
 use std::collections::HashSet;
 
+use super::checkpoints::Checkpoints;
 use crate::advert::Consent;
 use crate::job::{Admission, SourceCounts};
 use crate::journal::Candidate;
@@ -100,29 +101,58 @@ pub struct ConsentRule {
     pub campaign_date: jiff::civil::Date,
 }
 
+/// Where admission starts: the counts of the rows before the source's first (those an earlier
+/// run finished before its resume point; zero from the file's first row), and who keeps this
+/// run's resume point (a CSV file's run; `None` for a database or a dry run).
+#[derive(Default, Clone, Copy)]
+pub struct ReadStart<'a> {
+    pub counts: SourceCounts,
+    /// Rows in the age range before the source's first.
+    pub in_range: u64,
+    pub checkpoints: Option<&'a Checkpoints>,
+}
+
 /// Reads `source` to its end (or until the sink cannot admit any more), screening every row
 /// and admitting candidates in batches: a batch is what has arrived, up to `batch_size`, so a
 /// slow source is never waited on to fill one. Returns the source's counts.
 pub async fn admit_all(
     source: &mut OpenSource,
     screening: &Screening<'_>,
+    start: ReadStart<'_>,
     invalid_rows: &mut InvalidRows,
     sink: &mut impl AdmissionSink,
 ) -> Result<SourceCounts, SourceError> {
-    let mut counts = SourceCounts::default();
+    let mut counts = start.counts;
+    let mut in_range = start.in_range;
     while let Some(first) = source.rows.recv().await {
+        let first = first?;
+        let key = start
+            .checkpoints
+            .map(|points| points.open(first.start, counts, in_range));
         let mut batch = Vec::new();
-        let mut next = Some(first);
+        let mut next = Some(Ok(first));
         while let Some(row) = next.take() {
-            match screen(row?, screening, &mut counts, invalid_rows) {
-                Screened::Candidate(recipient) => batch.push(recipient),
-                other => sink.screened_out(&other),
+            match screen(row?.row, screening, &mut counts, invalid_rows) {
+                Screened::Candidate(recipient) => {
+                    in_range += 1;
+                    batch.push(recipient);
+                }
+                other => {
+                    in_range += u64::from(matches!(other, Screened::Suppressed));
+                    sink.screened_out(&other);
+                }
             }
             if batch.len() < screening.batch_size {
                 next = source.rows.try_recv().ok();
             }
         }
+        let admitted = |to_send: usize| {
+            if let (Some(points), Some(key)) = (start.checkpoints, key) {
+                points.admitted(key, to_send);
+            }
+        };
         if batch.is_empty() {
+            admitted(0);
             continue;
         }
         let candidates = batch
@@ -136,6 +166,8 @@ pub async fn admit_all(
         let Some(admissions) = sink.admit(candidates).await else {
             break;
         };
+        // Before any of them is started: their outcomes close the batch.
+        admitted(admissions.iter().filter(|a| **a == Admission::Send).count());
         for (recipient, admission) in batch.into_iter().zip(admissions) {
             if admission == Admission::Duplicate {
                 counts.duplicate += 1;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::checkpoints::Checkpoints;
 use super::send::SendEnd;
 use super::{Event, MAX_GROUP, StopCause, Stopper};
 use crate::cost::Money;
@@ -38,6 +39,7 @@ pub(super) struct Collector<'a> {
     pub(super) attempted: u64,
     pub(super) failed: u64,
     pub(super) stopper: Stopper,
+    pub(super) checkpoints: Option<&'a Checkpoints>,
 }
 
 impl Collector<'_> {
@@ -73,7 +75,12 @@ impl Collector<'_> {
                     requeues.push(phone);
                     replies.push(reply);
                 }
-                Event::Finish { phone, end } => finishes.push((phone, end)),
+                Event::Finish { phone, line, end } => {
+                    if let Some(points) = self.checkpoints {
+                        points.finished(line);
+                    }
+                    finishes.push((phone, end));
+                }
             }
         }
         // A phone has at most one of start, requeue and finish in a group (each waits for the
@@ -92,6 +99,10 @@ impl Collector<'_> {
             .map(|(phone, end)| outcome_record(phone, end))
             .collect();
         batch.finish(&records).await?;
+        // With the outcomes that moved it: a point on disk never runs ahead of them.
+        if let Some(point) = self.checkpoints.and_then(Checkpoints::moved) {
+            batch.set_resume_point(&point).await?;
+        }
         batch.commit().await?;
 
         // A task that gave up waiting needs no answer.

@@ -27,11 +27,13 @@
 //! still open then is recorded `uncertain`.
 
 mod admission;
+mod checkpoints;
 mod collector;
 mod send;
 mod stop;
 
-pub use admission::{AdmissionSink, ConsentRule, Screened, Screening, admit_all};
+pub use admission::{AdmissionSink, ConsentRule, ReadStart, Screened, Screening, admit_all};
+pub use checkpoints::{Basis, Checkpoints};
 pub use stop::{StopCause, Stopper, exit_status, job_status};
 
 use collector::Collector;
@@ -59,6 +61,7 @@ use crate::report::metrics::Metrics;
 use crate::report::progress::Progress;
 use crate::report::summary::ProviderStats;
 use crate::schedule::Clock;
+use crate::source::resume::ResumePoint;
 use crate::source::{OpenSource, SourceError};
 use crate::template::MessageTemplate;
 
@@ -86,6 +89,10 @@ pub struct Campaign {
     pub budget: Option<(Money, Money)>,
     /// The job's deadline, read on the campaign's clock.
     pub deadline: Option<(jiff::Timestamp, Clock)>,
+    /// The resume point the source was opened at: its counts are the rows' before it.
+    pub resumed_from: Option<ResumePoint>,
+    /// Keeps this run's resume point (a CSV source).
+    pub checkpoints: Option<Checkpoints>,
 }
 
 /// Where a run reports as it goes: the progress display, the metrics, the alert watch, the
@@ -169,6 +176,7 @@ pub async fn run(
         attempted: 0,
         failed: 0,
         stopper: stopper.clone(),
+        checkpoints: campaign.checkpoints.as_ref(),
     };
     let producer = Producer {
         sender,
@@ -209,8 +217,12 @@ enum Event {
         phone: Phone,
         reply: oneshot::Sender<()>,
     },
-    /// A send ended.
-    Finish { phone: Phone, end: SendEnd },
+    /// A send ended; `line` is the recipient's in the source.
+    Finish {
+        phone: Phone,
+        line: u64,
+        end: SendEnd,
+    },
 }
 
 /// The producer: admission through the collector, then a send task per admitted recipient,
@@ -236,7 +248,21 @@ impl Producer<'_> {
             consent: campaign.consent.clone(),
             batch_size: campaign.batch_size,
         };
-        let result = admit_all(&mut source, &screening, &mut invalid_rows, &mut self).await;
+        let start = match &campaign.resumed_from {
+            Some(point) => {
+                self.progress.resumed(point.in_range);
+                ReadStart {
+                    counts: point.counts,
+                    in_range: point.in_range,
+                    checkpoints: campaign.checkpoints.as_ref(),
+                }
+            }
+            None => ReadStart {
+                checkpoints: campaign.checkpoints.as_ref(),
+                ..ReadStart::default()
+            },
+        };
+        let result = admit_all(&mut source, &screening, start, &mut invalid_rows, &mut self).await;
         invalid_rows.finish();
         if result.is_err() {
             // The source broke: send nothing more, let what is in flight finish and be recorded.
@@ -304,13 +330,14 @@ impl AdmissionSink for Producer<'_> {
                 };
                 let sender = self.sender.clone();
                 self.tasks.spawn(async move {
-                    let phone = recipient.phone.clone();
+                    let (phone, line) = (recipient.phone.clone(), recipient.line);
                     // A bug that panics a send must not strand its recipient `in_flight` under
                     // a finished job: it is recorded `uncertain` (a request may have gone).
                     let sent = AssertUnwindSafe(send_one(&sender, *recipient)).catch_unwind();
                     if sent.await.is_err() {
                         let end = SendEnd::Uncertain(TASK_FAILED);
-                        let _ = sender.events.send(Event::Finish { phone, end }).await;
+                        let finish = Event::Finish { phone, line, end };
+                        let _ = sender.events.send(finish).await;
                     }
                     drop(slot);
                 });

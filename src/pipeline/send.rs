@@ -202,8 +202,11 @@ pub(super) async fn send_one(context: &SendContext, recipient: Recipient) {
             context.router.refuse(ChannelFailure::AdMarker),
             Charge::default(),
         );
-        let phone = recipient.phone;
-        let _ = context.events.send(Event::Finish { phone, end }).await;
+        let (phone, line) = (recipient.phone, recipient.line);
+        let _ = context
+            .events
+            .send(Event::Finish { phone, line, end })
+            .await;
         return;
     }
     let key = MessageKey::for_recipient(&context.job_id, &recipient.phone);
@@ -313,6 +316,7 @@ pub(super) async fn send_one(context: &SendContext, recipient: Recipient) {
         .events
         .send(Event::Finish {
             phone: recipient.phone,
+            line: recipient.line,
             end,
         })
         .await;

@@ -114,6 +114,14 @@ impl Progress {
         );
     }
 
+    /// A resumed run starts past `rows` in-range rows an earlier run finished with.
+    pub fn resumed(&self, rows: u64) {
+        self.counts.done.fetch_add(rows, Ordering::Relaxed);
+        if let Some(bar) = &self.bar {
+            bar.inc(rows);
+        }
+    }
+
     /// A source row refused by validation.
     pub fn invalid(&self) {
         self.counts.invalid.fetch_add(1, Ordering::Relaxed);

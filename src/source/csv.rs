@@ -3,45 +3,73 @@
 //! channel. A row that is not valid UTF-8 or lacks a field is an [`InvalidRow`] like any
 //! other bad row; only an unreadable file or a missing column stops the campaign.
 
+use std::io::{Seek, SeekFrom};
 use std::path::PathBuf;
 
 use tokio::sync::mpsc;
 
-use super::{AgeFilter, OpenSource, READ_AHEAD, SourceError, SourceRow};
+use super::line_ends::{LineStart, UnixLineEnds};
+use super::{AgeFilter, OpenSource, READ_AHEAD, ReadRow, RowStart, SourceError, SourceRow};
 use crate::recipient::{InvalidRow, RowShape};
 
-pub(super) async fn open(path: PathBuf, ages: AgeFilter) -> Result<OpenSource, SourceError> {
-    let (shape, reader) = tokio::task::spawn_blocking({
+type Reader = csv::Reader<UnixLineEnds<std::fs::File>>;
+
+/// Opens the file and starts reading its rows: from the first, or `from` a row an earlier read
+/// of the same file reported (the header is read all the same, for the columns).
+pub(super) async fn open(
+    path: PathBuf,
+    ages: AgeFilter,
+    from: Option<RowStart>,
+) -> Result<OpenSource, SourceError> {
+    let (shape, reader, first_line) = tokio::task::spawn_blocking({
         let path = path.clone();
-        move || read_header(&path)
+        move || {
+            let (shape, reader) = read_header(&path)?;
+            match from {
+                None => Ok((shape, reader, 1)),
+                Some(start) => Ok((shape, reader_at(&path, start.at)?, start.line)),
+            }
+        }
     })
     .await
     .expect("the header reader does not panic")?;
     let columns = shape.kept.clone();
     let (sender, rows) = mpsc::channel(READ_AHEAD);
-    tokio::task::spawn_blocking(move || read_rows(&path, reader, &shape, ages, &sender));
+    tokio::task::spawn_blocking(move || {
+        read_rows(&path, reader, first_line, &shape, ages, &sender);
+    });
     Ok(OpenSource { columns, rows })
+}
+
+/// A reader of `path` from `at`, a line start of an earlier read.
+fn reader_at(path: &std::path::Path, at: LineStart) -> Result<Reader, SourceError> {
+    let unreadable = |source| SourceError::Unreadable {
+        path: display(path),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(unreadable)?;
+    file.seek(SeekFrom::Start(at.byte)).map_err(unreadable)?;
+    Ok(super::csv_reader_of(
+        UnixLineEnds::tracking_line_starts(file, at),
+        false,
+    ))
 }
 
 fn display(path: &std::path::Path) -> String {
     path.display().to_string()
 }
 
-fn read_header(
-    path: &std::path::Path,
-) -> Result<
-    (
-        RowShape,
-        csv::Reader<super::line_ends::UnixLineEnds<std::fs::File>>,
-    ),
-    SourceError,
-> {
+fn read_header(path: &std::path::Path) -> Result<(RowShape, Reader), SourceError> {
     let file = std::fs::File::open(path).map_err(|source| SourceError::Unreadable {
         path: display(path),
         source,
     })?;
     // The header is the first line that is not blank.
-    let mut reader = super::csv_reader(file, false);
+    let start = LineStart {
+        byte: 0,
+        after_cr: false,
+    };
+    let mut reader = super::csv_reader_of(UnixLineEnds::tracking_line_starts(file, start), false);
     let mut header = csv::ByteRecord::new();
     loop {
         match reader.read_byte_record(&mut header) {
@@ -87,26 +115,39 @@ fn read_header(
     Ok((shape, reader))
 }
 
+/// Reads rows to the end of the file; `first_line` is the line the reader starts at.
 fn read_rows(
     path: &std::path::Path,
-    mut reader: csv::Reader<super::line_ends::UnixLineEnds<std::fs::File>>,
+    mut reader: Reader,
+    first_line: u64,
     shape: &RowShape,
     ages: AgeFilter,
-    sender: &mpsc::Sender<Result<SourceRow, SourceError>>,
+    sender: &mpsc::Sender<Result<ReadRow, SourceError>>,
 ) {
+    // The csv crate counts lines from 1 where the reader starts.
+    let line_of = |position: Option<&csv::Position>| {
+        position.map_or(0, |p| p.line().saturating_add(first_line.saturating_sub(1)))
+    };
     let mut record = csv::ByteRecord::new();
     loop {
         let row = match reader.read_byte_record(&mut record) {
             Ok(false) => return,
-            // A line of white space only is no row.
-            Ok(true) if is_blank(&record) => continue,
             Ok(true) => {
-                let line = record.position().map_or(0, csv::Position::line);
-                Ok(classify(shape, line, &record, ages))
+                let position = record.position();
+                let at = position.and_then(|p| reader.get_mut().line_start(p.byte()));
+                // A line of white space only is no row.
+                if is_blank(&record) {
+                    continue;
+                }
+                let line = line_of(position);
+                Ok(ReadRow {
+                    row: classify(shape, line, &record, ages),
+                    start: at.map(|at| RowStart { at, line }),
+                })
             }
             Err(error) => Err(SourceError::Csv {
                 path: display(path),
-                line: error.position().map_or(0, csv::Position::line),
+                line: line_of(error.position()),
                 message: error.to_string(),
             }),
         };
@@ -155,12 +196,51 @@ mod tests {
     async fn read(bytes: &[u8]) -> Result<Vec<SourceRow>, SourceError> {
         let file = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(file.path(), bytes).unwrap();
-        let mut source = open(file.path().to_path_buf(), AGES).await?;
+        let mut source = open(file.path().to_path_buf(), AGES, None).await?;
         let mut rows = Vec::new();
         while let Some(row) = source.rows.recv().await {
-            rows.push(row?);
+            rows.push(row?.row);
         }
         Ok(rows)
+    }
+
+    /// Every row of `bytes` with its start, read from the first row or `from` one.
+    async fn read_from(path: &std::path::Path, from: Option<RowStart>) -> Vec<ReadRow> {
+        let mut source = open(path.to_path_buf(), AGES, from).await.unwrap();
+        let mut rows = Vec::new();
+        while let Some(row) = source.rows.recv().await {
+            rows.push(row.unwrap());
+        }
+        rows
+    }
+
+    #[tokio::test]
+    async fn a_read_from_any_row_start_reads_the_same_rows_with_the_same_lines() {
+        // Every kind of line end, blank and empty lines, a byte-order mark, quoted newlines
+        // (plain and CRLF), a bad row, a row out of the age range, a missing final line end.
+        let bytes = "\u{feff}name,phone,birth_date\r\n\
+             a,010-1111-0001,2000-01-01\r\n\r\n\
+             b,010-1111-0002,2000-01-01\r\
+             c,010-1111-0003,2000-01-01\n\n\n\
+             \"d\r\nd\",010-1111-0004,2000-01-01\r\r\n\
+             e,bad,2000-01-01\n   \n\
+             \"f\n\nf\",010-1111-0006,1950-01-01\r\n\
+             g,010-1111-0007,2000-01-01";
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), bytes).unwrap();
+        let all = read_from(file.path(), None).await;
+        assert_eq!(all.len(), 7);
+        let seen = |rows: &[ReadRow]| -> Vec<String> {
+            rows.iter().map(|r| format!("{:?}", r.row)).collect()
+        };
+        for (k, row) in all.iter().enumerate() {
+            let start = row.start.expect("every row has a start");
+            let rest = read_from(file.path(), Some(start)).await;
+            assert_eq!(seen(&rest), seen(&all[k..]), "from row {k} ({start:?})");
+            let starts: Vec<_> = rest.iter().map(|r| r.start).collect();
+            let expected: Vec<_> = all[k..].iter().map(|r| r.start).collect();
+            assert_eq!(starts, expected, "the starts from row {k}");
+        }
     }
 
     fn phones(rows: &[SourceRow]) -> Vec<&str> {
@@ -311,7 +391,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unreadable_file_names_its_path() {
-        let error = open("/nonexistent/users.csv".into(), AGES)
+        let error = open("/nonexistent/users.csv".into(), AGES, None)
             .await
             .err()
             .unwrap();

@@ -6,8 +6,23 @@
 //! line, and it skips an empty line without counting it, so every later line number is low.
 //! A line of white space is no row (the readers skip it); inside a quoted field an empty line
 //! gains that one space. Hand-written: no crate offers this as a `Read`.
+//!
+//! The reader also remembers where in the file each line it hands out starts ([`LineStart`]),
+//! so that a resumed campaign can open an unchanged file at the first row it still needs
+//! instead of re-reading every row before it (`source::resume`).
 
+use std::collections::VecDeque;
 use std::io::{self, Read};
+
+/// Where a line starts in the file itself, with the one piece of the reader's state that
+/// matters there: whether the line before ended with a `\r` (a `\n` right here is then the
+/// rest of that line end, not an empty line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LineStart {
+    /// The byte offset in the file.
+    pub byte: u64,
+    pub after_cr: bool,
+}
 
 /// `inner` with every `\r\n` and every lone `\r` read as `\n`, and every empty line as ` \n`.
 pub struct UnixLineEnds<R> {
@@ -21,19 +36,82 @@ pub struct UnixLineEnds<R> {
     at_line_start: bool,
     /// The `\n` of an empty line, after its space, when the caller's buffer was full.
     pending_newline: bool,
+    /// The file offset of `buffer[0]`.
+    buffer_offset: u64,
+    /// Bytes handed out so far: the offsets the csv crate's positions count.
+    handed_out: u64,
+    /// When asked for: the lines handed out and not yet asked about by
+    /// [`line_start`](Self::line_start), by their handed-out offset. The csv crate reads at most
+    /// its buffer ahead, so this stays small; [`MAX_LINE_STARTS`] bounds it anyway (a field
+    /// of a million quoted newlines), forgetting the oldest.
+    line_starts: Option<VecDeque<(u64, LineStart)>>,
 }
+
+/// The most line starts remembered (a few hundred kilobytes).
+const MAX_LINE_STARTS: usize = 16 * 1024;
 
 impl<R> UnixLineEnds<R> {
     pub fn new(inner: R) -> Self {
+        UnixLineEnds {
+            line_starts: None,
+            ..Self::tracking_line_starts(
+                inner,
+                LineStart {
+                    byte: 0,
+                    after_cr: false,
+                },
+            )
+        }
+    }
+
+    /// `inner`, positioned at `at` (the file's start, or a line start this reader reported
+    /// earlier), remembering where lines start for [`line_start`](Self::line_start).
+    pub fn tracking_line_starts(inner: R, at: LineStart) -> Self {
         UnixLineEnds {
             inner,
             buffer: vec![0; 64 * 1024].into_boxed_slice(),
             start: 0,
             end: 0,
-            after_cr: false,
+            after_cr: at.after_cr,
             at_line_start: true,
             pending_newline: false,
+            buffer_offset: at.byte,
+            handed_out: 0,
+            line_starts: Some(VecDeque::from([(0, at)])),
         }
+    }
+
+    /// Where the line that starts at handed-out offset `handed_out` (a csv position's byte)
+    /// starts in the file; `None` if no line starts there. Forgets every line before it.
+    pub fn line_start(&mut self, handed_out: u64) -> Option<LineStart> {
+        let line_starts = self.line_starts.as_mut()?;
+        while let Some(&(at, start)) = line_starts.front() {
+            if at > handed_out {
+                return None;
+            }
+            line_starts.pop_front();
+            if at == handed_out {
+                return Some(start);
+            }
+        }
+        None
+    }
+
+    /// A `\n` was just handed out: the next line starts here.
+    fn line_ended(&mut self) {
+        let Some(line_starts) = self.line_starts.as_mut() else {
+            return;
+        };
+        if line_starts.len() == MAX_LINE_STARTS {
+            line_starts.pop_front();
+        }
+        line_starts.push_back((
+            self.handed_out,
+            LineStart {
+                byte: self.buffer_offset + self.start as u64,
+                after_cr: self.after_cr,
+            },
+        ));
     }
 }
 
@@ -45,12 +123,15 @@ impl<R: Read> Read for UnixLineEnds<R> {
                 self.pending_newline = false;
                 out[written] = b'\n';
                 written += 1;
+                self.handed_out += 1;
+                self.line_ended();
                 continue;
             }
             if self.start == self.end {
                 if written > 0 {
                     break; // hand out what there is rather than wait for more
                 }
+                self.buffer_offset += self.end as u64;
                 self.end = self.inner.read(&mut self.buffer)?;
                 self.start = 0;
                 if self.end == 0 {
@@ -76,9 +157,14 @@ impl<R: Read> Read for UnixLineEnds<R> {
             if byte == b'\n' && self.at_line_start {
                 out[written] = b' ';
                 self.pending_newline = true;
+                self.handed_out += 1;
             } else {
                 out[written] = byte;
                 self.at_line_start = byte == b'\n';
+                self.handed_out += 1;
+                if byte == b'\n' {
+                    self.line_ended();
+                }
             }
             written += 1;
         }

@@ -10,8 +10,11 @@
 
 pub mod csv;
 mod line_ends;
+pub mod resume;
 pub mod sql;
 pub mod suppression;
+
+pub use line_ends::LineStart;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -58,6 +61,22 @@ pub enum SourceRow {
     Invalid(InvalidRow),
 }
 
+/// A row as a source reads it: what it is, and for a CSV file where it starts.
+#[derive(Debug)]
+pub struct ReadRow {
+    pub row: SourceRow,
+    /// Where a later run may start reading again to read this row first (a CSV file only).
+    pub start: Option<RowStart>,
+}
+
+/// Where a row of a CSV file starts: a later run of an unchanged file may open it there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RowStart {
+    pub at: LineStart,
+    /// The row's line, as its errors and the journal report it.
+    pub line: u64,
+}
+
 /// A source that could not be read at all: the campaign stops (exit 1), nothing is sent.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -85,7 +104,7 @@ pub enum SourceError {
 pub struct OpenSource {
     /// The column names templates may use: every column but `rrn`.
     pub columns: Arc<[String]>,
-    pub rows: mpsc::Receiver<Result<SourceRow, SourceError>>,
+    pub rows: mpsc::Receiver<Result<ReadRow, SourceError>>,
 }
 
 /// A CSV file as every file of a campaign is read (sources, the suppression list): its line
@@ -94,10 +113,17 @@ fn csv_reader(
     file: std::fs::File,
     has_headers: bool,
 ) -> ::csv::Reader<line_ends::UnixLineEnds<std::fs::File>> {
+    csv_reader_of(line_ends::UnixLineEnds::new(file), has_headers)
+}
+
+fn csv_reader_of(
+    lines: line_ends::UnixLineEnds<std::fs::File>,
+    has_headers: bool,
+) -> ::csv::Reader<line_ends::UnixLineEnds<std::fs::File>> {
     ::csv::ReaderBuilder::new()
         .flexible(true)
         .has_headers(has_headers)
-        .from_reader(line_ends::UnixLineEnds::new(file))
+        .from_reader(lines)
 }
 
 /// A validated row judged against the campaign's ages: a birth date after the campaign's date
@@ -123,8 +149,18 @@ const READ_AHEAD: usize = 256;
 /// Opens `spec` and starts reading it; fails before reading a row when the source cannot be
 /// opened or lacks a required column.
 pub async fn open(spec: &SourceSpec, ages: AgeFilter) -> Result<OpenSource, SourceError> {
+    open_from(spec, ages, None).await
+}
+
+/// Opens `spec` like [`open`], a CSV file `from` a row an earlier read of it reported
+/// ([`resume`]); a database has no such rows.
+pub async fn open_from(
+    spec: &SourceSpec,
+    ages: AgeFilter,
+    from: Option<RowStart>,
+) -> Result<OpenSource, SourceError> {
     match spec {
-        SourceSpec::Csv(path) => csv::open(path.clone(), ages).await,
+        SourceSpec::Csv(path) => csv::open(path.clone(), ages, from).await,
         SourceSpec::Database { url, query } => sql::open(url, query, ages).await,
     }
 }
@@ -137,7 +173,7 @@ pub async fn count_in_range(spec: &SourceSpec, ages: AgeFilter) -> Result<u64, S
             let mut source = open(spec, ages).await?;
             let mut count = 0;
             while let Some(row) = source.rows.recv().await {
-                if let SourceRow::InRange(_) = row? {
+                if let SourceRow::InRange(_) = row?.row {
                     count += 1;
                 }
             }

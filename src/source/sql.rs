@@ -20,7 +20,7 @@ use sqlx::sqlite::{Sqlite, SqliteConnectOptions, SqliteConnection};
 use sqlx::{AssertSqlSafe, Column as _, ConnectOptions as _, SqlSafeStr as _, Statement as _};
 use tokio::sync::mpsc;
 
-use super::{AgeFilter, OpenSource, READ_AHEAD, SourceError, SourceRow};
+use super::{AgeFilter, OpenSource, READ_AHEAD, ReadRow, SourceError, SourceRow};
 use crate::config::DatabaseUrl;
 use crate::recipient::{InvalidRow, RowShape};
 
@@ -250,13 +250,15 @@ async fn stream_rows(
     shape: &RowShape,
     names: &[String],
     ages: AgeFilter,
-    sender: &mpsc::Sender<Result<SourceRow, SourceError>>,
+    sender: &mpsc::Sender<Result<ReadRow, SourceError>>,
 ) -> Result<(), sqlx::Error> {
     let mut rows = scalars::<String>(&mut connection, sql, ages);
     let mut number = 0u64;
     while let Some(json) = rows.try_next().await? {
         number += 1;
         let row = classify(shape, names, number, &json, ages);
+        // A query's order is not stable between runs: its rows have no start to resume at.
+        let row = ReadRow { row, start: None };
         if sender.send(Ok(row)).await.is_err() {
             break;
         }

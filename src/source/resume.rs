@@ -1,0 +1,165 @@
+//! Resuming a CSV source where an earlier run of the job got to, instead of from its first row.
+//!
+//! A resumed run must read its source again: the rows an earlier run did not reach, and the
+//! counts (`total`, `invalid`, `duplicate`, `suppressed`) of the whole source. Re-reading every
+//! row an earlier run already finished costs a journal lookup each — about 25 s before the
+//! first send of a half-done 10 M-row job. So a run records, with its journal writes, a
+//! [`ResumePoint`]: the start of the first row of the source that it has not finished with
+//! (every row before it is recorded in a final state), and the counts of the rows before it. A
+//! later run of the job opens the file there and starts from those counts — if the file and
+//! the screening are what they were ([`ResumePoint::fits`]); otherwise it reads the file from
+//! its first row, and says why.
+//!
+//! A database source has no such point: a query's row order is not stable between runs.
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::path::Path;
+use std::time::UNIX_EPOCH;
+
+use sha2::{Digest, Sha256};
+
+use super::RowStart;
+use crate::job::SourceCounts;
+use crate::phone::Phone;
+
+/// How much of a file's start its identity hashes.
+const HEAD: u64 = 64 * 1024;
+
+/// What a file is, as far as resuming it goes: a change of its size, its modification time or
+/// its first 64 KiB means a change of the file (an edit, an export overwriting it).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileIdentity {
+    pub len: u64,
+    /// Seconds and nanoseconds since the Unix epoch.
+    pub modified: (u64, u32),
+    /// SHA-256 of the first 64 KiB, in hex.
+    pub head: String,
+}
+
+impl FileIdentity {
+    pub fn of(path: &Path) -> std::io::Result<FileIdentity> {
+        let file = std::fs::File::open(path)?;
+        let metadata = file.metadata()?;
+        let modified = metadata
+            .modified()?
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let mut head = Vec::new();
+        file.take(HEAD).read_to_end(&mut head)?;
+        Ok(FileIdentity {
+            len: metadata.len(),
+            modified: (modified.as_secs(), modified.subsec_nanos()),
+            head: hex(&Sha256::digest(&head)),
+        })
+    }
+}
+
+/// What decides which rows of a file a run screens out besides the job's own parameters: the
+/// suppression list and an ad's consent column (both from the config, which may change between
+/// runs). As a fingerprint, the same whatever the list's order.
+pub fn screening_fingerprint(suppression: &HashSet<Phone>, consent_column: Option<&str>) -> String {
+    let mut phones: Vec<&str> = suppression.iter().map(Phone::as_str).collect();
+    phones.sort_unstable();
+    let mut hash = Sha256::new();
+    for phone in phones {
+        hash.update(phone.as_bytes());
+        hash.update(b"\n");
+    }
+    hash.update(b"consent:");
+    hash.update(consent_column.unwrap_or("").as_bytes());
+    hex(&hash.finalize())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Where a later run of a job may start reading its CSV file, and what it finds before there.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ResumePoint {
+    /// The file the point was taken on.
+    pub file: FileIdentity,
+    /// The screening it was taken under ([`screening_fingerprint`]).
+    pub screening: String,
+    /// The run that last read the file from its first row. Every run since read this same
+    /// file, so a recipient that one of them recorded at a line before [`start`](Self::start)
+    /// first occurs there: a later row with its phone is a duplicate.
+    pub base_run: u32,
+    /// The first row not finished with; every row before it is recorded in a final state.
+    pub start: RowStart,
+    /// The counts of the rows before `start`.
+    pub counts: SourceCounts,
+    /// The rows before `start` in the age range (the progress display's position).
+    pub in_range: u64,
+}
+
+/// Why a run reads its file from the first row although the job has a resume point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Misfit {
+    FileChanged,
+    ScreeningChanged,
+}
+
+impl std::fmt::Display for Misfit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Misfit::FileChanged => "the file changed since the job's last run",
+            Misfit::ScreeningChanged => {
+                "the suppression list or the consent column changed since the job's last run"
+            }
+        })
+    }
+}
+
+impl ResumePoint {
+    /// Whether a run may start at this point: the file is the one it was taken on and the
+    /// rows are screened as they were.
+    pub fn fits(&self, file: &FileIdentity, screening: &str) -> Result<(), Misfit> {
+        if *file != self.file || self.start.at.byte > file.len {
+            return Err(Misfit::FileChanged);
+        }
+        if screening != self.screening {
+            return Err(Misfit::ScreeningChanged);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_rewritten_with_other_bytes_is_another_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.csv");
+        std::fs::write(&path, "name,phone\na,010-1111-2222\n").unwrap();
+        let first = FileIdentity::of(&path).unwrap();
+        assert_eq!(FileIdentity::of(&path).unwrap(), first);
+        std::fs::write(&path, "name,phone\nb,010-1111-2222\n").unwrap();
+        let second = FileIdentity::of(&path).unwrap();
+        assert_eq!(second.len, first.len);
+        assert_ne!(second.head, first.head);
+        assert_ne!(second, first);
+    }
+
+    #[test]
+    fn the_screening_fingerprint_ignores_order_and_sees_the_consent_column() {
+        let phone = |text: &str| Phone::parse(text).unwrap();
+        let a: HashSet<Phone> = [phone("010-1111-2222"), phone("010-3333-4444")].into();
+        let b: HashSet<Phone> = [phone("010-3333-4444"), phone("010-1111-2222")].into();
+        assert_eq!(
+            screening_fingerprint(&a, None),
+            screening_fingerprint(&b, None)
+        );
+        assert_ne!(
+            screening_fingerprint(&a, None),
+            screening_fingerprint(&a, Some("consent"))
+        );
+        assert_ne!(
+            screening_fingerprint(&a, None),
+            screening_fingerprint(&HashSet::new(), None)
+        );
+    }
+}
