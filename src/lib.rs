@@ -28,7 +28,7 @@
 //!
 //! Layers, top to bottom; a module names only modules of lower layers (no cycle, no arrow
 //! upward; `tests/layering.rs` checks it):
-//! commands → cli, campaign → pipeline, sandbox → report, journal, source, error → delivery →
+//! commands → cli, campaign → pipeline, sandbox → report, journal, error → delivery, source →
 //! config → alert, job, logging → policy, provider, advert → cost, recipient, schedule, template →
 //! phone, secret, sms_length, units.
 

@@ -15,9 +15,10 @@ const LAYERS: &[(&str, u32)] = &[
     ("sandbox", 7),
     ("report", 6),
     ("journal", 6),
-    ("source", 6),
     ("error", 6),
     ("delivery", 5),
+    // The journal records where a resumed run starts reading a source (`source::resume`).
+    ("source", 5),
     ("config", 4),
     ("alert", 3),
     ("job", 3),
