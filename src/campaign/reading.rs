@@ -8,7 +8,7 @@ use super::plan::Job;
 use crate::journal::{Journal, JournalError, ResumedAt};
 use crate::phone::Phone;
 use crate::pipeline::{Basis, Checkpoints};
-use crate::source::resume::{FileIdentity, ResumePoint, screening_fingerprint};
+use crate::source::resume::{FileIdentity, Misfit, ResumePoint, screening_fingerprint};
 use crate::source::{self, AgeFilter, OpenSource, SourceError, SourceSpec};
 
 /// How a run reads its source.
@@ -54,7 +54,13 @@ impl Reading {
                 tracing::info!(job_id = %job.id, source = %spec, "--resend-uncertain: reading the source from its first row");
                 None
             }
-            Some(point) => match point.fits(&file, &screening) {
+            Some(point) => match point.fits(&file, &screening).and_then(|()| {
+                if point.starts_a_line(path) {
+                    Ok(())
+                } else {
+                    Err(Misfit::Implausible)
+                }
+            }) {
                 Ok(()) => {
                     tracing::info!(job_id = %job.id, source = %spec, line = point.start.line, "resuming the source at the first row not finished");
                     Some(point)

@@ -99,6 +99,9 @@ pub struct ResumePoint {
 pub enum Misfit {
     FileChanged,
     ScreeningChanged,
+    /// The point is none a run can have recorded on this file (a journal edited or damaged):
+    /// trusting it could skip rows, or count rows before it as duplicates.
+    Implausible,
 }
 
 impl std::fmt::Display for Misfit {
@@ -108,6 +111,7 @@ impl std::fmt::Display for Misfit {
             Misfit::ScreeningChanged => {
                 "the suppression list or the consent column changed since the job's last run"
             }
+            Misfit::Implausible => "the job's resume point does not fit its file",
         })
     }
 }
@@ -122,7 +126,42 @@ impl ResumePoint {
         if screening != self.screening {
             return Err(Misfit::ScreeningChanged);
         }
+        if !self.plausible() {
+            return Err(Misfit::Implausible);
+        }
         Ok(())
+    }
+
+    /// What any point a run recorded satisfies: a data row (after the header's line) starts
+    /// after at least one byte a line, the rows before it hold at least a line each, and the
+    /// counts are parts of the total.
+    fn plausible(&self) -> bool {
+        let RowStart { at, line } = self.start;
+        let c = &self.counts;
+        line >= 2
+            && at.byte > 0
+            && line - 1 <= at.byte
+            && c.total < line
+            && [c.invalid, c.duplicate, c.suppressed, self.in_range]
+                .iter()
+                .all(|&n| n <= c.total)
+            && c.no_consent.saturating_add(c.consent_expired) <= c.suppressed
+    }
+
+    /// Whether the point's byte starts a line of `path` as it says: the byte before it ends a
+    /// line, a `\r` exactly when the point says so.
+    pub fn starts_a_line(&self, path: &Path) -> bool {
+        use std::io::{Seek, SeekFrom};
+        let at = self.start.at;
+        let Some(before) = at.byte.checked_sub(1) else {
+            return false;
+        };
+        let mut byte = [0u8; 1];
+        let read = std::fs::File::open(path).and_then(|mut file| {
+            file.seek(SeekFrom::Start(before))?;
+            file.read_exact(&mut byte)
+        });
+        read.is_ok() && matches!((byte[0], at.after_cr), (b'\r', true) | (b'\n', false))
     }
 }
 
