@@ -5,7 +5,7 @@
 //!   journal on, at concurrency 64 and 256; beside it, the ceiling: a bare reqwest loop (this
 //!   binary re-run as a child with `--ceiling-child`) POSTing the same messages to the same
 //!   sandbox at the same concurrency. msgsend ÷ ceiling.
-//! - `memory`: peak RSS (wait4's ru_maxrss) of `bulk` over 100 k and 1 M CSV rows, and 30 M in a
+//! - `memory`: peak RSS (`VmHWM`, polled) of `bulk` over 100 k and 1 M CSV rows, and 30 M in a
 //!   full run only (not with `--quick` or `--scale`).
 //! - `resume`: a 10 M-row job interrupted (SIGTERM) at half and resumed, from a CSV file and from
 //!   PostgreSQL: the time from `--resume` to its first send, and both runs' peak RSS (the 10 M
@@ -36,6 +36,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use msgsend::delivery::MessageKey;
+use msgsend::phone::Phone;
+use msgsend::provider::ProviderKind;
 use msgsend::sandbox::{Sandbox, SandboxConfig, SimStats};
 
 const SECTIONS: [&str; 8] = [
@@ -256,7 +259,7 @@ impl Bench {
         );
         let (mut ceiling_s, mut msgsend_s) = (0.0, 0.0);
         for round in 1..=rounds {
-            let (seconds, ok) = run_ceiling(&sandbox.kakaotalk.base_url(), n, concurrency);
+            let (seconds, ok) = run_ceiling(&sandbox.kakaotalk.base_url(), csv, concurrency);
             let before = accepted(&sandbox);
             let job = format!("overhead-{concurrency}-{round}");
             let run = msgsend(&config, &bulk_csv(csv, &job));
@@ -329,14 +332,16 @@ impl Bench {
             self.interrupted_and_resumed("PostgreSQL", &sandbox, &config, &first, &table, n);
             self.runtime.block_on(drop_postgres(&url, &table));
         } else {
-            println!("  PostgreSQL skipped: set MSGSEND_BENCH_POSTGRES_URL (or MSGSEND_TEST_POSTGRES_URL)");
+            println!(
+                "  PostgreSQL skipped: set MSGSEND_BENCH_POSTGRES_URL (or MSGSEND_TEST_POSTGRES_URL)"
+            );
         }
         self.stop_sandbox(sandbox);
     }
 
     /// Runs `first` (job `job`, `n` recipients), stops it with SIGTERM once half are sent, then
     /// resumes it: the time from `--resume` to its first send, and both runs' peak RSS.
-    // The children are reaped by wait4 (`wait_rss`), which clippy does not know.
+    // The children are reaped by waitpid (`wait_rss`), which clippy does not know.
     #[allow(clippy::zombie_processes)]
     fn interrupted_and_resumed(
         &mut self,
@@ -461,7 +466,7 @@ impl Bench {
         self.check_paced("pacing 50/s burst 1", &paced, n);
     }
 
-    // The children are reaped by wait4 (`wait_rss`) and `output`, which clippy does not know.
+    // The children are reaped by waitpid (`wait_rss`) and `output`, which clippy does not know.
     #[allow(clippy::zombie_processes)]
     fn shared(&mut self) {
         let setup = ProviderSetup {
@@ -626,7 +631,7 @@ impl Bench {
 
     /// A campaign against rate-limited providers, sampling the sandbox's accepted count to
     /// find the steady rate.
-    // The child is reaped by wait4 (`wait_rss`), which clippy does not know.
+    // The child is reaped by waitpid (`wait_rss`), which clippy does not know.
     #[allow(clippy::zombie_processes)]
     fn paced_run(
         &self,
@@ -754,18 +759,18 @@ fn msgsend(config: &Path, args: &[&str]) -> Finished {
     wait_rss(&mut child, started)
 }
 
-/// Waits for `child` with wait4(2), which also gives its peak RSS.
+/// Waits for `child` (waitpid), watching its peak RSS ([`HighWaterMark`]).
 fn wait_rss(child: &mut Child, started: Instant) -> Finished {
+    let pid = child.id();
+    let watch = HighWaterMark::watch(pid);
     let mut status = 0;
-    // SAFETY: a zeroed rusage is a valid value to be overwritten.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: wait4 on our own child's pid with valid out-pointers; std's Child is not waited
-    // on afterwards (dropping it does not wait).
-    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    // SAFETY: waitpid on our own child's pid with a valid out-pointer; std's Child is not
+    // waited on afterwards (dropping it does not wait).
+    let pid = unsafe { libc::waitpid(child.id() as i32, &mut status, 0) };
     assert_eq!(
         pid,
         child.id() as i32,
-        "wait4: {}",
+        "waitpid: {}",
         std::io::Error::last_os_error()
     );
     let exit_code = if libc::WIFEXITED(status) {
@@ -775,10 +780,56 @@ fn wait_rss(child: &mut Child, started: Instant) -> Finished {
     };
     Finished {
         seconds: started.elapsed().as_secs_f64(),
-        // ru_maxrss is in KiB on Linux.
-        peak_rss_mib: usage.ru_maxrss as f64 / 1024.0,
+        peak_rss_mib: watch.stop() as f64 / 1024.0,
         exit_code,
     }
+}
+
+/// A child's peak RSS, polled from `/proc/PID/status` (`VmHWM`, which only grows) every 10 ms
+/// until it exits. Not wait4's `ru_maxrss`: std spawns with `CLONE_VM` (posix_spawn), and at
+/// `exec` the kernel folds the parent's high-water mark into the child's — so a child of this
+/// benchmark, whose in-process sandbox keeps every idempotency key it saw, reported the
+/// benchmark's own peak (up to 566 MiB) rather than msgsend's.
+struct HighWaterMark {
+    peak_kib: std::sync::Arc<AtomicU64>,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    poller: std::thread::JoinHandle<()>,
+}
+
+impl HighWaterMark {
+    fn watch(pid: u32) -> HighWaterMark {
+        let peak_kib = std::sync::Arc::new(AtomicU64::new(0));
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let poller = std::thread::spawn({
+            let (peak_kib, done) = (peak_kib.clone(), done.clone());
+            move || {
+                while !done.load(Ordering::Relaxed) {
+                    if let Some(kib) = vm_hwm_kib(pid) {
+                        peak_kib.fetch_max(kib, Ordering::Relaxed);
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        });
+        HighWaterMark {
+            peak_kib,
+            done,
+            poller,
+        }
+    }
+
+    /// The peak seen, in KiB.
+    fn stop(self) -> u64 {
+        self.done.store(true, Ordering::Relaxed);
+        self.poller.join().expect("the RSS poller does not panic");
+        self.peak_kib.load(Ordering::Relaxed)
+    }
+}
+
+fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// `n` recipients, all in their twenties, phones 010-1000-0000 upwards.
@@ -864,12 +915,12 @@ async fn drop_table(db: &mut sqlx::PgConnection, table: &str) {
 }
 
 /// Runs the ceiling in a child process of its own, as msgsend runs: returns (seconds, ok).
-fn run_ceiling(base_url: &str, n: u64, concurrency: u64) -> (f64, u64) {
+fn run_ceiling(base_url: &str, csv: &Path, concurrency: u64) -> (f64, u64) {
     let output = Command::new(std::env::current_exe().expect("own path"))
         .args([
             "--ceiling-child",
             base_url,
-            &n.to_string(),
+            csv.to_str().expect("UTF-8 path"),
             &concurrency.to_string(),
         ])
         .output()
@@ -884,29 +935,39 @@ fn run_ceiling(base_url: &str, n: u64, concurrency: u64) -> (f64, u64) {
     (seconds, ok)
 }
 
-/// The ceiling: the plainest client there is, one reqwest client with `concurrency` requests
-/// in flight, no limiter, no journal, POSTing the same KakaoTalk messages msgsend sends.
+/// The ceiling: the plainest client there is. It streams the same CSV and POSTs the same
+/// requests msgsend sends — the same body, Basic auth and `Idempotency-Key` header (so the
+/// sandbox, on the same cores, does the same work for both) — from one reqwest client with
+/// `concurrency` requests in flight: no screening, limiter, journal or metrics.
 fn ceiling_child(args: &[String]) {
-    let [base_url, n, concurrency] = args else {
-        panic!("usage: --ceiling-child BASE_URL N CONCURRENCY");
+    let [base_url, csv, concurrency] = args else {
+        panic!("usage: --ceiling-child BASE_URL CSV CONCURRENCY");
     };
-    let n: u64 = n.parse().expect("N");
     let concurrency: usize = concurrency.parse().expect("CONCURRENCY");
     let url = format!("{base_url}/kakaotalk-messages");
     let ok = AtomicU64::new(0);
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let started = Instant::now();
+    let rows = csv::Reader::from_path(csv)
+        .expect("the benchmark's CSV")
+        .into_records()
+        .map(|row| row.expect("a CSV row"));
     runtime.block_on(async {
         use futures_util::StreamExt as _;
         let http = reqwest::Client::new();
-        futures_util::stream::iter(0..n)
-            .map(|i| {
+        futures_util::stream::iter(rows)
+            .map(|row| {
+                let (name, phone) = (&row[0], &row[1]);
+                let key =
+                    MessageKey::for_recipient("ceiling", &Phone::parse(phone).expect("phone"))
+                        .for_provider(ProviderKind::KakaoTalk);
                 let request = http
                     .post(&url)
                     .basic_auth("bench0", Some("kakao-bench-0"))
+                    .header("Idempotency-Key", key)
                     .json(&serde_json::json!({
-                        "phone": phone(i),
-                        "message": format!("사람{i}님, 안녕하세요. 현대 오토에버입니다.\nhi 사람{i}"),
+                        "phone": phone,
+                        "message": format!("{name}님, 안녕하세요. 현대 오토에버입니다.\nhi {name}"),
                     }));
                 async move { request.send().await.is_ok_and(|r| r.status().is_success()) }
             })
