@@ -25,16 +25,6 @@ async fn slow_world() -> World {
     world
 }
 
-fn summary(output: &Output) -> serde_json::Value {
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "no summary JSON ({e}):\n{}\n{}",
-            stdout(output),
-            stderr(output)
-        )
-    })
-}
-
 /// Starts job `spring` on `csv` and stops it with SIGTERM once 60 messages are recorded.
 async fn interrupted_run(world: &World, csv: &str) -> serde_json::Value {
     let child = world
@@ -54,15 +44,14 @@ async fn interrupted_run(world: &World, csv: &str) -> serde_json::Value {
         .await
         .unwrap();
     assert_eq!(first.status.code(), Some(130), "{}", stderr(&first));
-    summary(&first)
+    common::json(&first)
 }
 
-/// The whole file's counts, everyone eligible once, nobody else.
-fn assert_whole_and_once(world: &World, crowd: &Crowd, summary: &serde_json::Value) {
-    assert_eq!(summary["status"], "DONE", "{summary}");
-    assert_eq!(summary["total"], crowd.total(), "{summary}");
+/// The whole file's counts (with `added` more rows, all duplicates), as the summary says them.
+fn assert_whole_counts(crowd: &Crowd, added: u64, summary: &serde_json::Value) {
+    assert_eq!(summary["total"], crowd.total() + added, "{summary}");
     assert_eq!(summary["invalid"], crowd.invalid, "{summary}");
-    assert_eq!(summary["duplicate"], crowd.duplicate, "{summary}");
+    assert_eq!(summary["duplicate"], crowd.duplicate + added, "{summary}");
     assert_eq!(
         summary["suppressed"],
         crowd.suppressed.len() as u64,
@@ -73,6 +62,12 @@ fn assert_whole_and_once(world: &World, crowd: &Crowd, summary: &serde_json::Val
         crowd.eligible.len() as u64,
         "{summary}"
     );
+}
+
+/// The whole file's counts, everyone eligible once, nobody else.
+fn assert_whole_and_once(world: &World, crowd: &Crowd, summary: &serde_json::Value) {
+    assert_eq!(summary["status"], "DONE", "{summary}");
+    assert_whole_counts(crowd, 0, summary);
     let mut received: BTreeMap<String, usize> = BTreeMap::new();
     for message in world.recorded() {
         *received.entry(message.phone).or_default() += 1;
@@ -116,7 +111,7 @@ async fn a_resume_starts_at_the_first_row_not_finished_and_counts_the_whole_file
         .unwrap_or_else(|| panic!("not resumed at a point: {}", stderr(&resumed)));
     // Past the rows sent before the stop (less the rows in flight, the batch's own).
     assert!(line > 30, "resumed at line {line} after {sent_before} sent");
-    assert_whole_and_once(&world, &crowd, &summary(&resumed));
+    assert_whole_and_once(&world, &crowd, &common::json(&resumed));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -138,7 +133,7 @@ async fn a_changed_file_or_suppression_list_is_read_from_its_first_row() {
         stderr(&resumed)
     );
     assert_eq!(resumed_at_line(&resumed), None);
-    assert_whole_and_once(&world, &crowd, &summary(&resumed));
+    assert_whole_and_once(&world, &crowd, &common::json(&resumed));
 
     // The suppression list changed between two runs: read from the first row too.
     let mut world = slow_world().await;
@@ -156,7 +151,7 @@ async fn a_changed_file_or_suppression_list_is_read_from_its_first_row() {
         "{}",
         stderr(&resumed)
     );
-    assert_whole_and_once(&world, &crowd, &summary(&resumed));
+    assert_whole_and_once(&world, &crowd, &common::json(&resumed));
 }
 
 /// `crowd`'s rows written with mixed line ends (CRLF, lone CR, LF), blank lines, names holding
@@ -269,20 +264,8 @@ async fn chained_kills_of_an_awkward_file_send_nobody_twice_and_count_the_whole_
         .await;
     resumed_lines.push(resumed_at_line(&last));
     eprintln!("resumed at {resumed_lines:?}\n{}", stderr(&last));
-    let summary = summary(&last);
-    assert_eq!(summary["total"], crowd.total() + added, "{summary}");
-    assert_eq!(summary["invalid"], crowd.invalid, "{summary}");
-    assert_eq!(summary["duplicate"], crowd.duplicate + added, "{summary}");
-    assert_eq!(
-        summary["suppressed"],
-        crowd.suppressed.len() as u64,
-        "{summary}"
-    );
-    assert_eq!(
-        summary["eligible"],
-        crowd.eligible.len() as u64,
-        "{summary}"
-    );
+    let summary = common::json(&last);
+    assert_whole_counts(&crowd, added, &summary);
     for (label, key) in [
         ("total read", "total"),
         ("invalid", "invalid"),
