@@ -24,7 +24,8 @@
 //!   quotas), the steady rate ÷ the sum, and each channel's share.
 //! - `pooling`: 1, 2 and 4 KakaoTalk credentials of 50/s each: steady rate ÷ the one's.
 //!
-//! `MSGSEND_BENCH_WRAP="perf record -g -o FILE --"` runs every msgsend under a profiler.
+//! `MSGSEND_BENCH_WRAP="perf record -g -o FILE --"` runs every msgsend under a profiler;
+//! `MSGSEND_BENCH_STATE_DIR=DIR` keeps the journals in DIR (`/dev/shm`: commits without fsync).
 //! `--scale F` multiplies the full sizes (`--scale 0.1`: a tenth of every N, for a quicker look).
 //! `--quick` runs every section small (seconds): CI runs it for correctness only. It fails on a
 //! correctness break (a 429, a message delivered twice or not at all, a run that did not end
@@ -192,9 +193,13 @@ impl Bench {
         concurrency: u64,
         extra: &str,
     ) -> PathBuf {
+        // `MSGSEND_BENCH_STATE_DIR` puts the journals elsewhere (`/dev/shm`: no fsync), to see
+        // what the disk's commit latency costs.
+        let states = std::env::var_os("MSGSEND_BENCH_STATE_DIR")
+            .map_or_else(|| self.dir.path().to_path_buf(), PathBuf::from);
         let mut toml = format!(
             "state_dir = \"{}\"\n",
-            self.dir.path().join(format!("state-{name}")).display()
+            states.join(format!("state-{name}")).display()
         );
         for ((kind, url, password), setup) in [
             ("kakaotalk", sandbox.kakaotalk.base_url(), "kakao-bench"),
@@ -329,6 +334,15 @@ impl Bench {
             self.runtime.block_on(fill_postgres(&url, &table, n));
             let query = format!("SELECT name, phone, birth_date FROM {table}");
             let first = postgres_bulk(&url, &query, &table);
+            // A job stores its database URL without the password: the resume takes it from
+            // `[source] database`, as an operator's config gives it.
+            let config = self.config(
+                "resume-postgres",
+                &sandbox,
+                [&UNLIMITED, &UNLIMITED],
+                256,
+                &format!("[source]\ndatabase = \"{url}\"\n"),
+            );
             self.interrupted_and_resumed("PostgreSQL", &sandbox, &config, &first, &table, n);
             self.runtime.block_on(drop_postgres(&url, &table));
         } else {
@@ -372,7 +386,10 @@ impl Bench {
 
         let mut child = spawn_msgsend(config, &["bulk", "--resume", job]);
         let resumed_at = Instant::now();
-        let first_send = wait_for(|| accepted(sandbox) - before > after_first);
+        let pid = child.id();
+        let sent_again = || accepted(sandbox) - before > after_first;
+        // A run that exits without sending ends the wait too.
+        let first_send = wait_for(|| sent_again() || exited(pid)).filter(|_| sent_again());
         let second = wait_rss(&mut child, resumed_at);
         let delivered = accepted(sandbox) - before;
         println!(
@@ -384,7 +401,7 @@ impl Bench {
                 "  {what}: resume of the half-done {n}-recipient job: first send {:.2} s after `--resume`",
                 after.as_secs_f64()
             ),
-            None => self.check(false, "the resumed run sent nothing"),
+            None => self.check(false, format!("{what}: the resumed run sent nothing")),
         }
         self.check(
             second.exit_code == 0,
@@ -824,6 +841,12 @@ impl HighWaterMark {
         self.poller.join().expect("the RSS poller does not panic");
         self.peak_kib.load(Ordering::Relaxed)
     }
+}
+
+/// Whether child `pid` has exited (a zombie, not reaped yet).
+fn exited(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_or(true, |status| status.lines().any(|l| l.starts_with("State:") && l.contains('Z')))
 }
 
 fn vm_hwm_kib(pid: u32) -> Option<u64> {

@@ -243,6 +243,50 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+        /// Any file made of rows, blank and empty lines, quoted line ends and every kind of
+        /// line end: a read from any row's start reads the rest as the whole read did.
+        #[test]
+        fn a_read_from_any_row_start_of_any_file_reads_the_rest_alike(
+            pieces in proptest::collection::vec(0usize..8, 1..40),
+            ends in proptest::collection::vec(0usize..3, 40),
+        ) {
+            const ENDS: [&str; 3] = ["\n", "\r\n", "\r"];
+            let mut text = String::from("name,phone,birth_date\r\n");
+            for (i, piece) in pieces.iter().enumerate() {
+                let end = ENDS[ends[i % ends.len()]];
+                let row = match piece {
+                    0 => format!("a{i},010-1111-{i:04},2000-01-01"),
+                    1 => format!("\"q{i}{end}x\",010-2222-{i:04},2000-01-01"),
+                    2 => String::new(),
+                    3 => "   ".to_string(),
+                    4 => format!("b{i},bad,2000-01-01"),
+                    5 => format!("o{i},010-3333-{i:04},1950-01-01"),
+                    6 => format!("\"\"\"{i}\"\"\",010-4444-{i:04},2000-01-01"),
+                    _ => format!("\"m{i}\r\n\r\n{end}\",010-5555-{i:04},2000-01-01"),
+                };
+                text.push_str(&row);
+                text.push_str(end);
+            }
+            let file = tempfile::NamedTempFile::new().unwrap();
+            std::fs::write(file.path(), &text).unwrap();
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            runtime.block_on(async {
+                let all = read_from(file.path(), None).await;
+                let seen = |rows: &[ReadRow]| -> Vec<String> {
+                    rows.iter().map(|r| format!("{:?} {:?}", r.row, r.start)).collect()
+                };
+                for (k, row) in all.iter().enumerate() {
+                    let start = row.start.expect("every row has a start");
+                    let rest = read_from(file.path(), Some(start)).await;
+                    assert_eq!(seen(&rest), seen(&all[k..]), "from row {k} of {text:?}");
+                }
+            });
+        }
+    }
+
     fn phones(rows: &[SourceRow]) -> Vec<&str> {
         rows.iter()
             .filter_map(|row| match row {

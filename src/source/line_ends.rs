@@ -131,8 +131,9 @@ impl<R: Read> Read for UnixLineEnds<R> {
                 if written > 0 {
                     break; // hand out what there is rather than wait for more
                 }
+                let read = self.inner.read(&mut self.buffer)?;
                 self.buffer_offset += self.end as u64;
-                self.end = self.inner.read(&mut self.buffer)?;
+                self.end = read;
                 self.start = 0;
                 if self.end == 0 {
                     break; // the end of the file
