@@ -845,8 +845,11 @@ impl HighWaterMark {
 
 /// Whether child `pid` has exited (a zombie, not reaped yet).
 fn exited(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .map_or(true, |status| status.lines().any(|l| l.starts_with("State:") && l.contains('Z')))
+    std::fs::read_to_string(format!("/proc/{pid}/status")).map_or(true, |status| {
+        status
+            .lines()
+            .any(|l| l.starts_with("State:") && l.contains('Z'))
+    })
 }
 
 fn vm_hwm_kib(pid: u32) -> Option<u64> {
