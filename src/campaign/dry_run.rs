@@ -161,11 +161,7 @@ pub(super) async fn run(
         batch_size: CHUNK,
     };
     let mut invalid_rows = InvalidRows::new(&label, outputs.invalid_csv)?;
-    let start = ReadStart {
-        counts: reading.from.as_ref().map(|p| p.counts).unwrap_or_default(),
-        in_range: 0,
-        checkpoints: None,
-    };
+    let start = ReadStart::at(reading.from.as_ref(), None);
     let counts = admit_all(
         &mut source,
         &screening,

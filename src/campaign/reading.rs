@@ -8,7 +8,7 @@ use super::plan::Job;
 use crate::journal::{Journal, JournalError, ResumedAt};
 use crate::phone::Phone;
 use crate::pipeline::{Basis, Checkpoints};
-use crate::source::resume::{FileIdentity, Misfit, ResumePoint, screening_fingerprint};
+use crate::source::resume::{FileIdentity, ResumePoint, screening_fingerprint};
 use crate::source::{self, AgeFilter, OpenSource, SourceError, SourceSpec};
 
 /// How a run reads its source.
@@ -20,6 +20,12 @@ pub(super) struct Reading {
 }
 
 impl Reading {
+    /// From the first row, keeping no point (a database, an unreadable file).
+    const FIRST_ROW: Reading = Reading {
+        from: None,
+        basis: None,
+    };
+
     /// Decides for `job`: its resume point if one fits, else the first row — saying why when
     /// the job has a point that does not fit.
     pub(super) async fn decide(
@@ -29,18 +35,13 @@ impl Reading {
         suppression: &HashSet<Phone>,
         consent_column: Option<&str>,
     ) -> Result<Reading, JournalError> {
+        // A database has no points; a file that cannot be read fails when it is opened, with
+        // the error that says so.
         let SourceSpec::Csv(path) = spec else {
-            return Ok(Reading {
-                from: None,
-                basis: None,
-            });
+            return Ok(Reading::FIRST_ROW);
         };
-        // A file that cannot be read fails when it is opened, with the error that says so.
         let Ok(file) = FileIdentity::of(path) else {
-            return Ok(Reading {
-                from: None,
-                basis: None,
-            });
+            return Ok(Reading::FIRST_ROW);
         };
         let screening = screening_fingerprint(suppression, consent_column);
         let point = if job.is_new {
@@ -54,13 +55,7 @@ impl Reading {
                 tracing::info!(job_id = %job.id, source = %spec, "--resend-uncertain: reading the source from its first row");
                 None
             }
-            Some(point) => match point.fits(&file, &screening).and_then(|()| {
-                if point.starts_a_line(path) {
-                    Ok(())
-                } else {
-                    Err(Misfit::Implausible)
-                }
-            }) {
+            Some(point) => match point.fits(path, &file, &screening) {
                 Ok(()) => {
                     tracing::info!(job_id = %job.id, source = %spec, line = point.start.line, "resuming the source at the first row not finished");
                     Some(point)

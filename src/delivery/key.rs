@@ -21,13 +21,17 @@ impl MessageKey {
     /// The key of `phone` in job `job_id`: stable for as long as the job lives.
     pub fn for_recipient(job_id: &str, phone: &Phone) -> Self {
         let digest = sha2::Sha256::digest(format!("{job_id}\n{}", phone.as_str()).as_bytes());
-        MessageKey(format!("{}-{}", header_safe(job_id), hex(&digest[..16])))
+        MessageKey(format!(
+            "{}-{}",
+            header_safe(job_id),
+            hex::encode(&digest[..16])
+        ))
     }
 
     /// A key no other request has: one `send`.
     pub fn fresh() -> Self {
         let bytes: [u8; 16] = rand::random();
-        MessageKey(format!("send-{}", hex(&bytes)))
+        MessageKey(format!("send-{}", hex::encode(bytes)))
     }
 
     /// The header value for `provider`: another provider gets another key.
@@ -57,10 +61,6 @@ fn header_safe(job_id: &str) -> String {
 /// The most characters of the job id a key carries (the key stays far below the 256 bytes
 /// providers commonly accept).
 const MAX_JOB_PREFIX: usize = 64;
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 #[cfg(test)]
 mod tests {

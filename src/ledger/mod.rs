@@ -143,7 +143,7 @@ impl Ledger {
 /// file names no account, and two configs that name the same account share its quota.
 pub fn credential_key(provider: &str, base_url: &str, username: &str) -> String {
     let digest = sha2::Sha256::digest(format!("{provider}\n{base_url}\n{username}").as_bytes());
-    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(&digest[..16])
 }
 
 #[cfg(test)]

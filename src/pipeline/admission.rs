@@ -14,6 +14,7 @@ use crate::journal::Candidate;
 use crate::phone::Phone;
 use crate::recipient::Recipient;
 use crate::report::invalid_rows::InvalidRows;
+use crate::source::resume::ResumePoint;
 use crate::source::{OpenSource, SourceError, SourceRow};
 
 /// What a source row is to a campaign before the journal is asked about it.
@@ -104,12 +105,23 @@ pub struct ConsentRule {
 /// Where admission starts: the counts of the rows before the source's first (those an earlier
 /// run finished before its resume point; zero from the file's first row), and who keeps this
 /// run's resume point (a CSV file's run; `None` for a database or a dry run).
-#[derive(Default, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct ReadStart<'a> {
     pub counts: SourceCounts,
     /// Rows in the age range before the source's first.
     pub in_range: u64,
     pub checkpoints: Option<&'a Checkpoints>,
+}
+
+impl<'a> ReadStart<'a> {
+    /// Reading from `point` (`None`: the first row), this run's points kept by `checkpoints`.
+    pub fn at(point: Option<&ResumePoint>, checkpoints: Option<&'a Checkpoints>) -> Self {
+        ReadStart {
+            counts: point.map(|p| p.counts).unwrap_or_default(),
+            in_range: point.map_or(0, |p| p.in_range),
+            checkpoints,
+        }
+    }
 }
 
 /// Reads `source` to its end (or until the sink cannot admit any more), screening every row

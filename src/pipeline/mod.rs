@@ -248,20 +248,11 @@ impl Producer<'_> {
             consent: campaign.consent.clone(),
             batch_size: campaign.batch_size,
         };
-        let start = match &campaign.resumed_from {
-            Some(point) => {
-                self.progress.resumed(point.in_range);
-                ReadStart {
-                    counts: point.counts,
-                    in_range: point.in_range,
-                    checkpoints: campaign.checkpoints.as_ref(),
-                }
-            }
-            None => ReadStart {
-                checkpoints: campaign.checkpoints.as_ref(),
-                ..ReadStart::default()
-            },
-        };
+        let start = ReadStart::at(
+            campaign.resumed_from.as_ref(),
+            campaign.checkpoints.as_ref(),
+        );
+        self.progress.resumed(start.in_range);
         let result = admit_all(&mut source, &screening, start, &mut invalid_rows, &mut self).await;
         invalid_rows.finish();
         if result.is_err() {

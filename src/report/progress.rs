@@ -116,6 +116,9 @@ impl Progress {
 
     /// A resumed run starts past `rows` in-range rows an earlier run finished with.
     pub fn resumed(&self, rows: u64) {
+        if rows == 0 {
+            return;
+        }
         self.counts.done.fetch_add(rows, Ordering::Relaxed);
         if let Some(bar) = &self.bar {
             bar.inc(rows);

@@ -50,7 +50,7 @@ impl FileIdentity {
         Ok(FileIdentity {
             len: metadata.len(),
             modified: (modified.as_secs(), modified.subsec_nanos()),
-            head: hex(&Sha256::digest(&head)),
+            head: hex::encode(Sha256::digest(&head)),
         })
     }
 }
@@ -68,11 +68,7 @@ pub fn screening_fingerprint(suppression: &HashSet<Phone>, consent_column: Optio
     }
     hash.update(b"consent:");
     hash.update(consent_column.unwrap_or("").as_bytes());
-    hex(&hash.finalize())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(hash.finalize())
 }
 
 /// Where a later run of a job may start reading its CSV file, and what it finds before there.
@@ -117,16 +113,17 @@ impl std::fmt::Display for Misfit {
 }
 
 impl ResumePoint {
-    /// Whether a run may start at this point: the file is the one it was taken on and the
-    /// rows are screened as they were.
-    pub fn fits(&self, file: &FileIdentity, screening: &str) -> Result<(), Misfit> {
+    /// Whether a run may start at this point of `path`: the file is the one it was taken on
+    /// (`file`, its identity now), the rows are screened as they were, and the point is one a
+    /// run can have recorded there.
+    pub fn fits(&self, path: &Path, file: &FileIdentity, screening: &str) -> Result<(), Misfit> {
         if *file != self.file || self.start.at.byte > file.len {
             return Err(Misfit::FileChanged);
         }
         if screening != self.screening {
             return Err(Misfit::ScreeningChanged);
         }
-        if !self.plausible() {
+        if !self.plausible() || !self.starts_a_line(path) {
             return Err(Misfit::Implausible);
         }
         Ok(())
@@ -150,7 +147,7 @@ impl ResumePoint {
 
     /// Whether the point's byte starts a line of `path` as it says: the byte before it ends a
     /// line, a `\r` exactly when the point says so.
-    pub fn starts_a_line(&self, path: &Path) -> bool {
+    fn starts_a_line(&self, path: &Path) -> bool {
         use std::io::{Seek, SeekFrom};
         let at = self.start.at;
         let Some(before) = at.byte.checked_sub(1) else {
