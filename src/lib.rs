@@ -24,13 +24,14 @@
 //!   [`advert`]: the Korean advertising rules (the ad frame, markers, consent, the night);
 //!   [`sms_length`]: a message's length as the carriers count an SMS (EUC-KR bytes).
 //! - [`sandbox`]: the simulated providers that `msgsend sandbox` serves and tests talk to.
-//! - [`error`]: exit codes.
+//! - [`error`]: exit codes; [`state_db`]: the PostgreSQL state database (`state_database`),
+//!   its schema and migrations, which the journal, the locks and the ledger share.
 //!
 //! Layers, top to bottom; a module names only modules of lower layers (no cycle, no arrow
 //! upward; `tests/layering.rs` checks it):
 //! commands → cli, campaign → pipeline, sandbox → report, journal, error → delivery, source →
 //! config → alert, job, logging → policy, provider, advert → cost, recipient, schedule, template →
-//! phone, secret, sms_length, units.
+//! phone, secret, sms_length, state_db, units.
 
 pub mod advert;
 pub mod alert;
@@ -56,6 +57,7 @@ pub mod schedule;
 pub mod secret;
 pub mod sms_length;
 pub mod source;
+pub mod state_db;
 pub mod template;
 pub mod units;
 

@@ -2,7 +2,8 @@
 //! kill, then finished. The sandbox's record (what the providers really received) is checked
 //! against the journal: nobody recorded `sent`/`fallback` received the message twice, nobody
 //! is left out, the `uncertain` ones are the only doubt, and `--resend-uncertain` closes it.
-//! The journal passes SQLite's integrity check after every kill.
+//! The journal passes SQLite's integrity check after every kill. The same runs against the
+//! PostgreSQL state (`state_database`, SPEC section 9).
 //!
 //! `MSGSEND_KILL_TEST_RECIPIENTS` (default 150) and `MSGSEND_KILL_TEST_KILLS` (default 20)
 //! make the run larger.
@@ -24,6 +25,24 @@ fn env_number(name: &str, default: usize) -> usize {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn twenty_hard_kills_lose_nothing_and_send_no_one_twice() {
+    hard_kills(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    not(postgres_available),
+    ignore = "no PostgreSQL server: apt-get install postgresql, or set MSGSEND_TEST_POSTGRES_URL"
+)]
+async fn twenty_hard_kills_on_the_postgresql_state_lose_nothing_and_send_no_one_twice() {
+    let Some(url) = common::postgres_url() else {
+        return;
+    };
+    let state = common::postgres::fresh_database(&url, "crash_state").await;
+    hard_kills(Some(state)).await;
+}
+
+/// Kills a campaign at random moments, resuming it after each, on `state_database` if given.
+async fn hard_kills(state_database: Option<String>) {
     let recipients = env_number("MSGSEND_KILL_TEST_RECIPIENTS", 150);
     let kills = env_number("MSGSEND_KILL_TEST_KILLS", 20);
     let mut random = Random::from_clock();
@@ -38,6 +57,9 @@ async fn twenty_hard_kills_lose_nothing_and_send_no_one_twice() {
     })
     .await;
     world.set("providers.kakaotalk.rate_limit", "60/s");
+    if let Some(url) = state_database {
+        world.set("state_database", url);
+    }
     let csv = world.with_crowd(&crowd);
     let start_args = common::campaign_args(&csv, &["--job-id", "killer", "--concurrency", "10"]);
     let resume_args = ["bulk", "--resume", "killer"];

@@ -34,6 +34,8 @@ const LAYERS: &[(&str, u32)] = &[
     ("phone", 0),
     ("secret", 0),
     ("sms_length", 0),
+    // The PostgreSQL state's connection and schema, shared by the journal and the ledger.
+    ("state_db", 0),
     ("units", 0),
 ];
 

@@ -106,7 +106,8 @@ pub(super) async fn run(
     clock: Clock,
 ) -> anyhow::Result<ExitStatus> {
     let Prepared {
-        _lock,
+        lock: _lock,
+        state: _,
         mut journal,
         job,
         spec,

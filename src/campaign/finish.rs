@@ -64,7 +64,14 @@ pub(super) async fn finish(
         tracing::warn!(job_id = %job.id, recipients = closed, "recipients queued by an earlier run are not in the source any more: recorded failed");
     }
     journal
-        .end_run(&job.id, status, outcome.source, outcome.retries, duration)
+        .end_run(
+            &job.id,
+            run,
+            status,
+            outcome.source,
+            outcome.retries,
+            duration,
+        )
         .await?;
     if status == JobStatus::Expired {
         journal.expire(&job.id).await?;

@@ -40,8 +40,7 @@ use crate::delivery::Pricing;
 use crate::delivery::Router;
 use crate::error::{ExitStatus, UsageError};
 use crate::job::JobStatus;
-use crate::journal::{self, Journal, JournalError, StateLock};
-use crate::ledger::Ledger;
+use crate::journal::{Journal, JournalError, State, StateLock};
 use crate::phone::Phone;
 use crate::pipeline::{self, Campaign, ConsentRule, Reporting, StopCause, Stopper};
 use crate::provider::http_client_for;
@@ -77,10 +76,13 @@ pub async fn run(
         () = shutdown.clone() => return interrupted(),
     };
     let Some(prepared) = prepared else {
+        let state = match &settings.state_database {
+            Some(url) => url.to_string(),
+            None => settings.state_dir.display().to_string(),
+        };
         let _ = writeln!(
             std::io::stdout(),
-            "Nothing to resume: every job in {} is done",
-            settings.state_dir.display()
+            "Nothing to resume: every job in {state} is done"
         );
         return Ok(ExitStatus::Success);
     };
@@ -96,7 +98,9 @@ pub async fn run(
 /// A campaign checked and ready: nothing has been sent yet.
 struct Prepared {
     /// Held until the run ends; `None` for a dry run of a new job.
-    _lock: Option<StateLock>,
+    lock: Option<StateLock>,
+    /// Where the journal, the lock and the ledger live.
+    state: State,
     journal: Journal,
     job: Job,
     spec: SourceSpec,
@@ -116,13 +120,20 @@ async fn prepare(
 ) -> anyhow::Result<Option<Prepared>> {
     // The lock first: a second bulk must be refused at once, before any other work. A dry run
     // of a new job needs no state at all; one of a resume or a retry reads the job's recipients
-    // (and holds the lock, as its admission writes in a transaction it never commits).
-    let (lock, mut journal) = match (&plan.job, plan.dry_run) {
-        (JobPlan::New { .. }, true) => (None, Journal::in_memory().await?),
-        _ => {
-            let lock = journal::lock(&settings.state_dir)?;
-            (Some(lock), Journal::open(&settings.state_dir).await?)
-        }
+    // (and holds the lock, as its admission writes in a transaction it never commits). On a
+    // PostgreSQL state the lock is the job's, taken as soon as the job is known.
+    let dry_new = matches!((&plan.job, plan.dry_run), (JobPlan::New { .. }, true));
+    let state = if dry_new {
+        // Never used: a dry run of a new job touches no state (no database connection either).
+        State::Dir(settings.state_dir.clone())
+    } else {
+        State::open(settings).await?
+    };
+    let (lock, mut journal) = if dry_new {
+        (None, Journal::in_memory().await?)
+    } else {
+        let lock = state.lock_first()?;
+        (lock, state.journal().await?)
     };
     let Some(job) = plan
         .job
@@ -131,6 +142,10 @@ async fn prepare(
         .await?
     else {
         return Ok(None);
+    };
+    let lock = match lock {
+        None if !dry_new => Some(state.lock_job(&job.id).await?),
+        lock => lock,
     };
     let template = job.template()?;
     let spec = job.source_spec(settings)?;
@@ -161,7 +176,8 @@ async fn prepare(
     check_budget(settings, &job)?;
     let outputs = Outputs::create(plan)?;
     Ok(Some(Prepared {
-        _lock: lock,
+        lock,
+        state,
         journal,
         job,
         spec,
@@ -231,7 +247,8 @@ async fn execute(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<ExitStatus> {
     let Prepared {
-        _lock,
+        lock,
+        state,
         mut journal,
         job,
         spec,
@@ -294,7 +311,7 @@ async fn execute(
         ..settings.routing.clone()
     };
     // The quotas are shared with every msgsend process on this state (SPEC section 8).
-    let ledger = Ledger::open(&settings.state_dir).await?;
+    let ledger = state.ledger().await?;
     let router = Arc::new(
         Router::new(settings, &routing, http.clone(), &ledger)
             .map_err(UsageError)?
@@ -329,6 +346,10 @@ async fn execute(
     };
     let stopper = Stopper::new();
     stopper.stop_on(shutdown, StopCause::Signal);
+    if let Some(lock) = &lock {
+        // Another host may take the job over once this one's lock is gone.
+        stopper.stop_on(lock.lost(), StopCause::Journal);
+    }
     if let Some(quiet) = quiet_hours {
         let wait = quiet.until_start(&clock.now_in(&settings.timezone));
         stopper.stop_on(tokio::time::sleep(wait), StopCause::QuietHours);

@@ -10,7 +10,6 @@ use std::io::Write;
 use crate::cli::{GlobalArgs, HealthArgs};
 use crate::delivery::Channel;
 use crate::error::ExitStatus;
-use crate::ledger::Ledger;
 use crate::provider::{ProviderKind, http_client_for};
 
 #[derive(Debug, serde::Serialize)]
@@ -37,7 +36,10 @@ pub async fn run(global: &GlobalArgs, args: HealthArgs) -> anyhow::Result<ExitSt
     let settings = super::load_settings(global)?;
     let http = http_client_for(&settings.providers);
     // Probes take their slots from the quotas every msgsend process shares (SPEC section 8).
-    let ledger = Ledger::open(&settings.state_dir).await?;
+    let ledger = crate::journal::State::open(&settings)
+        .await?
+        .ledger()
+        .await?;
     let mut reports = Vec::new();
     for provider in &settings.providers {
         let role = if provider.kind == settings.routing.primary {

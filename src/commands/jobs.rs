@@ -1,29 +1,36 @@
-//! `msgsend jobs` and `msgsend status JOB_ID`: campaigns as the journal records them. They read
-//! the journal only; no lock is taken, so they work while a campaign runs. A job shown
-//! `RUNNING` while no `bulk` runs was killed: `--resume` continues it, and its in-flight
-//! recipients become `uncertain`.
+//! `msgsend jobs` and `msgsend status JOB_ID`: campaigns as the journal records them, each with
+//! its runs (the host and process of each, SPEC section 9). They read the journal only; no lock
+//! is taken, so they work while a campaign runs. A job shown `RUNNING` while no `bulk` runs was
+//! killed: `--resume` continues it, and its in-flight recipients become `uncertain`.
 
 use std::io::Write;
 
 use crate::cli::{GlobalArgs, JobsArgs, StatusArgs};
 use crate::error::ExitStatus;
 use crate::job::{JobRecord, StoredSource};
-use crate::journal::Journal;
+use crate::journal::{RunRecord, State};
 
 pub async fn list(global: &GlobalArgs, args: JobsArgs) -> anyhow::Result<ExitStatus> {
     let settings = super::load_settings(global)?;
-    let jobs = Journal::open(&settings.state_dir).await?.jobs().await?;
+    let state = State::open(&settings).await?;
+    let mut journal = state.journal().await?;
+    let mut jobs = Vec::new();
+    for job in journal.jobs().await? {
+        let runs = journal.runs(&job.id).await?;
+        jobs.push((job, runs));
+    }
     let mut out = std::io::stdout().lock();
     if args.json {
-        let list: Vec<serde_json::Value> = jobs.iter().map(job_json).collect();
+        let list: Vec<serde_json::Value> =
+            jobs.iter().map(|(job, runs)| job_json(job, runs)).collect();
         serde_json::to_writer_pretty(&mut out, &list)?;
         writeln!(out)?;
     } else if jobs.is_empty() {
-        writeln!(out, "No jobs in {}", settings.state_dir.display())?;
+        writeln!(out, "No jobs in {}", state.describe())?;
     } else {
         writeln!(
             out,
-            "{:<24} {:<12} {:<20} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8}  VALID UNTIL",
+            "{:<24} {:<12} {:<20} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8}  {:<11} LAST RUN",
             "JOB",
             "STATUS",
             "CREATED",
@@ -32,12 +39,13 @@ pub async fn list(global: &GlobalArgs, args: JobsArgs) -> anyhow::Result<ExitSta
             "FALLBACK",
             "FAILED",
             "UNCERTAIN",
-            "EXPIRED"
+            "EXPIRED",
+            "VALID UNTIL"
         )?;
-        for job in &jobs {
+        for (job, runs) in &jobs {
             writeln!(
                 out,
-                "{:<24} {:<12} {:<20} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8}  {}",
+                "{:<24} {:<12} {:<20} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8}  {:<11} {}",
                 job.id,
                 job.status.name(),
                 job.created_at,
@@ -49,7 +57,8 @@ pub async fn list(global: &GlobalArgs, args: JobsArgs) -> anyhow::Result<ExitSta
                 job.states.expired,
                 job.params
                     .deadline
-                    .map_or_else(|| "-".to_string(), |d| d.to_string())
+                    .map_or_else(|| "-".to_string(), |d| d.to_string()),
+                runs.last().map_or_else(|| "-".to_string(), run_text)
             )?;
         }
     }
@@ -59,13 +68,12 @@ pub async fn list(global: &GlobalArgs, args: JobsArgs) -> anyhow::Result<ExitSta
 
 pub async fn status(global: &GlobalArgs, args: StatusArgs) -> anyhow::Result<ExitStatus> {
     let settings = super::load_settings(global)?;
-    let job = Journal::open(&settings.state_dir)
-        .await?
-        .job(&args.job_id)
-        .await?;
+    let mut journal = State::open(&settings).await?.journal().await?;
+    let job = journal.job(&args.job_id).await?;
+    let runs = journal.runs(&args.job_id).await?;
     let mut out = std::io::stdout().lock();
     if args.json {
-        serde_json::to_writer_pretty(&mut out, &job_json(&job))?;
+        serde_json::to_writer_pretty(&mut out, &job_json(&job, &runs))?;
         writeln!(out)?;
     } else {
         writeln!(out, "Job {}: {}", job.id, job.status.name())?;
@@ -116,6 +124,9 @@ pub async fn status(global: &GlobalArgs, args: StatusArgs) -> anyhow::Result<Exi
         for (label, value) in rows {
             writeln!(out, "  {label:<12} {value}")?;
         }
+        for run in &runs {
+            writeln!(out, "  run {:<8} {}", run.run, run_text(run))?;
+        }
     }
     out.flush()?;
     Ok(ExitStatus::Success)
@@ -128,14 +139,27 @@ fn source_text(source: &StoredSource) -> String {
     }
 }
 
-/// A job with the summary's key names (SPEC section 6) and what the journal adds.
-fn job_json(job: &JobRecord) -> serde_json::Value {
+/// A run on one line: where it ran, when, and how it ended.
+fn run_text(run: &RunRecord) -> String {
+    format!(
+        "{} on {} pid {} from {} to {}",
+        run.status,
+        run.host,
+        run.pid,
+        run.started,
+        run.ended.as_deref().unwrap_or("-")
+    )
+}
+
+/// A job with the summary's key names (SPEC section 6) and what the journal adds: `runs`, every
+/// run with its host and process (SPEC section 9).
+fn job_json(job: &JobRecord, runs: &[RunRecord]) -> serde_json::Value {
     serde_json::json!({
         "job_id": job.id,
         "status": job.status,
         "created_at": job.created_at,
         "updated_at": job.updated_at,
-        "runs": job.runs,
+        "runs": runs,
         "source": source_text(&job.params.source),
         "age_range": job.params.ages.to_string(),
         "date": job.params.date.to_string(),

@@ -11,7 +11,6 @@ use crate::cli::{GlobalArgs, SendArgs};
 use crate::config::{RoutingSettings, Settings};
 use crate::delivery::{Delivery, DeliveryOutcome, MessageKey, Router};
 use crate::error::{ExitStatus, UsageError};
-use crate::ledger::Ledger;
 use crate::phone::Phone;
 use crate::provider::{ProviderKind, http_client_for};
 use crate::report::printable;
@@ -99,7 +98,10 @@ pub async fn send(settings: &Settings, args: SendArgs, clock: Clock) -> anyhow::
         }
     }
     let routing = routing_for_send(settings, args.channel, args.no_fallback);
-    let ledger = Ledger::open(&settings.state_dir).await?;
+    let ledger = crate::journal::State::open(settings)
+        .await?
+        .ledger()
+        .await?;
     let router = Router::new(
         settings,
         &routing,

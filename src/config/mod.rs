@@ -37,6 +37,9 @@ pub struct Settings {
     pub timezone: jiff::tz::TimeZone,
     pub timezone_name: String,
     pub state_dir: PathBuf,
+    /// `state_database`: the journal, the locks and the quota ledger in PostgreSQL, shared by
+    /// every host that names it; `state_dir` is then not used (SPEC section 9).
+    pub state_database: Option<DatabaseUrl>,
     /// The configured providers, KakaoTalk first when present.
     pub providers: Vec<ProviderSettings>,
     pub routing: RoutingSettings,

@@ -77,6 +77,7 @@ impl From<&Settings> for RawConfig {
         RawConfig {
             timezone: Some(text(&s.timezone_name)),
             state_dir: Some(Expanded(s.state_dir.clone())),
+            state_database: s.state_database.as_ref().map(text),
             providers: RawProviders {
                 kakaotalk: provider(ProviderKind::KakaoTalk),
                 sms: provider(ProviderKind::Sms),

@@ -24,6 +24,8 @@ use crate::units::{Rate, RateLimit, parse_duration};
 pub struct RawConfig {
     pub timezone: Option<Expanded<String>>,
     pub state_dir: Option<Expanded<PathBuf>>,
+    /// `postgres://...`: the whole state there instead of `state_dir` (SPEC section 9).
+    pub state_database: Option<Expanded<String>>,
     #[serde(default)]
     pub providers: RawProviders,
     #[serde(default)]

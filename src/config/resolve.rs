@@ -198,6 +198,24 @@ pub(super) fn resolve(raw: RawConfig, at: &Locator) -> Result<Settings, ConfigEr
 
     let message = resolve_message(raw.message, at)?;
 
+    let state_database = match raw.state_database {
+        Some(Expanded(url)) => Some(
+            super::urls::database_url(url)
+                .and_then(|url| {
+                    if url.is_sqlite() {
+                        Err(
+                            "must be a postgres:// URL: the embedded SQLite state is state_dir"
+                                .into(),
+                        )
+                    } else {
+                        Ok(url)
+                    }
+                })
+                .map_err(|message| at.error("state_database", message))?,
+        ),
+        None => None,
+    };
+
     let database = match raw.source.database {
         Some(Expanded(url)) => Some(
             super::urls::database_url(url)
@@ -249,6 +267,7 @@ pub(super) fn resolve(raw: RawConfig, at: &Locator) -> Result<Settings, ConfigEr
         timezone,
         timezone_name,
         state_dir: raw.state_dir.map_or_else(default_state_dir, |d| d.0),
+        state_database,
         providers,
         routing,
         retry,

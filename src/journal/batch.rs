@@ -9,9 +9,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use sqlx::{Sqlite, Transaction};
+use sqlx::{Postgres, Sqlite, Transaction};
 
-use super::{JournalError, OutcomeRecord, ResumedAt, database_error, parse_word, to_i64};
+use super::{Backend, JournalError, OutcomeRecord, ResumedAt, database_error, parse_word, to_i64};
 use crate::job::{Admission, RecipientState};
 use crate::phone::Phone;
 use crate::sms_length::SmsClass;
@@ -19,7 +19,7 @@ use crate::source::resume::ResumePoint;
 
 /// One transaction of journal writes; nothing is durable before [`commit`](Self::commit).
 pub struct Batch<'j> {
-    pub(super) tx: Transaction<'j, Sqlite>,
+    pub(super) tx: Backend<Transaction<'j, Sqlite>, Transaction<'j, Postgres>>,
     pub(super) job: &'j str,
     pub(super) run: u32,
     pub(super) path: String,
@@ -67,6 +67,9 @@ impl Batch<'_> {
             .json_rows::<(String, String, i64, i64)>(
                 "SELECT json_group_array(json_array(phone, state, seen_run, line)) FROM recipients \
                  WHERE job_id = $1 AND phone IN (SELECT value FROM json_each($2))",
+                "SELECT COALESCE(json_agg(json_build_array(phone, state, seen_run, line)), '[]')::text \
+                 FROM recipients \
+                 WHERE job_id = $1 AND phone IN (SELECT value FROM json_array_elements_text($2::json))",
                 self.job,
                 &phones,
             )
@@ -118,32 +121,44 @@ impl Batch<'_> {
             .collect();
 
         if !new.is_empty() {
-            sqlx::query(
-                "INSERT INTO recipients (job_id, phone, line, name, state, seen_run, updated_at) \
-                 SELECT $1, value ->> 0, value ->> 1, value ->> 2, 'queued', $2, $3 \
-                 FROM json_each($4)",
-            )
-            .bind(self.job)
-            .bind(run)
-            .bind(&self.at)
-            .bind(serde_json::to_string(&new).expect("strings and numbers serialize"))
-            .execute(&mut *self.tx)
-            .await
+            let rows = serde_json::to_string(&new).expect("strings and numbers serialize");
+            either!(&mut self.tx,
+                sqlite: "INSERT INTO recipients (job_id, phone, line, name, state, seen_run, updated_at) \
+                         SELECT $1, value ->> 0, value ->> 1, value ->> 2, 'queued', $2, $3 \
+                         FROM json_each($4)",
+                postgres: "INSERT INTO recipients (job_id, phone, line, name, state, seen_run, updated_at) \
+                           SELECT $1, value ->> 0, (value ->> 1)::bigint, value ->> 2, 'queued', $2, $3 \
+                           FROM json_array_elements($4::json)",
+                |tx, sql| sqlx::query(sql)
+                    .bind(self.job)
+                    .bind(run)
+                    .bind(&self.at)
+                    .bind(&rows)
+                    .execute(&mut **tx)
+                    .await
+                    .map(drop))
             .map_err(&fail)?;
         }
         if !seen_again.is_empty() {
-            sqlx::query(
+            let rows = serde_json::to_string(&seen_again).expect("strings and numbers serialize");
+            either!(&mut self.tx,
                 // Materialized first, as in `finish`.
-                "WITH s AS MATERIALIZED ( \
-                     SELECT value ->> 0 AS phone, value ->> 1 AS line FROM json_each($3)) \
-                 UPDATE recipients SET seen_run = $2, line = s.line \
-                 FROM s WHERE recipients.job_id = $1 AND recipients.phone = s.phone",
-            )
-            .bind(self.job)
-            .bind(run)
-            .bind(serde_json::to_string(&seen_again).expect("strings and numbers serialize"))
-            .execute(&mut *self.tx)
-            .await
+                sqlite: "WITH s AS MATERIALIZED ( \
+                             SELECT value ->> 0 AS phone, value ->> 1 AS line FROM json_each($3)) \
+                         UPDATE recipients SET seen_run = $2, line = s.line \
+                         FROM s WHERE recipients.job_id = $1 AND recipients.phone = s.phone",
+                postgres: "WITH s AS MATERIALIZED ( \
+                               SELECT value ->> 0 AS phone, (value ->> 1)::bigint AS line \
+                               FROM json_array_elements($3::json)) \
+                           UPDATE recipients SET seen_run = $2, line = s.line \
+                           FROM s WHERE recipients.job_id = $1 AND recipients.phone = s.phone",
+                |tx, sql| sqlx::query(sql)
+                    .bind(self.job)
+                    .bind(run)
+                    .bind(&rows)
+                    .execute(&mut **tx)
+                    .await
+                    .map(drop))
             .map_err(&fail)?;
         }
         Ok(answers)
@@ -151,13 +166,16 @@ impl Batch<'_> {
 
     /// Records where a later run may start reading the job's source (`source::resume`).
     pub async fn set_resume_point(&mut self, point: &ResumePoint) -> Result<(), JournalError> {
-        sqlx::query("UPDATE jobs SET resume_point = $2 WHERE id = $1")
-            .bind(self.job)
-            .bind(serde_json::to_string(point).expect("a point serializes"))
-            .execute(&mut *self.tx)
-            .await
-            .map_err(self.fail())?;
-        Ok(())
+        let point = serde_json::to_string(point).expect("a point serializes");
+        either!(&mut self.tx, |tx| sqlx::query(
+            "UPDATE jobs SET resume_point = $2 WHERE id = $1"
+        )
+        .bind(self.job)
+        .bind(&point)
+        .execute(&mut **tx)
+        .await
+        .map(drop))
+        .map_err(self.fail())
     }
 
     /// `--retry-failed original`: which of `phones` (a JSON array) the original job recorded
@@ -170,8 +188,8 @@ impl Batch<'_> {
         original: &str,
         phones: &str,
     ) -> Result<HashSet<String>, JournalError> {
-        let json: String = sqlx::query_scalar(
-            "WITH RECURSIVE \
+        let json: String = either!(&mut self.tx,
+            sqlite: "WITH RECURSIVE \
                up(id, parent) AS ( \
                  SELECT id, params ->> '$.retry_of' FROM jobs WHERE id = $1 \
                  UNION SELECT j.id, j.params ->> '$.retry_of' FROM jobs j JOIN up ON j.id = up.parent), \
@@ -185,12 +203,26 @@ impl Batch<'_> {
                  SELECT r.phone FROM recipients r JOIN family f ON r.job_id = f.id \
                  WHERE r.job_id != $3 AND r.state != 'failed' \
                    AND r.phone IN (SELECT phone FROM wanted))",
-        )
-        .bind(original)
-        .bind(phones)
-        .bind(self.job)
-        .fetch_one(&mut *self.tx)
-        .await
+            postgres: "WITH RECURSIVE \
+               up(id, parent) AS ( \
+                 SELECT id, params::json ->> 'retry_of' FROM jobs WHERE id = $1 \
+                 UNION SELECT j.id, j.params::json ->> 'retry_of' FROM jobs j JOIN up ON j.id = up.parent), \
+               family(id) AS ( \
+                 SELECT id FROM up WHERE parent IS NULL \
+                 UNION SELECT j.id FROM jobs j JOIN family f ON j.params::json ->> 'retry_of' = f.id), \
+               wanted(phone) AS (SELECT value FROM json_array_elements_text($2::json)) \
+             SELECT COALESCE(json_agg(phone), '[]')::text FROM recipients \
+             WHERE job_id = $1 AND state = 'failed' AND phone IN (SELECT phone FROM wanted) \
+               AND phone NOT IN ( \
+                 SELECT r.phone FROM recipients r JOIN family f ON r.job_id = f.id \
+                 WHERE r.job_id != $3 AND r.state != 'failed' \
+                   AND r.phone IN (SELECT phone FROM wanted))",
+            |tx, sql| sqlx::query_scalar(sql)
+                .bind(original)
+                .bind(phones)
+                .bind(self.job)
+                .fetch_one(&mut **tx)
+                .await)
         .map_err(self.fail())?;
         serde_json::from_str(&json).map_err(|e| (self.fail())(sqlx::Error::Decode(Box::new(e))))
     }
@@ -198,42 +230,75 @@ impl Batch<'_> {
     /// Runs a query whose one row is a JSON array (`json_group_array`), decoded.
     async fn json_rows<T: serde::de::DeserializeOwned>(
         &mut self,
-        sql: &'static str,
+        sqlite: &'static str,
+        postgres: &'static str,
         job: &str,
         phones: &str,
     ) -> Result<Vec<T>, JournalError> {
-        let json: String = sqlx::query_scalar(sql)
-            .bind(job)
-            .bind(phones)
-            .fetch_one(&mut *self.tx)
-            .await
-            .map_err(self.fail())?;
+        let json: String = either!(&mut self.tx, sqlite: sqlite, postgres: postgres,
+            |tx, sql| sqlx::query_scalar(sql)
+                .bind(job)
+                .bind(phones)
+                .fetch_one(&mut **tx)
+                .await)
+        .map_err(self.fail())?;
         serde_json::from_str(&json).map_err(|e| (self.fail())(sqlx::Error::Decode(Box::new(e))))
     }
 
     /// Rows a killed run left `in_flight` become `uncertain`, as the next run's start does
     /// (a dry run rehearses that start).
     pub async fn resolve_in_flight(&mut self) -> Result<(), JournalError> {
-        super::queries::resolve_in_flight(&mut self.tx, self.job)
-            .await
-            .map_err(self.fail())
+        either!(&mut self.tx, |tx| super::queries::resolve_in_flight(
+            &mut **tx, self.job
+        )
+        .await)
+        .map_err(self.fail())
     }
 
     /// `--resend-uncertain`: every uncertain recipient of the job goes back in the queue.
     pub async fn requeue_uncertain(&mut self) -> Result<(), JournalError> {
-        sqlx::query(
+        either!(&mut self.tx, |tx| sqlx::query(
             "UPDATE recipients SET state = 'queued' WHERE job_id = $1 AND state = 'uncertain'",
         )
         .bind(self.job)
-        .execute(&mut *self.tx)
+        .execute(&mut **tx)
         .await
-        .map_err(self.fail())?;
-        Ok(())
+        .map(drop))
+        .map_err(self.fail())
     }
 
-    /// Records that requests for these phones are about to go.
+    /// Records that requests for these phones are about to go — only while this is the job's
+    /// newest run ([`Self::fence`]).
     pub async fn start(&mut self, phones: &[Phone]) -> Result<(), JournalError> {
+        if phones.is_empty() {
+            return Ok(());
+        }
+        self.fence().await?;
         self.set_state(phones, RecipientState::InFlight).await
+    }
+
+    /// On PostgreSQL, fails when another run of the job has begun since this one: it did so
+    /// because this run lost its lock (a broken connection), and two runs must never both send.
+    /// The job's row is read `FOR SHARE`, so a run beginning waits for this group's commit and
+    /// then finds its rows in flight (and makes them `uncertain`), or this group waits for that
+    /// run and records nothing. On SQLite the state directory's file lock cannot be lost.
+    async fn fence(&mut self) -> Result<(), JournalError> {
+        let Backend::Postgres(tx) = &mut self.tx else {
+            return Ok(());
+        };
+        let runs: Option<i64> = sqlx::query_scalar("SELECT runs FROM jobs WHERE id = $1 FOR SHARE")
+            .bind(self.job)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(database_error(&self.path))?;
+        if runs == Some(i64::from(self.run)) {
+            Ok(())
+        } else {
+            Err(JournalError::Superseded {
+                job: self.job.to_string(),
+                run: self.run,
+            })
+        }
     }
 
     /// Records that every request for these phones so far failed for certain: they wait to
@@ -250,19 +315,23 @@ impl Batch<'_> {
         if phones.is_empty() {
             return Ok(());
         }
-        let fail = self.fail();
-        sqlx::query(
-            "UPDATE recipients SET state = $2, updated_at = $3 WHERE job_id = $1 \
-             AND phone IN (SELECT value FROM json_each($4))",
-        )
-        .bind(self.job)
-        .bind(state.name())
-        .bind(&self.at)
-        .bind(json_array(phones.iter().map(Phone::as_str)))
-        .execute(&mut *self.tx)
-        .await
-        .map_err(fail)?;
-        Ok(())
+        let phones = json_array(phones.iter().map(Phone::as_str));
+        // The run is recorded with the state: a row in flight belongs to the run that sent it.
+        either!(&mut self.tx,
+            sqlite: "UPDATE recipients SET state = $2, updated_at = $3, run = $5 WHERE job_id = $1 \
+                     AND phone IN (SELECT value FROM json_each($4))",
+            postgres: "UPDATE recipients SET state = $2, updated_at = $3, run = $5 WHERE job_id = $1 \
+                       AND phone IN (SELECT value FROM json_array_elements_text($4::json))",
+            |tx, sql| sqlx::query(sql)
+                .bind(self.job)
+                .bind(state.name())
+                .bind(&self.at)
+                .bind(&phones)
+                .bind(i64::from(self.run))
+                .execute(&mut **tx)
+                .await
+                .map(drop))
+        .map_err(self.fail())
     }
 
     /// Records these recipients' outcomes.
@@ -289,10 +358,10 @@ impl Batch<'_> {
                 .collect::<Vec<_>>(),
         )
         .expect("strings and numbers serialize");
-        sqlx::query(
+        either!(&mut self.tx,
             // Materialized first: otherwise SQLite scans the job's rows and looks each up in
             // the JSON, O(job × group) instead of O(group).
-            "WITH o AS MATERIALIZED ( \
+            sqlite: "WITH o AS MATERIALIZED ( \
                  SELECT value ->> 0 AS phone, value ->> 1 AS state, value ->> 2 AS channel, \
                         value ->> 3 AS reason, value ->> 4 AS message_id, \
                         value ->> 5 AS attempts, value ->> 6 AS cost, \
@@ -302,21 +371,29 @@ impl Batch<'_> {
              message_id = o.message_id, attempts = recipients.attempts + o.attempts, \
              cost = o.cost, sms_class = o.sms_class, updated_at = $2 \
              FROM o WHERE recipients.job_id = $1 AND recipients.phone = o.phone",
-        )
-        .bind(self.job)
-        .bind(&self.at)
-        .bind(rows)
-        .execute(&mut *self.tx)
-        .await
-        .map_err(fail)?;
-        Ok(())
+            postgres: "WITH o AS MATERIALIZED ( \
+                 SELECT value ->> 0 AS phone, value ->> 1 AS state, value ->> 2 AS channel, \
+                        value ->> 3 AS reason, value ->> 4 AS message_id, \
+                        (value ->> 5)::bigint AS attempts, (value ->> 6)::bigint AS cost, \
+                        value ->> 7 AS sms_class \
+                 FROM json_array_elements($3::json)) \
+             UPDATE recipients SET state = o.state, channel = o.channel, reason = o.reason, \
+             message_id = o.message_id, attempts = recipients.attempts + o.attempts, \
+             cost = o.cost, sms_class = o.sms_class, updated_at = $2 \
+             FROM o WHERE recipients.job_id = $1 AND recipients.phone = o.phone",
+            |tx, sql| sqlx::query(sql)
+                .bind(self.job)
+                .bind(&self.at)
+                .bind(&rows)
+                .execute(&mut **tx)
+                .await
+                .map(drop))
+        .map_err(fail)
     }
 
     pub async fn commit(self) -> Result<(), JournalError> {
         let path = self.path;
-        self.tx
-            .commit()
-            .await
+        either!(self.tx, |tx| tx.commit().await)
             .map_err(|source| JournalError::Database { path, source })
     }
 }

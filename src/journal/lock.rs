@@ -74,12 +74,12 @@ pub(super) fn private_journal_files(journal: &Path) -> Result<(), JournalError> 
 /// Holds the state directory's lock for as long as it lives; the OS releases it when the
 /// process dies, so a killed run never leaves a stale lock behind.
 #[derive(Debug)]
-pub struct StateLock {
+pub struct FileLock {
     _file: File,
 }
 
 /// Takes the lock of `state_dir` or fails at once when another process holds it.
-pub fn lock(state_dir: &Path) -> Result<StateLock, JournalError> {
+pub fn lock(state_dir: &Path) -> Result<FileLock, JournalError> {
     create_state_dir(state_dir)?;
     let lock_path = state_dir.join("bulk.lock");
     let mut options = File::options();
@@ -97,7 +97,7 @@ pub fn lock(state_dir: &Path) -> Result<StateLock, JournalError> {
             source,
         })?;
     match file.try_lock() {
-        Ok(()) => Ok(StateLock { _file: file }),
+        Ok(()) => Ok(FileLock { _file: file }),
         Err(std::fs::TryLockError::WouldBlock) => Err(JournalError::Locked {
             path: state_dir.display().to_string(),
             lock: lock_path.display().to_string(),

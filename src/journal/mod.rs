@@ -13,22 +13,54 @@
 //!
 //! Writes are grouped: the pipeline's collector applies everything that arrived since its last
 //! commit in one transaction ([`Journal::batch`]), so a commit (and its fsync) serves many sends.
+//!
+//! Two backends keep the same tables: the SQLite file of `state_dir` (the embedded default) and
+//! the PostgreSQL state database (`state_database`, SPEC section 9, [`crate::state_db`]). The
+//! pipeline does not know which: every statement runs through [`either!`], which compiles one
+//! text for both drivers, or picks each dialect's text where they differ (SQLite's `json_each`
+//! is PostgreSQL's `json_array_elements`, and PostgreSQL wants its casts spelled out).
+
+/// Runs `$body` with `$c` bound to the backend's own connection or transaction, compiled once
+/// per driver. With `sqlite:`/`postgres:` texts first, `$sql` is the dialect's text.
+macro_rules! either {
+    ($backend:expr, |$c:ident| $body:expr) => {
+        match $backend {
+            $crate::journal::Backend::Sqlite($c) => $body,
+            $crate::journal::Backend::Postgres($c) => $body,
+        }
+    };
+    ($backend:expr, sqlite: $sqlite:expr, postgres: $postgres:expr, |$c:ident, $sql:ident| $body:expr) => {
+        match $backend {
+            $crate::journal::Backend::Sqlite($c) => {
+                let $sql = $sqlite;
+                $body
+            }
+            $crate::journal::Backend::Postgres($c) => {
+                let $sql = $postgres;
+                $body
+            }
+        }
+    };
+}
 
 mod batch;
 mod lock;
 mod queries;
 mod schema;
+mod state;
 
 pub use batch::{Batch, Candidate};
-pub use lock::{StateLock, lock};
+pub use lock::{FileLock, lock};
 use lock::{create_state_dir, private_journal_files};
 pub use schema::journal_path;
 use schema::{MIGRATIONS, SCHEMA, now};
+pub use state::{RunInfo, RunRecord, State, StateLock};
 
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::postgres::PgConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{ConnectOptions as _, Connection as _};
 
@@ -36,6 +68,7 @@ use crate::cost::Money;
 use crate::job::RecipientState;
 use crate::phone::Phone;
 use crate::sms_length::SmsClass;
+use crate::state_db::StateDatabase;
 
 /// The journal or its lock failed: the run stops (exit 1).
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +91,16 @@ pub enum JournalError {
          wait for it to finish or use another state_dir"
     )]
     Locked { path: String, lock: String },
+    #[error(
+        "job {job:?} is being run by {holder}; wait for it to finish, or add --join to work it beside that run"
+    )]
+    JobLocked { job: String, holder: String },
+    #[error(transparent)]
+    State(#[from] crate::state_db::StateDbError),
+    #[error(
+        "job {job:?}: another run began while run {run} was sending (this one had lost its lock); it sends nothing more"
+    )]
+    Superseded { job: String, run: u32 },
     #[error("no job {0:?} in the journal (`msgsend jobs` lists them)")]
     UnknownJob(String),
     #[error("a job {0:?} already exists; pick another --job-id or --resume it")]
@@ -98,9 +141,15 @@ pub struct OutcomeRecord<'a> {
     pub sms_class: Option<SmsClass>,
 }
 
+/// One thing of either backend: a connection, a transaction.
+pub(crate) enum Backend<S, P> {
+    Sqlite(S),
+    Postgres(P),
+}
+
 /// The open journal. One connection: the pipeline's collector is its only writer.
 pub struct Journal {
-    connection: SqliteConnection,
+    connection: Backend<SqliteConnection, PgConnection>,
     path: String,
     /// Set by a run that opened its source at a resume point ([`Journal::admit_from`]).
     resumed_at: Option<ResumedAt>,
@@ -160,8 +209,22 @@ impl Journal {
             .map_err(&fail)?;
         migrate(&mut connection, &path).await?;
         Ok(Journal {
-            connection,
+            connection: Backend::Sqlite(connection),
             path,
+            resumed_at: None,
+        })
+    }
+
+    /// Opens the journal of a PostgreSQL state, on a connection of its own (its tables were
+    /// created and migrated when the database was opened).
+    pub async fn open_postgres(database: &StateDatabase) -> Result<Journal, JournalError> {
+        let connection = database
+            .dedicated_connection()
+            .await
+            .map_err(JournalError::State)?;
+        Ok(Journal {
+            connection: Backend::Postgres(connection),
+            path: database.shown().to_string(),
             resumed_at: None,
         })
     }
@@ -182,7 +245,10 @@ impl Journal {
         run: u32,
     ) -> Result<Batch<'j>, JournalError> {
         let fail = self.fail();
-        let tx = self.connection.begin().await.map_err(fail)?;
+        let tx = match &mut self.connection {
+            Backend::Sqlite(c) => Backend::Sqlite(c.begin().await.map_err(fail)?),
+            Backend::Postgres(c) => Backend::Postgres(c.begin().await.map_err(fail)?),
+        };
         // One timestamp for the whole group: the writes of one commit happen together, and
         // formatting it per recipient would put that work on every send.
         Ok(Batch {

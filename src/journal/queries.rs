@@ -5,11 +5,10 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use sqlx::sqlite::SqliteConnection;
-use sqlx::{Connection as _, Row as _};
+use sqlx::Connection as _;
 
 use super::schema::now;
-use super::{Journal, JournalError, parse_word, to_i64};
+use super::{Backend, Journal, JournalError, RunInfo, RunRecord, parse_word, to_i64};
 use crate::cost::Money;
 use crate::job::{
     CampaignParams, JobRecord, JobStatus, RecipientState, SourceCounts, Spending, StateCounts,
@@ -19,6 +18,11 @@ use crate::phone::Phone;
 use crate::source::resume::ResumePoint;
 
 impl Journal {
+    /// Whether the journal lives in PostgreSQL, for the few statements whose texts differ.
+    fn on_postgres(&self) -> bool {
+        matches!(self.connection, Backend::Postgres(_))
+    }
+
     /// Records a new job; fails when the id is taken.
     pub async fn create_job(
         &mut self,
@@ -27,100 +31,167 @@ impl Journal {
     ) -> Result<(), JournalError> {
         let params = serde_json::to_string(params).expect("params serialize");
         let at = now();
-        let result = sqlx::query(
+        let result = either!(&mut self.connection, |c| {
+            sqlx::query(
             "INSERT INTO jobs (id, status, created_at, updated_at, params) VALUES ($1, $2, $3, $3, $4)",
         )
         .bind(id)
         .bind(JobStatus::Running.name())
         .bind(&at)
-        .bind(params)
-        .execute(&mut self.connection)
-        .await;
+        .bind(&params)
+        .execute(c)
+        .await
+        .map(drop)
+        });
         match result {
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                 Err(JournalError::JobExists(id.to_string()))
             }
-            other => other.map(drop).map_err(self.fail()),
+            other => other.map_err(self.fail()),
         }
     }
 
-    /// Starts a run of a job: counts the run, marks the job running, and turns rows left
-    /// `in_flight` by a killed run into `uncertain` (or, with `resend_uncertain`, every
-    /// uncertain row back into `queued`). Returns the run's number.
+    /// Starts a run of a job on this host and process: counts the run, records it (`runs`),
+    /// marks the job running, and turns rows left `in_flight` by a killed run into `uncertain`
+    /// (or, with `resend_uncertain`, every uncertain row back into `queued`). Returns the run's
+    /// number.
     pub async fn begin_run(
         &mut self,
         id: &str,
         resend_uncertain: bool,
     ) -> Result<u32, JournalError> {
         let fail = self.fail();
-        let mut tx = self.connection.begin().await.map_err(&fail)?;
-        // Rows left `in_flight` are resolved whatever the job's status says: a killed run leaves
-        // it `RUNNING`, but a run of an older msgsend (or one whose last write failed) may have
-        // left some under any status, and a resume must reach them. A run that ends resolves
-        // its own, so this usually finds none; it costs a scan of the job's rows (about a
-        // second per few million), which the promise is worth.
-        resolve_in_flight(&mut tx, id).await.map_err(&fail)?;
-        if resend_uncertain {
-            sqlx::query(
-                "UPDATE recipients SET state = 'queued' WHERE job_id = $1 AND state = 'uncertain'",
+        let at = now();
+        let me = RunInfo::this_process();
+        let run: i64 = either!(&mut self.connection, |c| async {
+            let mut tx = c.begin().await?;
+            // The run's number first: on PostgreSQL this waits for a run that lost its lock to
+            // finish recording a group in flight, and fences off its later ones (`Batch::start`),
+            // so the rows resolved below are all there will be.
+            let run: i64 = sqlx::query_scalar(
+                "UPDATE jobs SET runs = runs + 1, status = 'RUNNING', updated_at = $2 WHERE id = $1 RETURNING runs",
             )
             .bind(id)
+            .bind(&at)
+            .fetch_one(&mut *tx)
+            .await?;
+            // Rows left `in_flight` are resolved whatever the job's status says: a killed run
+            // leaves it `RUNNING`, but a run of an older msgsend (or one whose last write
+            // failed) may have left some under any status, and a resume must reach them. A run
+            // that ends resolves its own, so this usually finds none; it costs a scan of the
+            // job's rows (about a second per few million), which the promise is worth. No
+            // other run of the job is live: this one holds the job's lock.
+            resolve_in_flight(&mut *tx, id).await?;
+            if resend_uncertain {
+                sqlx::query(
+                    "UPDATE recipients SET state = 'queued' WHERE job_id = $1 AND state = 'uncertain'",
+                )
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            // Runs that never recorded their end died with their process.
+            sqlx::query("UPDATE runs SET status = 'KILLED' WHERE job_id = $1 AND ended IS NULL")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO runs (job_id, run, host, pid, started, status) VALUES ($1, $2, $3, $4, $5, 'RUNNING')",
+            )
+            .bind(id)
+            .bind(run)
+            .bind(&me.host)
+            .bind(i64::from(me.pid))
+            .bind(&at)
             .execute(&mut *tx)
-            .await
-            .map_err(&fail)?;
+            .await?;
+            tx.commit().await?;
+            Ok(run)
         }
-        let run: i64 = sqlx::query_scalar(
-            "UPDATE jobs SET runs = runs + 1, status = 'RUNNING', updated_at = $2 WHERE id = $1 RETURNING runs",
-        )
-        .bind(id)
-        .bind(now())
-        .fetch_one(&mut *tx)
-        .await
+        .await)
         .map_err(&fail)?;
-        tx.commit().await.map_err(&fail)?;
         Ok(u32::try_from(run).unwrap_or(u32::MAX))
     }
 
     /// The number the job's next run would get, without starting it (a dry run).
     pub async fn next_run(&mut self, id: &str) -> Result<u32, JournalError> {
-        let runs: i64 = sqlx::query_scalar("SELECT runs FROM jobs WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut self.connection)
-            .await
-            .map_err(self.fail())?
-            .ok_or_else(|| JournalError::UnknownJob(id.to_string()))?;
+        let runs: i64 = either!(&mut self.connection, |c| sqlx::query_scalar(
+            "SELECT runs FROM jobs WHERE id = $1"
+        )
+        .bind(id)
+        .fetch_optional(c)
+        .await)
+        .map_err(self.fail())?
+        .ok_or_else(|| JournalError::UnknownJob(id.to_string()))?;
         Ok(u32::try_from(runs.saturating_add(1)).unwrap_or(u32::MAX))
     }
 
-    /// Ends a run: the job's status, the source counts of this run, its retries and duration.
+    /// Ends a run: the job's status, the source counts of this run, its retries and duration,
+    /// and the run's own record.
     pub async fn end_run(
         &mut self,
         id: &str,
+        run: u32,
         status: JobStatus,
         source: SourceCounts,
         retries: u64,
         duration: Duration,
     ) -> Result<(), JournalError> {
-        sqlx::query(
-            "UPDATE jobs SET status = $2, updated_at = $3, total = $4, invalid = $5, duplicate = $6, \
-             suppressed = $7, retries = retries + $8, duration_s = duration_s + $9, \
-             no_consent = $10, consent_expired = $11 WHERE id = $1",
-        )
-        .bind(id)
-        .bind(status.name())
-        .bind(now())
-        .bind(to_i64(source.total))
-        .bind(to_i64(source.invalid))
-        .bind(to_i64(source.duplicate))
-        .bind(to_i64(source.suppressed))
-        .bind(to_i64(retries))
-        .bind(duration.as_secs_f64())
-        .bind(to_i64(source.no_consent))
-        .bind(to_i64(source.consent_expired))
-        .execute(&mut self.connection)
-        .await
-        .map_err(self.fail())?;
-        Ok(())
+        let at = now();
+        either!(&mut self.connection, |c| async {
+            let mut tx = c.begin().await?;
+            sqlx::query(
+                "UPDATE jobs SET status = $2, updated_at = $3, total = $4, invalid = $5, duplicate = $6, \
+                 suppressed = $7, retries = retries + $8, duration_s = duration_s + $9, \
+                 no_consent = $10, consent_expired = $11 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(status.name())
+            .bind(&at)
+            .bind(to_i64(source.total))
+            .bind(to_i64(source.invalid))
+            .bind(to_i64(source.duplicate))
+            .bind(to_i64(source.suppressed))
+            .bind(to_i64(retries))
+            .bind(duration.as_secs_f64())
+            .bind(to_i64(source.no_consent))
+            .bind(to_i64(source.consent_expired))
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("UPDATE runs SET status = $3, ended = $4 WHERE job_id = $1 AND run = $2")
+                .bind(id)
+                .bind(i64::from(run))
+                .bind(status.name())
+                .bind(&at)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await
+        }
+        .await)
+        .map_err(self.fail())
+    }
+
+    /// Every run of a job, the first first (`status --json` lists them).
+    pub async fn runs(&mut self, id: &str) -> Result<Vec<RunRecord>, JournalError> {
+        let rows: Vec<(i64, String, i64, String, Option<String>, String)> =
+            either!(&mut self.connection, |c| sqlx::query_as(
+                "SELECT run, host, pid, started, ended, status FROM runs WHERE job_id = $1 ORDER BY run"
+            )
+            .bind(id)
+            .fetch_all(c)
+            .await)
+            .map_err(self.fail())?;
+        Ok(rows
+            .into_iter()
+            .map(|(run, host, pid, started, ended, status)| RunRecord {
+                run: u32::try_from(run).unwrap_or(u32::MAX),
+                host,
+                pid: u32::try_from(pid).unwrap_or(0),
+                started,
+                ended,
+                status,
+            })
+            .collect())
     }
 
     /// Stores a job's parameters again: a resume may give a new `--max-cost`, which later
@@ -131,100 +202,107 @@ impl Journal {
         params: &CampaignParams,
     ) -> Result<(), JournalError> {
         let params = serde_json::to_string(params).expect("params serialize");
-        sqlx::query("UPDATE jobs SET params = $2 WHERE id = $1")
-            .bind(id)
-            .bind(params)
-            .execute(&mut self.connection)
-            .await
-            .map_err(self.fail())?;
-        Ok(())
+        either!(&mut self.connection, |c| sqlx::query(
+            "UPDATE jobs SET params = $2 WHERE id = $1"
+        )
+        .bind(id)
+        .bind(&params)
+        .execute(c)
+        .await
+        .map(drop))
+        .map_err(self.fail())
     }
 
     /// The resume point the job's last run recorded (`source::resume`), if any. One that no
     /// longer parses (a journal written by another version) is no point: the source is read
     /// from its first row.
     pub async fn resume_point(&mut self, id: &str) -> Result<Option<ResumePoint>, JournalError> {
-        let text: Option<String> =
-            sqlx::query_scalar("SELECT resume_point FROM jobs WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&mut self.connection)
-                .await
-                .map_err(self.fail())?
-                .flatten();
+        let text: Option<String> = either!(&mut self.connection, |c| sqlx::query_scalar(
+            "SELECT resume_point FROM jobs WHERE id = $1"
+        )
+        .bind(id)
+        .fetch_optional(c)
+        .await)
+        .map_err(self.fail())?
+        .flatten();
         Ok(text.and_then(|text| serde_json::from_str(&text).ok()))
     }
 
     /// Forgets the job's resume point: a run reading its source from the first row, so that
     /// no point of an earlier reading outlives this run (see `source::resume`).
     pub async fn forget_resume_point(&mut self, id: &str) -> Result<(), JournalError> {
-        sqlx::query("UPDATE jobs SET resume_point = NULL WHERE id = $1")
-            .bind(id)
-            .execute(&mut self.connection)
-            .await
-            .map_err(self.fail())?;
-        Ok(())
+        either!(&mut self.connection, |c| sqlx::query(
+            "UPDATE jobs SET resume_point = NULL WHERE id = $1"
+        )
+        .bind(id)
+        .execute(c)
+        .await
+        .map(drop))
+        .map_err(self.fail())
     }
 
     /// Ends a job at its deadline: `EXPIRED`, and its recipients never reached `expired`.
     pub async fn expire(&mut self, id: &str) -> Result<(), JournalError> {
-        let fail = self.fail();
-        let mut tx = self.connection.begin().await.map_err(&fail)?;
-        sqlx::query(
-            "UPDATE recipients SET state = 'expired', reason = 'not reached before the deadline', \
-             updated_at = $2 WHERE job_id = $1 AND state = 'queued'",
-        )
-        .bind(id)
-        .bind(now())
-        .execute(&mut *tx)
-        .await
-        .map_err(&fail)?;
-        sqlx::query("UPDATE jobs SET status = 'EXPIRED', updated_at = $2 WHERE id = $1")
+        let at = now();
+        either!(&mut self.connection, |c| async {
+            let mut tx = c.begin().await?;
+            sqlx::query(
+                "UPDATE recipients SET state = 'expired', reason = 'not reached before the deadline', \
+                 updated_at = $2 WHERE job_id = $1 AND state = 'queued'",
+            )
             .bind(id)
-            .bind(now())
+            .bind(&at)
             .execute(&mut *tx)
-            .await
-            .map_err(&fail)?;
-        tx.commit().await.map_err(&fail)
+            .await?;
+            sqlx::query("UPDATE jobs SET status = 'EXPIRED', updated_at = $2 WHERE id = $1")
+                .bind(id)
+                .bind(&at)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await
+        }
+        .await)
+        .map_err(self.fail())
     }
 
     /// Sets a job's status alone (a start refused in quiet hours, a run broken by an error).
     pub async fn set_status(&mut self, id: &str, status: JobStatus) -> Result<(), JournalError> {
-        sqlx::query("UPDATE jobs SET status = $2, updated_at = $3 WHERE id = $1")
-            .bind(id)
-            .bind(status.name())
-            .bind(now())
-            .execute(&mut self.connection)
-            .await
-            .map_err(self.fail())?;
-        Ok(())
+        either!(&mut self.connection, |c| sqlx::query(
+            "UPDATE jobs SET status = $2, updated_at = $3 WHERE id = $1"
+        )
+        .bind(id)
+        .bind(status.name())
+        .bind(now())
+        .execute(c)
+        .await
+        .map(drop))
+        .map_err(self.fail())
     }
 
     /// The newest job that is not done (interrupted, paused, aborted, or killed while running).
     pub async fn latest_unfinished(&mut self) -> Result<Option<String>, JournalError> {
-        sqlx::query_scalar(
+        either!(&mut self.connection, |c| sqlx::query_scalar(
             "SELECT id FROM jobs WHERE status NOT IN ('DONE', 'EXPIRED') ORDER BY created_at DESC, id DESC LIMIT 1",
         )
-        .fetch_optional(&mut self.connection)
-        .await
+        .fetch_optional(c)
+        .await)
         .map_err(self.fail())
     }
 
     pub async fn job(&mut self, id: &str) -> Result<JobRecord, JournalError> {
-        let row = sqlx::query("SELECT * FROM jobs WHERE id = $1")
+        let row: JobRow = either!(&mut self.connection, |c| sqlx::query_as(JOB_BY_ID)
             .bind(id)
-            .fetch_optional(&mut self.connection)
-            .await
-            .map_err(self.fail())?
-            .ok_or_else(|| JournalError::UnknownJob(id.to_string()))?;
-        self.job_record(&row).await
+            .fetch_optional(c)
+            .await)
+        .map_err(self.fail())?
+        .ok_or_else(|| JournalError::UnknownJob(id.to_string()))?;
+        self.job_record(row).await
     }
 
     /// After a run that failed (journal or source error): rows left in flight become
     /// `uncertain`, so the job can be recorded as stopped (see [`begin_run`](Self::begin_run)).
     pub async fn resolve_in_flight(&mut self, id: &str) -> Result<(), JournalError> {
-        resolve_in_flight(&mut self.connection, id)
-            .await
-            .map_err(self.fail())
+        either!(&mut self.connection, |c| resolve_in_flight(c, id).await).map_err(self.fail())
     }
 
     /// Closes a run whose source was read to its end: a recipient still `queued` that this run
@@ -239,105 +317,116 @@ impl Journal {
         run: u32,
         suppressed: &HashSet<Phone>,
     ) -> Result<u64, JournalError> {
-        let fail = self.fail();
-        let mut tx = self.connection.begin().await.map_err(&fail)?;
-        if !suppressed.is_empty() {
-            let phones: Vec<&str> = suppressed.iter().map(Phone::as_str).collect();
-            sqlx::query(
-                "DELETE FROM recipients WHERE job_id = $1 AND state = 'queued' \
-                 AND seen_run != $2 AND phone IN (SELECT value FROM json_each($3))",
+        let phones: Vec<&str> = suppressed.iter().map(Phone::as_str).collect();
+        let phones = serde_json::to_string(&phones).expect("strings serialize");
+        let delete_suppressed = if self.on_postgres() {
+            "DELETE FROM recipients WHERE job_id = $1 AND state = 'queued' \
+             AND seen_run != $2 AND phone IN (SELECT value FROM json_array_elements_text($3::json))"
+        } else {
+            "DELETE FROM recipients WHERE job_id = $1 AND state = 'queued' \
+             AND seen_run != $2 AND phone IN (SELECT value FROM json_each($3))"
+        };
+        let at = now();
+        either!(&mut self.connection, |c| async {
+            let mut tx = c.begin().await?;
+            if !suppressed.is_empty() {
+                sqlx::query(delete_suppressed)
+                    .bind(id)
+                    .bind(i64::from(run))
+                    .bind(&phones)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let result = sqlx::query(
+                "UPDATE recipients SET \
+                   state = CASE state WHEN 'in_flight' THEN 'uncertain' ELSE 'failed' END, \
+                   reason = CASE state WHEN 'in_flight' \
+                     THEN 'a request was in flight when its run ended' \
+                     ELSE 'not in the source any more' END, \
+                   updated_at = $3 \
+                 WHERE job_id = $1 AND (state = 'in_flight' OR (state = 'queued' AND seen_run != $2))",
             )
             .bind(id)
             .bind(i64::from(run))
-            .bind(serde_json::to_string(&phones).expect("strings serialize"))
+            .bind(&at)
             .execute(&mut *tx)
-            .await
-            .map_err(&fail)?;
+            .await?;
+            tx.commit().await?;
+            Ok(result.rows_affected())
         }
-        let result = sqlx::query(
-            "UPDATE recipients SET \
-               state = CASE state WHEN 'in_flight' THEN 'uncertain' ELSE 'failed' END, \
-               reason = CASE state WHEN 'in_flight' \
-                 THEN 'a request was in flight when its run ended' \
-                 ELSE 'not in the source any more' END, \
-               updated_at = $3 \
-             WHERE job_id = $1 AND (state = 'in_flight' OR (state = 'queued' AND seen_run != $2))",
-        )
-        .bind(id)
-        .bind(i64::from(run))
-        .bind(now())
-        .execute(&mut *tx)
-        .await
-        .map_err(&fail)?;
-        tx.commit().await.map_err(&fail)?;
-        Ok(result.rows_affected())
+        .await)
+        .map_err(self.fail())
     }
 
     /// A job's campaign parameters only: what `--resume` and `--retry-failed` need, without
     /// counting the job's recipients by state (seconds on a job of ten million).
     pub async fn params(&mut self, id: &str) -> Result<CampaignParams, JournalError> {
-        let params: String = sqlx::query_scalar("SELECT params FROM jobs WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut self.connection)
-            .await
-            .map_err(self.fail())?
-            .ok_or_else(|| JournalError::UnknownJob(id.to_string()))?;
+        let params: String = either!(&mut self.connection, |c| sqlx::query_scalar(
+            "SELECT params FROM jobs WHERE id = $1"
+        )
+        .bind(id)
+        .fetch_optional(c)
+        .await)
+        .map_err(self.fail())?
+        .ok_or_else(|| JournalError::UnknownJob(id.to_string()))?;
         parse_params(id, &params)
     }
 
     /// Every job, the newest first.
     pub async fn jobs(&mut self) -> Result<Vec<JobRecord>, JournalError> {
-        let rows = sqlx::query("SELECT * FROM jobs ORDER BY created_at DESC, id DESC")
-            .fetch_all(&mut self.connection)
-            .await
-            .map_err(self.fail())?;
+        let rows: Vec<JobRow> = either!(&mut self.connection, |c| sqlx::query_as(ALL_JOBS)
+            .fetch_all(c)
+            .await)
+        .map_err(self.fail())?;
         let mut jobs = Vec::with_capacity(rows.len());
-        for row in &rows {
+        for row in rows {
             jobs.push(self.job_record(row).await?);
         }
         Ok(jobs)
     }
 
-    async fn job_record(
-        &mut self,
-        row: &sqlx::sqlite::SqliteRow,
-    ) -> Result<JobRecord, JournalError> {
-        let fail = self.fail();
-        let id: String = row.try_get("id").map_err(&fail)?;
-        let params = parse_params(&id, &row.try_get::<String, _>("params").map_err(&fail)?)?;
-        let get = |name: &str| -> Result<u64, JournalError> {
-            Ok(u64::try_from(row.try_get::<i64, _>(name).map_err(&fail)?).unwrap_or(0))
-        };
-        let record = JobRecord {
-            status: parse_word(
-                &self.path,
-                "job status",
-                &row.try_get::<String, _>("status").map_err(&fail)?,
-            )?,
-            created_at: row.try_get("created_at").map_err(&fail)?,
-            updated_at: row.try_get("updated_at").map_err(&fail)?,
-            params,
-            runs: u32::try_from(get("runs")?).unwrap_or(u32::MAX),
-            source: SourceCounts {
-                total: get("total")?,
-                invalid: get("invalid")?,
-                duplicate: get("duplicate")?,
-                suppressed: get("suppressed")?,
-                no_consent: get("no_consent")?,
-                consent_expired: get("consent_expired")?,
-            },
-            retries: get("retries")?,
-            duration_s: row.try_get("duration_s").map_err(&fail)?,
-            states: StateCounts::default(),
-            spending: Spending::default(),
-            id,
-        };
-        drop(fail);
-        let (states, spending) = self.state_counts(&record.id).await?;
+    async fn job_record(&mut self, row: JobRow) -> Result<JobRecord, JournalError> {
+        let (id, status, created_at, updated_at, params, runs, counts, duration_s) = (
+            row.0,
+            row.1,
+            row.2,
+            row.3,
+            row.4,
+            row.5,
+            [row.6, row.7, row.8, row.9, row.10, row.12, row.13],
+            row.11,
+        );
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        let [
+            total,
+            invalid,
+            duplicate,
+            suppressed,
+            retries,
+            no_consent,
+            consent_expired,
+        ] = counts.map(count);
+        let params = parse_params(&id, &params)?;
+        let (states, spending) = self.state_counts(&id).await?;
         Ok(JobRecord {
+            status: parse_word(&self.path, "job status", &status)?,
+            created_at,
+            updated_at,
+            params,
+            runs: u32::try_from(runs).unwrap_or(u32::MAX),
+            source: SourceCounts {
+                total,
+                invalid,
+                duplicate,
+                suppressed,
+                no_consent,
+                consent_expired,
+            },
+            retries,
+            duration_s,
             states,
             spending,
-            ..record
+            id,
         })
     }
 
@@ -346,32 +435,30 @@ impl Journal {
         &mut self,
         id: &str,
     ) -> Result<(StateCounts, Spending), JournalError> {
-        let rows = sqlx::query(
-            "SELECT state, channel, sms_class, COUNT(*) AS n, SUM(cost) AS cost FROM recipients \
-             WHERE job_id = $1 GROUP BY state, channel, sms_class",
+        // state, channel, sms_class, count, cost
+        type Group = (String, Option<String>, Option<String>, i64, Option<i64>);
+        let rows: Vec<Group> = either!(&mut self.connection, |c| sqlx::query_as(
+            "SELECT state, channel, sms_class, COUNT(*) AS n, CAST(SUM(cost) AS BIGINT) AS cost \
+                 FROM recipients WHERE job_id = $1 GROUP BY state, channel, sms_class",
         )
         .bind(id)
-        .fetch_all(&mut self.connection)
-        .await
+        .fetch_all(c)
+        .await)
         .map_err(self.fail())?;
         let mut counts = StateCounts::default();
         let mut spending = Spending::default();
-        for row in rows {
-            let n = u64::try_from(row.get::<i64, _>("n")).unwrap_or(0);
-            let state = parse_word(
-                &self.path,
-                "recipient state",
-                &row.get::<String, _>("state"),
-            )?;
+        for (state, channel, sms_class, n, cost) in rows {
+            let n = u64::try_from(n).unwrap_or(0);
+            let state = parse_word(&self.path, "recipient state", &state)?;
             counts.add(state, n);
-            let cost = Money::from_units(row.get::<Option<i64>, _>("cost").unwrap_or(0));
-            match row.get::<Option<String>, _>("channel").as_deref() {
+            let cost = Money::from_units(cost.unwrap_or(0));
+            match channel.as_deref() {
                 Some("kakaotalk") => spending.kakaotalk = spending.kakaotalk.saturating_add(cost),
                 Some("sms") => spending.sms = spending.sms.saturating_add(cost),
                 _ => {}
             }
             if matches!(state, RecipientState::Sent | RecipientState::Fallback) {
-                match row.get::<Option<String>, _>("sms_class").as_deref() {
+                match sms_class.as_deref() {
                     Some("short") => spending.sms_short += n,
                     Some("long") => spending.sms_long += n,
                     _ => {}
@@ -383,39 +470,69 @@ impl Journal {
 
     /// The job's recipients that were not delivered (failed or uncertain), in source order.
     pub async fn undelivered(&mut self, id: &str) -> Result<Vec<Undelivered>, JournalError> {
-        let rows = sqlx::query(
-            "SELECT phone, name, state, reason, line FROM recipients \
-             WHERE job_id = $1 AND state IN ('failed', 'uncertain', 'in_flight') ORDER BY line",
-        )
-        .bind(id)
-        .fetch_all(&mut self.connection)
-        .await
-        .map_err(self.fail())?;
+        let rows: Vec<(String, String, String, String, i64)> =
+            either!(&mut self.connection, |c| sqlx::query_as(
+                "SELECT phone, name, state, reason, line FROM recipients \
+                 WHERE job_id = $1 AND state IN ('failed', 'uncertain', 'in_flight') ORDER BY line",
+            )
+            .bind(id)
+            .fetch_all(c)
+            .await)
+            .map_err(self.fail())?;
         Ok(rows
             .into_iter()
-            .map(|row| {
+            .map(|(phone, name, state, reason, line)| {
                 // The query chose failed and uncertain rows only (in_flight counts as uncertain).
-                let failed = row.get::<String, _>("state") == RecipientState::Failed.name();
-                let reason: String = row.get("reason");
+                let failed = state == RecipientState::Failed.name();
                 Undelivered {
-                    phone: row.get("phone"),
-                    name: row.get("name"),
+                    phone,
+                    name,
                     reason: if failed {
                         reason
                     } else {
                         format!("uncertain: {reason}")
                     },
-                    line: u64::try_from(row.get::<i64, _>("line")).unwrap_or(0),
+                    line: u64::try_from(line).unwrap_or(0),
                 }
             })
             .collect())
     }
 }
 
-pub(super) async fn resolve_in_flight(
-    connection: &mut SqliteConnection,
-    id: &str,
-) -> Result<(), sqlx::Error> {
+/// A job's row as [`ALL_JOBS`] and [`JOB_BY_ID`] read it: id, status, created_at, updated_at,
+/// params, runs, total, invalid, duplicate, suppressed, retries, duration_s, no_consent,
+/// consent_expired.
+type JobRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    f64,
+    i64,
+    i64,
+);
+
+const ALL_JOBS: &str = "SELECT id, status, created_at, updated_at, params, runs, total, \
+     invalid, duplicate, suppressed, retries, duration_s, no_consent, consent_expired \
+     FROM jobs ORDER BY created_at DESC, id DESC";
+const JOB_BY_ID: &str = "SELECT id, status, created_at, updated_at, params, runs, total, \
+     invalid, duplicate, suppressed, retries, duration_s, no_consent, consent_expired \
+     FROM jobs WHERE id = $1";
+
+/// Rows a killed run left `in_flight` become `uncertain`.
+pub(super) async fn resolve_in_flight<'c, E>(connection: E, id: &str) -> Result<(), sqlx::Error>
+where
+    E: sqlx::Executor<'c>,
+    for<'q> &'q str: sqlx::Encode<'q, E::Database> + sqlx::Type<E::Database>,
+    for<'q> <E::Database as sqlx::Database>::Arguments: sqlx::IntoArguments<E::Database>,
+{
     sqlx::query(
         "UPDATE recipients SET state = 'uncertain', \
          reason = 'a request was in flight when the process died' \
@@ -525,15 +642,21 @@ mod tests {
         drop(journal);
         // Opened again: already migrated, nothing applied twice.
         let mut journal = Journal::open(dir.path()).await.unwrap();
+        let Backend::Sqlite(connection) = &mut journal.connection else {
+            unreachable!()
+        };
         let version: i64 = sqlx::query_scalar("PRAGMA user_version")
-            .fetch_one(&mut journal.connection)
+            .fetch_one(&mut *connection)
             .await
             .unwrap();
-        assert_eq!(version, 2);
+        assert_eq!(version, 3);
         // Version 2's column is there, and empty: no resume point, the first row.
         assert_eq!(journal.resume_point("old").await.unwrap(), None);
+        let Backend::Sqlite(connection) = &mut journal.connection else {
+            unreachable!()
+        };
         sqlx::raw_sql("PRAGMA user_version = 99")
-            .execute(&mut journal.connection)
+            .execute(&mut *connection)
             .await
             .unwrap();
         drop(journal);

@@ -43,6 +43,20 @@ pub(super) const MIGRATIONS: &[&str] = &[
      ALTER TABLE jobs ADD COLUMN consent_expired INTEGER NOT NULL DEFAULT 0;",
     // 2: where a later run may start reading the job's CSV file (`source::resume`), as JSON.
     "ALTER TABLE jobs ADD COLUMN resume_point TEXT;",
+    // 3: every run with its host and process (`status --json` lists them, SPEC section 9), and
+    // the run a recipient in flight belongs to.
+    "CREATE TABLE runs (
+         job_id TEXT NOT NULL,
+         run INTEGER NOT NULL,
+         host TEXT NOT NULL,
+         pid INTEGER NOT NULL,
+         started TEXT NOT NULL,
+         ended TEXT,
+         status TEXT NOT NULL,
+         joined INTEGER NOT NULL DEFAULT 0,
+         PRIMARY KEY (job_id, run)
+     );
+     ALTER TABLE recipients ADD COLUMN run INTEGER;",
 ];
 
 /// The time written into `updated_at` columns, to the second.

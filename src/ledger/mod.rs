@@ -12,10 +12,12 @@
 //! When the process learns better (the answer came back, the slot went unused), it replaces
 //! the lease's rows with the real moments on its next visit.
 //!
-//! Two stores keep the same facts: a SQLite file under `state_dir` (`quota.sqlite`), shared by
-//! every process on the host, and one in memory, shared by the limiters of one process, which
+//! Three stores keep the same facts: a SQLite file under `state_dir` (`quota.sqlite`), shared by
+//! every process on the host; the PostgreSQL state database (`state_database`), shared by every
+//! process on every host that names it; and one in memory, shared by the limiters of one process, which
 //! the limiter's own tests use to play several processes under tokio's paused clock.
 
+mod postgres;
 mod sqlite;
 
 use std::collections::HashMap;
@@ -102,6 +104,8 @@ impl Entry {
 pub enum Ledger {
     /// Every process on this host that uses the same `state_dir`.
     Sqlite(sqlite::SqliteLedger),
+    /// Every process on every host that uses the same `state_database`.
+    Postgres(postgres::PostgresLedger),
     /// This process only.
     Memory(Arc<std::sync::Mutex<HashMap<String, Entry>>>),
 }
@@ -112,6 +116,11 @@ impl Ledger {
         sqlite::SqliteLedger::open(state_dir)
             .await
             .map(Ledger::Sqlite)
+    }
+
+    /// The ledger of a PostgreSQL state database.
+    pub fn postgres(database: crate::state_db::StateDatabase) -> Ledger {
+        Ledger::Postgres(postgres::PostgresLedger::new(database))
     }
 
     /// A ledger of this process alone.
@@ -128,6 +137,7 @@ impl Ledger {
     ) -> Result<R, LedgerError> {
         match self {
             Ledger::Sqlite(ledger) => ledger.visit(credential, change).await,
+            Ledger::Postgres(ledger) => ledger.visit(credential, change).await,
             Ledger::Memory(entries) => {
                 let mut entries = entries.lock().unwrap_or_else(|e| e.into_inner());
                 let entry = entries.entry(credential.to_string()).or_default();

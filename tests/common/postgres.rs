@@ -178,6 +178,25 @@ fn start_cluster() -> Option<String> {
     ))
 }
 
+/// A new empty database on the test server, named after `test` (one per test, so that each has
+/// its own state schema); its URL.
+pub async fn fresh_database(url: &str, test: &str) -> String {
+    let name = format!("{test}_{}", std::process::id());
+    let mut admin = connect(url).await;
+    // Two statements: CREATE DATABASE refuses to run inside a (multi-statement) transaction.
+    for statement in [
+        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        format!("CREATE DATABASE {name}"),
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+    }
+    let (server, _) = url.rsplit_once('/').unwrap();
+    format!("{server}/{name}")
+}
+
 /// A connection to the test server, to prepare tables.
 pub async fn connect(url: &str) -> sqlx::PgConnection {
     use sqlx::ConnectOptions as _;

@@ -1,0 +1,336 @@
+//! SPEC section 9 across real processes: the whole state — journal, locks, quota ledger — in
+//! PostgreSQL, shared by several hosts. A "host" here is a msgsend process with a `HOME`, a
+//! `state_dir` and a config file of its own, naming the same `state_database` (a fresh database
+//! per test on the test server). Two jobs at once share one credential's quota; a host killed
+//! mid-campaign is resumed by another; a second run of a running job is refused naming its
+//! holder; the schema is created, migrated from the previous version, and refused when newer.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::crowd::{Crowd, crowd};
+use common::{KAKAOTALK_PASSWORD, SMS_PASSWORD, World, campaign_args, count, stderr};
+
+/// A sandbox, a fresh state database, and the config every host starts from.
+struct Hosts {
+    world: World,
+}
+
+impl Hosts {
+    /// `None` (the test skips, visibly) without a PostgreSQL server.
+    async fn start(test: &str, rate: &str, latency: Duration) -> Option<Hosts> {
+        let url = common::postgres_url()?;
+        let state = common::postgres::fresh_database(&url, test).await;
+        let mut world = World::start(|config| {
+            config.kakaotalk.rate = rate.parse().unwrap();
+            config.kakaotalk.faults.latency = latency;
+        })
+        .await;
+        world
+            .set("providers.kakaotalk.rate_limit", rate)
+            .set("state_database", state.clone());
+        Some(Hosts { world })
+    }
+
+    /// msgsend on `host`: its own `HOME`, `state_dir` and config file, the shared database.
+    fn command(&self, host: &str, args: &[&str]) -> Command {
+        let home = self.world.path(host);
+        std::fs::create_dir_all(&home).unwrap();
+        let mut config = self.world.config.clone();
+        config.insert(
+            "state_dir".into(),
+            home.join("state").display().to_string().into(),
+        );
+        let path = home.join("msgsend.toml");
+        std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_msgsend"));
+        command
+            .arg("--config")
+            .arg(&path)
+            .args(args)
+            .current_dir(&home)
+            .env("HOME", &home)
+            .env("KAKAOTALK_PASSWORD", KAKAOTALK_PASSWORD)
+            .env("SMS_PASSWORD", SMS_PASSWORD)
+            .env_remove("RUST_LOG")
+            .env_remove("MSGSEND_CONFIG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
+    }
+
+    async fn run(&self, host: &str, args: &[&str]) -> Output {
+        let mut command = self.command(host, args);
+        tokio::task::spawn_blocking(move || command.output().unwrap())
+            .await
+            .unwrap()
+    }
+
+    fn csv(&mut self, people: &Crowd) -> String {
+        self.world.with_crowd(people)
+    }
+
+    /// How often each phone was delivered, over every job.
+    fn deliveries(&self) -> BTreeMap<String, usize> {
+        let mut received = BTreeMap::new();
+        for message in self.world.recorded() {
+            *received.entry(message.phone).or_insert(0) += 1;
+        }
+        received
+    }
+
+    fn rate_limited(&self) -> u64 {
+        count(&self.world.sandbox.kakaotalk.stats.rate_limited)
+            + count(&self.world.sandbox.sms.stats.rate_limited)
+    }
+
+    async fn wait_for_records(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.world.recorded().len() < n {
+            assert!(Instant::now() < deadline, "the campaign did not get going");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn output_of(child: std::process::Child) -> Output {
+    tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap()
+}
+
+fn status_json(output: &Output) -> serde_json::Value {
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    not(postgres_available),
+    ignore = "no PostgreSQL server: apt-get install postgresql, or set MSGSEND_TEST_POSTGRES_URL"
+)]
+async fn two_jobs_on_two_hosts_share_one_quota_send_everyone_once_and_use_the_quota() {
+    let Some(mut hosts) = Hosts::start("two_jobs", "20/s", Duration::ZERO).await else {
+        return;
+    };
+    let people = crowd(60);
+    let csv = hosts.csv(&people);
+    // Both start at once on an empty database: the schema is created once, under its lock.
+    let north = hosts
+        .command("a", &campaign_args(&csv, &["--job-id", "north"]))
+        .spawn()
+        .unwrap();
+    let south = hosts
+        .command("b", &campaign_args(&csv, &["--job-id", "south"]))
+        .spawn()
+        .unwrap();
+    let (north, south) = tokio::join!(output_of(north), output_of(south));
+    assert_eq!(north.status.code(), Some(0), "{}", stderr(&north));
+    assert_eq!(south.status.code(), Some(0), "{}", stderr(&south));
+    assert_eq!(hosts.rate_limited(), 0, "a provider answered 429");
+    let received = hosts.deliveries();
+    assert_eq!(received.len(), people.eligible.len());
+    assert!(
+        received.values().all(|&n| n == 2),
+        "once per job: {received:?}"
+    );
+    // The quota was used, not only kept: arrivals over their span, against 20 per second.
+    let mut arrivals: Vec<jiff::Timestamp> = hosts
+        .world
+        .recorded()
+        .iter()
+        .map(|m| m.at.parse().unwrap())
+        .collect();
+    arrivals.sort();
+    let span = arrivals.last().unwrap().duration_since(arrivals[0]);
+    let rate = (arrivals.len() - 1) as f64 / span.as_secs_f64();
+    assert!(
+        rate >= 0.95 * 20.0,
+        "{} messages in {span:?}: {rate:.1}/s",
+        arrivals.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    not(postgres_available),
+    ignore = "no PostgreSQL server: apt-get install postgresql, or set MSGSEND_TEST_POSTGRES_URL"
+)]
+async fn a_host_killed_mid_campaign_is_resumed_by_another_without_twice_or_skipped() {
+    let Some(mut hosts) = Hosts::start("failover", "20/s", Duration::from_millis(50)).await else {
+        return;
+    };
+    let people = crowd(80);
+    let csv = hosts.csv(&people);
+    let mut a = hosts
+        .command("a", &campaign_args(&csv, &["--job-id", "cut"]))
+        .spawn()
+        .unwrap();
+    let a_pid = a.id();
+    hosts.wait_for_records(15).await;
+    a.kill().unwrap(); // SIGKILL: host A is gone, its lock with it.
+    a.wait().unwrap();
+    let started = Instant::now();
+    let resumed = hosts
+        .run("b", &["bulk", "--resume", "cut", "--resend-uncertain"])
+        .await;
+    assert_eq!(resumed.status.code(), Some(0), "{}", stderr(&resumed));
+    // Not held up by the dead host's lock (the lease is shutdown_grace + 30 s at most).
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert_eq!(hosts.rate_limited(), 0, "a provider answered 429");
+    let received = hosts.deliveries();
+    assert_eq!(
+        received.len(),
+        people.eligible.len(),
+        "somebody was skipped"
+    );
+    assert!(received.values().all(|&n| n == 1), "{received:?}");
+    // Both runs, with their hosts' processes: A's never ended.
+    let status = hosts.run("b", &["status", "cut", "--json"]).await;
+    let status = status_json(&status);
+    assert_eq!(status["status"], "DONE");
+    let runs = status["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert_eq!(runs[0]["pid"], a_pid);
+    assert_eq!(runs[0]["status"], "KILLED");
+    assert_eq!(runs[0]["ended"], serde_json::Value::Null);
+    assert_eq!(runs[1]["status"], "DONE");
+    assert_ne!(runs[1]["pid"], a_pid);
+    assert!(runs[1]["host"].as_str().is_some_and(|h| !h.is_empty()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    not(postgres_available),
+    ignore = "no PostgreSQL server: apt-get install postgresql, or set MSGSEND_TEST_POSTGRES_URL"
+)]
+async fn a_second_run_of_a_running_job_on_another_host_is_refused_within_two_seconds_naming_the_holder()
+ {
+    let Some(mut hosts) = Hosts::start("second_run", "10/s", Duration::ZERO).await else {
+        return;
+    };
+    let people = crowd(60);
+    let csv = hosts.csv(&people);
+    let mut a = hosts
+        .command("a", &campaign_args(&csv, &["--job-id", "busy"]))
+        .spawn()
+        .unwrap();
+    hosts.wait_for_records(3).await;
+    let started = Instant::now();
+    let second = hosts.run("b", &["bulk", "--resume", "busy"]).await;
+    let took = started.elapsed();
+    let a_pid = a.id();
+    a.kill().unwrap();
+    a.wait().unwrap();
+    assert_eq!(second.status.code(), Some(1), "{}", stderr(&second));
+    let text = stderr(&second);
+    assert!(
+        text.contains(&format!("msgsend process {a_pid} on host")),
+        "{text}"
+    );
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert!(!text.contains(common::POSTGRES_TEST_PASSWORD));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    not(postgres_available),
+    ignore = "no PostgreSQL server: apt-get install postgresql, or set MSGSEND_TEST_POSTGRES_URL"
+)]
+async fn the_schema_migrates_from_the_previous_version_and_a_newer_one_is_refused() {
+    use msgsend::journal::Journal;
+    use msgsend::state_db::StateDatabase;
+    let Some(url) = common::postgres_url() else {
+        return;
+    };
+    let state = common::postgres::fresh_database(&url, "migrations").await;
+    // A database as the previous msgsend left it: version 1, a job with a sent recipient.
+    let old = StateDatabase::open_at_version(&state, 1).await.unwrap();
+    sqlx::raw_sql(
+        "INSERT INTO jobs (id, status, created_at, updated_at, params, runs) VALUES \
+         ('old', 'DONE', '2026-11-01T00:00:00Z', '2026-11-01T00:00:00Z', \
+          '{\"source\":{\"csv\":{\"path\":\"u.csv\"}},\"ages\":{\"min\":20,\"max\":29},\
+          \"date\":\"2026-11-01\",\"message\":\"hi\",\"header\":null,\"strategy\":\"failover\",\
+          \"concurrency\":4,\"max_failure_rate\":null,\"retry_of\":null}', 1); \
+         INSERT INTO recipients (job_id, phone, line, name, state, seen_run, channel, updated_at) \
+         VALUES ('old', '010-1111-1111', 2, 'a', 'sent', 1, 'kakaotalk', '2026-11-01T00:00:00Z');",
+    )
+    .execute(old.pool())
+    .await
+    .unwrap();
+    drop(old);
+    let database = StateDatabase::open(&state, "(test)").await.unwrap();
+    let mut journal = Journal::open_postgres(&database).await.unwrap();
+    let job = journal.job("old").await.unwrap();
+    assert_eq!(job.states.sent, 1);
+    assert_eq!(journal.runs("old").await.unwrap(), vec![]);
+    // Opened again: nothing applied twice.
+    StateDatabase::open(&state, "(test)").await.unwrap();
+    // A migration this binary does not know: a newer msgsend's database.
+    sqlx::raw_sql(
+        "INSERT INTO msgsend._sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (99, 'from the future', true, '\\x00', 0)",
+    )
+    .execute(database.pool())
+    .await
+    .unwrap();
+    let newer = StateDatabase::open(&state, "(test)").await.err().unwrap();
+    assert!(newer.to_string().contains("newer msgsend"), "{newer}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    not(postgres_available),
+    ignore = "no PostgreSQL server: apt-get install postgresql, or set MSGSEND_TEST_POSTGRES_URL"
+)]
+async fn the_postgresql_ledger_keeps_leases_like_the_file_one() {
+    use msgsend::ledger::Ledger;
+    use msgsend::state_db::StateDatabase;
+    let Some(url) = common::postgres_url() else {
+        return;
+    };
+    let state = common::postgres::fresh_database(&url, "ledger").await;
+    let ledger = Ledger::postgres(StateDatabase::open(&state, "(test)").await.unwrap());
+    let now = jiff::Timestamp::now().as_microsecond();
+    ledger
+        .visit("c", |entry| {
+            entry.replace_lease(1, vec![(now + 100, 3)]);
+            entry.replace_lease(2, vec![(now + 200, 1)]);
+            entry.pace.allowance = Some(7);
+            entry.pace.paused_until = Some(now + 1_000);
+        })
+        .await
+        .unwrap();
+    ledger
+        .visit("c", |entry| {
+            entry.replace_lease(1, vec![(now + 50, 1), (now + 150, 2)]);
+            entry.expire_before(now + 100);
+        })
+        .await
+        .unwrap();
+    // Another process (a second ledger on the same database) sees the same facts, in its own
+    // clock's terms (here the same clock, so within the offset's measuring error).
+    let other = Ledger::postgres(StateDatabase::open(&state, "(test)").await.unwrap());
+    let (rows, pace) = other
+        .visit("c", |entry| (entry.rows().to_vec(), entry.pace))
+        .await
+        .unwrap();
+    let mut seen: Vec<_> = rows
+        .iter()
+        .map(|r| (r.lease, r.arrived_by - now, r.count))
+        .collect();
+    seen.sort();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!((seen[0].0, seen[0].2, seen[1].0, seen[1].2), (1, 2, 2, 1));
+    let close = |got: i64, want: i64| (got - want).abs() < 20_000;
+    assert!(close(seen[0].1, 150) && close(seen[1].1, 200), "{seen:?}");
+    assert_eq!(pace.allowance, Some(7));
+    assert!(close(pace.paused_until.unwrap() - now, 1_000));
+    assert_eq!(
+        other.visit("d", |entry| entry.rows().len()).await.unwrap(),
+        0
+    );
+}
