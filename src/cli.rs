@@ -112,6 +112,10 @@ pub struct BulkArgs {
     /// With --resume: send again to recipients recorded uncertain (may duplicate them)
     #[arg(long)]
     pub resend_uncertain: bool,
+    /// With --resume JOB_ID on a state_database: work the job beside its running run on another
+    /// host, claiming queued recipients in batches (alone: as --resume)
+    #[arg(long, requires = "resume")]
+    pub join: bool,
     /// Write the summary as JSON to FILE (- for stdout, instead of the table)
     #[arg(long, value_name = "FILE")]
     pub summary_json: Option<PathBuf>,

@@ -28,6 +28,49 @@ pub struct Recipient {
     pub values: Vec<String>,
 }
 
+/// Whom one message goes to, and the values its placeholders take: a [`Recipient`] read from
+/// the source, or one a joined run claimed from the journal (SPEC section 9), which reads no
+/// source and renders from the values admission stored.
+#[derive(Debug, Clone)]
+pub struct Addressee {
+    /// The source line (CSV) or row number (SQL), for reports.
+    pub line: u64,
+    pub name: String,
+    pub phone: Phone,
+    /// The names of `values`, shared by every addressee of the run.
+    pub columns: Arc<[String]>,
+    pub values: Vec<String>,
+}
+
+impl Addressee {
+    /// The value of a template placeholder: `phone` renders the normalised phone, `name` the
+    /// name, anything else the column of that name.
+    pub fn field(&self, field: &str) -> Option<&str> {
+        match field {
+            "phone" => Some(self.phone.as_str()),
+            "name" => Some(&self.name),
+            _ => self
+                .columns
+                .iter()
+                .position(|column| column == field)
+                .and_then(|index| self.values.get(index))
+                .map(String::as_str),
+        }
+    }
+}
+
+impl From<Recipient> for Addressee {
+    fn from(recipient: Recipient) -> Addressee {
+        Addressee {
+            line: recipient.line,
+            name: recipient.name,
+            phone: recipient.phone,
+            columns: recipient.columns,
+            values: recipient.values,
+        }
+    }
+}
+
 impl Recipient {
     /// The value of a template placeholder: `phone` renders the normalised phone, `name` the
     /// name, anything else the source column of that name.

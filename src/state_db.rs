@@ -36,8 +36,18 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 ];
 
 /// The first key of every advisory lock msgsend takes (the second names the job or the
-/// credential), so msgsend's locks never meet another application's single-key ones.
+/// credential), so msgsend's locks never meet another application's single-key ones. A job's
+/// lock in this space is held (shared) by every live run of the job.
 pub const LOCK_SPACE: i32 = 0x6d73_6773; // "msgs"
+
+/// The space of a job's *leader* lock: held (exclusive) by the one run that reads the job's
+/// source; joined runs wait for it to end before they end.
+pub const LEADER_SPACE: i32 = 0x6d73_676c; // "msgl"
+
+/// How `pg_locks` shows a two-key advisory lock's keys (`classid`, `objid`: unsigned oids).
+pub fn lock_key_as_oid(key: i32) -> i64 {
+    i64::from(key.cast_unsigned())
+}
 
 /// The second key of a job's lock: 32 bits of the job id's SHA-256. Two jobs whose keys meet
 /// (about one pair in four billion) would only wait for each other, never share a run.

@@ -143,6 +143,19 @@ pub struct Frame {
 }
 
 impl MessageTemplate {
+    /// The source columns the message's placeholders name besides `name` and `phone`, each once,
+    /// in order of first use.
+    pub fn source_fields(&self) -> Vec<String> {
+        let mut fields: Vec<String> = Vec::new();
+        let parts = self.header.iter().chain(std::iter::once(&self.body));
+        for field in parts.flat_map(Template::fields) {
+            if !matches!(field, "name" | "phone") && !fields.iter().any(|f| f == field) {
+                fields.push(field.to_string());
+            }
+        }
+        fields
+    }
+
     pub fn check_fields(&self, available: &[&str]) -> Result<(), TemplateError> {
         if let Some(header) = &self.header {
             header.check_fields(available)?;

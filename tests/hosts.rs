@@ -334,3 +334,115 @@ async fn the_postgresql_ledger_keeps_leases_like_the_file_one() {
         0
     );
 }
+
+/// Each run of `job` and how many recipients it delivered, read from the shared journal.
+async fn delivered_by_run(state: &str, job: &str) -> BTreeMap<i64, i64> {
+    let mut db = common::postgres::connect(state).await;
+    sqlx::query_as::<_, (i64, i64)>(
+        "SELECT run, COUNT(*) FROM msgsend.recipients WHERE job_id = $1 \
+         AND state IN ('sent', 'fallback') GROUP BY run",
+    )
+    .bind(job)
+    .fetch_all(&mut db)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    not(postgres_available),
+    ignore = "no PostgreSQL server: apt-get install postgresql, or set MSGSEND_TEST_POSTGRES_URL"
+)]
+async fn a_run_joined_on_another_host_sends_beside_the_first_nobody_twice_and_the_job_ends_done() {
+    let Some(mut hosts) = Hosts::start("join", "40/s", Duration::from_millis(30)).await else {
+        return;
+    };
+    let state = hosts.world.config["state_database"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let people = crowd(200);
+    let csv = hosts.csv(&people);
+    hosts.world.set("bulk.batch_size", 20);
+    // A placeholder beyond name and phone: the joined run reads no source, and renders it from
+    // what admission stored.
+    let args = common::csv_bulk_args(&csv, &["--message", "{city} 이벤트", "--job-id", "shared"]);
+    let a = hosts.command("a", &args).spawn().unwrap();
+    let a_pid = a.id();
+    hosts.wait_for_records(10).await;
+    let b = hosts
+        .run("b", &["bulk", "--resume", "shared", "--join"])
+        .await;
+    let a = output_of(a).await;
+    assert_eq!(a.status.code(), Some(0), "{}", stderr(&a));
+    assert_eq!(b.status.code(), Some(0), "{}", stderr(&b));
+    assert_eq!(hosts.rate_limited(), 0, "a provider answered 429");
+    let received = hosts.deliveries();
+    assert_eq!(
+        received.len(),
+        people.eligible.len(),
+        "somebody was skipped"
+    );
+    assert!(received.values().all(|&n| n == 1), "{received:?}");
+    assert!(
+        hosts
+            .world
+            .recorded()
+            .iter()
+            .all(|m| m.message.contains("서울 이벤트")),
+        "a message rendered without its city"
+    );
+    let by_run = delivered_by_run(&state, "shared").await;
+    assert_eq!(by_run.len(), 2, "both hosts sent: {by_run:?}");
+    assert!(by_run.values().all(|&n| n > 0), "{by_run:?}");
+    let status = status_json(&hosts.run("a", &["status", "shared", "--json"]).await);
+    assert_eq!(status["status"], "DONE");
+    let runs = status["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert_eq!(runs[0]["pid"], a_pid);
+    assert!(runs.iter().all(|run| run["status"] == "DONE"), "{runs:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    not(postgres_available),
+    ignore = "no PostgreSQL server: apt-get install postgresql, or set MSGSEND_TEST_POSTGRES_URL"
+)]
+async fn join_with_no_run_live_resumes_the_job_and_a_plain_run_beside_a_joined_one_is_refused() {
+    let Some(mut hosts) = Hosts::start("join_alone", "20/s", Duration::from_millis(30)).await
+    else {
+        return;
+    };
+    let people = crowd(80);
+    let csv = hosts.csv(&people);
+    let a = hosts
+        .command("a", &campaign_args(&csv, &["--job-id", "alone"]))
+        .spawn()
+        .unwrap();
+    hosts.wait_for_records(10).await;
+    common::signal(a.id(), "TERM");
+    let a = output_of(a).await;
+    assert_eq!(a.status.code(), Some(130), "{}", stderr(&a));
+    // Nobody runs the job: --join reads its source like --resume.
+    let b = hosts
+        .command("b", &["bulk", "--resume", "alone", "--join"])
+        .spawn()
+        .unwrap();
+    hosts.wait_for_records(people.eligible.len().min(30)).await;
+    let c = hosts.run("c", &["bulk", "--resume", "alone"]).await;
+    let b = output_of(b).await;
+    assert_eq!(b.status.code(), Some(0), "{}", stderr(&b));
+    assert_eq!(c.status.code(), Some(1), "{}", stderr(&c));
+    assert!(stderr(&c).contains("is being run by"), "{}", stderr(&c));
+    let received = hosts.deliveries();
+    assert_eq!(
+        received.len(),
+        people.eligible.len(),
+        "somebody was skipped"
+    );
+    assert!(received.values().all(|&n| n == 1), "{received:?}");
+    let status = status_json(&hosts.run("a", &["status", "alone", "--json"]).await);
+    assert_eq!(status["status"], "DONE");
+}

@@ -1,6 +1,9 @@
--- Every run of a job, with the host and process that ran it (`status --json` lists them), and
--- which run a recipient in flight or claimed belongs to, so that one host's start never takes
--- another live host's sends for a dead run's.
+-- Every run of a job, with the host and process that ran it (`status --json` lists them), the
+-- server process of the session that holds its lock (a run is live while that session holds
+-- the job's lock), and which run a recipient in flight or claimed belongs to, so that one
+-- host's start never takes another live host's sends for a dead run's. `fields` keeps the
+-- source values a message's placeholders need beyond name and phone, so that a joined run,
+-- which reads no source, can render it.
 CREATE TABLE runs (
     job_id TEXT NOT NULL,
     run BIGINT NOT NULL,
@@ -10,10 +13,12 @@ CREATE TABLE runs (
     ended TEXT,
     status TEXT NOT NULL,
     joined BOOLEAN NOT NULL DEFAULT FALSE,
+    backend_pid BIGINT,
     PRIMARY KEY (job_id, run)
 );
 
 ALTER TABLE recipients ADD COLUMN run BIGINT;
+ALTER TABLE recipients ADD COLUMN fields TEXT;
 CREATE INDEX recipients_by_state ON recipients (job_id, state);
 
 -- Who holds a job's lock (the advisory lock itself is the truth; this row only lets a refused

@@ -13,7 +13,7 @@ use crate::cost::Money;
 use crate::delivery::Pricing;
 use crate::error::ExitStatus;
 use crate::job::Admission;
-use crate::journal::{Batch, Candidate, JournalError};
+use crate::journal::{Batch, Candidate, JournalError, RunStart};
 use crate::pipeline::{AdmissionSink, ReadStart, Screening, admit_all};
 use crate::provider::ProviderKind;
 use crate::recipient::Recipient;
@@ -107,21 +107,28 @@ pub(super) async fn run(
 ) -> anyhow::Result<ExitStatus> {
     let Prepared {
         lock: _lock,
+        role: _,
         state: _,
         mut journal,
         job,
         spec,
         reading,
-        mut source,
+        source,
         template,
         suppression,
         consent,
         outputs,
     } = prepared;
+    // A dry run is never a joined run (`--join --dry-run` is refused): it reads the source.
+    let (Some(reading), Some(mut source)) = (reading, source) else {
+        unreachable!("a dry run reads its source")
+    };
     let params = &job.params;
     let run = if journal.is_in_memory() {
         journal.create_job(&job.id, params).await?;
-        journal.begin_run(&job.id, false).await?
+        journal
+            .begin_run(&job.id, false, RunStart::default())
+            .await?
     } else if job.is_new {
         1 // a retry's new job: not created, its first run rehearsed
     } else {
@@ -160,6 +167,7 @@ pub(super) async fn run(
         suppression: &suppression,
         consent,
         batch_size: CHUNK,
+        fields: template.source_fields().into(),
     };
     let mut invalid_rows = InvalidRows::new(&label, outputs.invalid_csv)?;
     let start = ReadStart::at(reading.from.as_ref(), None);

@@ -19,6 +19,8 @@ use crate::report::summary::{RunFigures, Summary};
 pub(super) struct Finished<'a> {
     pub(super) job: &'a Job,
     pub(super) run: u32,
+    /// The run read the job's source (its leader); a joined run reads none.
+    pub(super) read_source: bool,
     /// The suppression list: a queued recipient that opted out since is dropped, not failed.
     pub(super) suppression: &'a HashSet<Phone>,
     pub(super) preflight: &'a BTreeMap<ProviderKind, Health>,
@@ -40,6 +42,7 @@ pub(super) async fn finish(
     let Finished {
         job,
         run,
+        read_source,
         suppression,
         preflight,
         cause,
@@ -53,27 +56,34 @@ pub(super) async fn finish(
         Err(error) => {
             // What was recorded stays recorded; the job can be resumed once the cause is fixed.
             // It stays `RUNNING` (as after a kill) unless its in-flight rows could be resolved.
-            if journal.resolve_in_flight(&job.id).await.is_ok() {
-                let _ = journal.set_status(&job.id, status).await;
+            if journal.resolve_in_flight(&job.id, run).await.is_ok() {
+                let _ = journal
+                    .end_run(&job.id, run, status, None, 0, duration)
+                    .await;
             }
             return Err(error.into());
         }
     };
-    let closed = journal.close_run(&job.id, run, suppression).await?;
-    if closed > 0 {
-        tracing::warn!(job_id = %job.id, recipients = closed, "recipients queued by an earlier run are not in the source any more: recorded failed");
+    if read_source {
+        let closed = journal.close_run(&job.id, run, suppression).await?;
+        if closed > 0 {
+            tracing::warn!(job_id = %job.id, recipients = closed, "recipients queued by an earlier run are not in the source any more: recorded failed");
+        }
+    } else {
+        // A joined run's sends that never reported; the rest is the job's other runs' to close.
+        journal.resolve_in_flight(&job.id, run).await?;
     }
-    journal
+    let job_status = journal
         .end_run(
             &job.id,
             run,
             status,
-            outcome.source,
+            read_source.then_some(outcome.source),
             outcome.retries,
             duration,
         )
         .await?;
-    if status == JobStatus::Expired {
+    if job_status == JobStatus::Expired {
         journal.expire(&job.id).await?;
     }
     let record = journal.job(&job.id).await?;

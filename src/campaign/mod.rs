@@ -40,7 +40,7 @@ use crate::delivery::Pricing;
 use crate::delivery::Router;
 use crate::error::{ExitStatus, UsageError};
 use crate::job::JobStatus;
-use crate::journal::{Journal, JournalError, State, StateLock};
+use crate::journal::{Journal, JournalError, Role, State, StateLock};
 use crate::phone::Phone;
 use crate::pipeline::{self, Campaign, ConsentRule, Reporting, StopCause, Stopper};
 use crate::provider::http_client_for;
@@ -99,13 +99,16 @@ pub async fn run(
 struct Prepared {
     /// Held until the run ends; `None` for a dry run of a new job.
     lock: Option<StateLock>,
+    /// Whether this run reads the source or joined a running one (PostgreSQL state).
+    role: Role,
     /// Where the journal, the lock and the ledger live.
     state: State,
     journal: Journal,
     job: Job,
     spec: SourceSpec,
-    reading: Reading,
-    source: OpenSource,
+    /// How the source is read; `None` for a joined run, which reads none.
+    reading: Option<Reading>,
+    source: Option<OpenSource>,
     template: MessageTemplate,
     suppression: HashSet<Phone>,
     consent: Option<ConsentRule>,
@@ -143,9 +146,21 @@ async fn prepare(
     else {
         return Ok(None);
     };
-    let lock = match lock {
-        None if !dry_new => Some(state.lock_job(&job.id).await?),
-        lock => lock,
+    if plan.joins() && job.params.max_cost.is_some() {
+        // Each run reserves from what the job spent when it began: two at once could pass it.
+        return Err(UsageError(format!(
+            "job {} has a budget (--max-cost), which one run at a time keeps: it cannot be joined; --resume it once its run ends",
+            job.id
+        ))
+        .into());
+    }
+    let (lock, role) = match lock {
+        Some(lock) => (Some(lock), Role::Leader),
+        None if dry_new => (None, Role::Leader),
+        None => {
+            let (lock, role) = state.lock_job(&job.id, plan.joins()).await?;
+            (Some(lock), role)
+        }
     };
     let template = job.template()?;
     let spec = job.source_spec(settings)?;
@@ -153,30 +168,40 @@ async fn prepare(
         Some(path) => source::suppression::load(path)?,
         None => HashSet::new(),
     };
-    let consent_column =
-        (job.params.kind == MessageKind::Ad).then_some(settings.source.consent_column.as_str());
-    let reading = Reading::decide(&mut journal, &job, &spec, &suppression, consent_column).await?;
-    let source = reading.open(&spec, ages(&job)).await?;
-    let mut available: Vec<&str> = source.columns.iter().map(String::as_str).collect();
-    for always in ["name", "phone"] {
-        if !available.contains(&always) {
-            available.push(always);
+    // A joined run reads no source: the leader screens and admits every row, and the joined
+    // run renders from the values admission stored.
+    let (reading, source, consent) = if role == Role::Joined {
+        tracing::info!(job_id = %job.id, "joining the job's running run: claiming queued recipients");
+        (None, None, None)
+    } else {
+        let consent_column =
+            (job.params.kind == MessageKind::Ad).then_some(settings.source.consent_column.as_str());
+        let reading =
+            Reading::decide(&mut journal, &job, &spec, &suppression, consent_column).await?;
+        let source = reading.open(&spec, ages(&job)).await?;
+        let mut available: Vec<&str> = source.columns.iter().map(String::as_str).collect();
+        for always in ["name", "phone"] {
+            if !available.contains(&always) {
+                available.push(always);
+            }
         }
-    }
-    template
-        .check_fields(&available)
-        .map_err(|e| UsageError(format!("the message or [message] header: {e}")))?;
+        template
+            .check_fields(&available)
+            .map_err(|e| UsageError(format!("the message or [message] header: {e}")))?;
+        let consent = consent_rule(settings, &job, &spec, &source)?;
+        (Some(reading), Some(source), consent)
+    };
     settings
         .check_message_length(
             &template.render(|_| Some("")),
             "before any placeholder is filled",
         )
         .map_err(UsageError)?;
-    let consent = consent_rule(settings, &job, &spec, &source)?;
     check_budget(settings, &job)?;
     let outputs = Outputs::create(plan)?;
     Ok(Some(Prepared {
         lock,
+        role,
         state,
         journal,
         job,
@@ -248,6 +273,7 @@ async fn execute(
 ) -> anyhow::Result<ExitStatus> {
     let Prepared {
         lock,
+        role,
         state,
         mut journal,
         job,
@@ -289,13 +315,24 @@ async fn execute(
             &mut journal,
             &job.id,
             refusal,
+            // A joined run leaves the job's status to the run it joined.
+            role == Role::Leader,
             outputs.summary_json,
             currency,
         )
         .await;
     }
-    let run = journal.begin_run(&job.id, job.resend_uncertain).await?;
-    let checkpoints = reading.begin(&mut journal, &job.id, run, true).await?;
+    let run_start = lock
+        .as_ref()
+        .map(|lock| lock.run_start(role))
+        .unwrap_or_default();
+    let run = journal
+        .begin_run(&job.id, job.resend_uncertain, run_start)
+        .await?;
+    let checkpoints = match &reading {
+        Some(reading) => reading.begin(&mut journal, &job.id, run, true).await?,
+        None => None,
+    };
     // What earlier runs spent, for a budget only: it is a scan of the job's rows.
     let budget = match job.params.max_cost {
         Some(limit) => Some((limit, journal.job(&job.id).await?.spending.total())),
@@ -334,7 +371,7 @@ async fn execute(
         pricing: Pricing::new(&settings.providers),
         budget,
         deadline: job.params.deadline.map(|at| (at, clock)),
-        resumed_from: reading.from,
+        resumed_from: reading.and_then(|reading| reading.from),
         checkpoints,
     };
     // Pre-flight (SPEC section 3): every provider this run may use, probed at once before
@@ -378,7 +415,12 @@ async fn execute(
     // The progress total is counted beside the run rather than before it: over millions of
     // rows the count pass takes seconds that the first send should not wait for. (Polled in
     // this task, not spawned: sqlx's query futures are not provably `Send` for a spawn.)
+    let reads_source = source.is_some();
     let counting = async {
+        if !reads_source {
+            // A joined run claims as it goes: no total to show.
+            return std::future::pending().await;
+        }
         match source::count_in_range(&spec, ages(&job)).await {
             Ok(total) => progress.set_total(total),
             Err(error) => tracing::debug!("no progress total: {error}"),
@@ -419,6 +461,7 @@ async fn execute(
     let finished = Finished {
         job: &job,
         run,
+        read_source: reads_source,
         suppression: &campaign.suppression,
         preflight: &preflight,
         cause,
@@ -454,12 +497,15 @@ async fn refuse_to_start(
     journal: &mut Journal,
     job_id: &str,
     refusal: Refusal,
+    record_status: bool,
     summary_json: Option<SummaryJson>,
     currency: &str,
 ) -> anyhow::Result<ExitStatus> {
     let (status, reason, exit) = match refusal {
         Refusal::QuietHours(quiet) => {
-            journal.set_status(job_id, JobStatus::Paused).await?;
+            if record_status {
+                journal.set_status(job_id, JobStatus::Paused).await?;
+            }
             tracing::warn!(job_id = %job_id, quiet_hours = %quiet, "inside quiet hours: not starting (--ignore-quiet-hours overrides)");
             (
                 JobStatus::Paused,
@@ -468,7 +514,9 @@ async fn refuse_to_start(
             )
         }
         Refusal::AdNight => {
-            journal.set_status(job_id, JobStatus::Paused).await?;
+            if record_status {
+                journal.set_status(job_id, JobStatus::Paused).await?;
+            }
             tracing::warn!(job_id = %job_id, night = %AD_NIGHT, "an ad is not sent from 21:00 to 08:00 (not liftable): not starting");
             (
                 JobStatus::Paused,
@@ -477,7 +525,9 @@ async fn refuse_to_start(
             )
         }
         Refusal::Expired(deadline) => {
-            journal.expire(job_id).await?;
+            if record_status {
+                journal.expire(job_id).await?;
+            }
             tracing::warn!(job_id = %job_id, deadline = %deadline, "the job expired: nothing sent");
             (
                 JobStatus::Expired,

@@ -41,6 +41,13 @@ pub struct CampaignPlan {
     pub show_bar: bool,
 }
 
+impl CampaignPlan {
+    /// `--join`: work the job beside its running run (SPEC section 9).
+    pub fn joins(&self) -> bool {
+        matches!(self.job, JobPlan::Resume { join: true, .. })
+    }
+}
+
 /// Which job the run works on.
 #[derive(Debug, Clone)]
 pub enum JobPlan {
@@ -59,6 +66,8 @@ pub enum JobPlan {
         job_id: Option<String>,
         /// `--resend-uncertain`: uncertain recipients go back in the queue.
         resend_uncertain: bool,
+        /// `--join`: work the job beside its running run (SPEC section 9).
+        join: bool,
         /// `--max-cost`: a new budget for the job (a larger one lets a job stopped by its
         /// budget go on).
         max_cost: Option<Money>,
@@ -140,6 +149,7 @@ impl JobPlan {
                 job_id,
                 resend_uncertain,
                 max_cost,
+                join: _,
             } => {
                 let id = match job_id.filter(|id| !id.is_empty()) {
                     Some(id) => id,

@@ -42,6 +42,25 @@ fn plan(settings: &Settings, args: BulkArgs, show_bar: bool) -> Result<CampaignP
             "--resend-uncertain goes with --resume JOB_ID".into(),
         ));
     }
+    if args.join {
+        if settings.state_database.is_none() {
+            return Err(UsageError(
+                "--join needs state_database (SPEC section 9): on a state_dir one bulk runs at a time"
+                    .into(),
+            ));
+        }
+        if args.resume.as_deref().is_none_or(str::is_empty) {
+            return Err(UsageError(
+                "--join goes with --resume JOB_ID (the job to work beside)".into(),
+            ));
+        }
+        if args.dry_run {
+            return Err(UsageError(
+                "--join sends beside a running run; a dry run of the job is --resume JOB_ID --dry-run"
+                    .into(),
+            ));
+        }
+    }
     let deadline = match (args.valid_until, args.valid_for) {
         (Some(until), _) => Some(Deadline::At(
             parse_deadline(&until, &settings.timezone)
@@ -62,6 +81,7 @@ fn plan(settings: &Settings, args: BulkArgs, show_bar: bool) -> Result<CampaignP
             job_id: Some(job_id),
             resend_uncertain: args.resend_uncertain,
             max_cost: args.max_cost,
+            join: args.join,
         }
     } else if let Some(original) = args.retry_failed {
         JobPlan::RetryFailed {

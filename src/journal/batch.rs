@@ -11,11 +11,13 @@ use std::collections::{HashMap, HashSet};
 
 use sqlx::{Postgres, Sqlite, Transaction};
 
+use super::queries::live_run_sql;
 use super::{Backend, JournalError, OutcomeRecord, ResumedAt, database_error, parse_word, to_i64};
 use crate::job::{Admission, RecipientState};
 use crate::phone::Phone;
 use crate::sms_length::SmsClass;
 use crate::source::resume::ResumePoint;
+use crate::state_db::{LEADER_SPACE, job_lock_key, lock_key_as_oid};
 
 /// One transaction of journal writes; nothing is durable before [`commit`](Self::commit).
 pub struct Batch<'j> {
@@ -28,6 +30,24 @@ pub struct Batch<'j> {
     pub(super) resumed_at: Option<ResumedAt>,
 }
 
+/// What a joined run's claim found.
+#[derive(Debug, Default)]
+pub struct Claimed {
+    pub rows: Vec<ClaimedRow>,
+    /// The job's leader still reads the source: an empty claim is not the end.
+    pub leader_live: bool,
+}
+
+/// A recipient a joined run claimed: what its message needs.
+#[derive(Debug)]
+pub struct ClaimedRow {
+    pub phone: String,
+    pub line: u64,
+    pub name: String,
+    /// The placeholders' values beyond name and phone (a JSON object), as admitted.
+    pub fields: Option<String>,
+}
+
 /// A recipient to admit to a run.
 #[derive(Debug, Clone)]
 pub struct Candidate {
@@ -35,6 +55,9 @@ pub struct Candidate {
     /// Its line in the source (the row number for a database).
     pub line: u64,
     pub name: String,
+    /// The values of the message's other placeholders, as a JSON object, when it has any: a
+    /// joined run renders the message from them (it reads no source).
+    pub fields: Option<String>,
 }
 
 impl Batch<'_> {
@@ -92,42 +115,49 @@ impl Batch<'_> {
         let mut seen_again = Vec::new();
         let answers = candidates
             .iter()
-            .map(|Candidate { phone, line, name }| {
-                let phone = phone.as_str();
-                if retryable.as_ref().is_some_and(|r| !r.contains(phone)) {
-                    return Admission::NotToRetry;
-                }
-                if !seen_here.insert(phone) {
-                    return Admission::Duplicate;
-                }
-                match known.get(phone) {
-                    None => {
-                        new.push((phone, to_i64(*line), name));
-                        Admission::Send
+            .map(
+                |Candidate {
+                     phone,
+                     line,
+                     name,
+                     fields,
+                 }| {
+                    let phone = phone.as_str();
+                    if retryable.as_ref().is_some_and(|r| !r.contains(phone)) {
+                        return Admission::NotToRetry;
                     }
-                    Some((_, seen_run, _)) if *seen_run == run => Admission::Duplicate,
-                    Some((_, seen_run, known_line)) if before_point(*seen_run, *known_line) => {
-                        Admission::Duplicate
+                    if !seen_here.insert(phone) {
+                        return Admission::Duplicate;
                     }
-                    Some((state, _, _)) => {
-                        seen_again.push((phone, to_i64(*line)));
-                        match state {
-                            RecipientState::Queued => Admission::Send,
-                            _ => Admission::AlreadyDone,
+                    match known.get(phone) {
+                        None => {
+                            new.push((phone, to_i64(*line), name, fields));
+                            Admission::Send
+                        }
+                        Some((_, seen_run, _)) if *seen_run == run => Admission::Duplicate,
+                        Some((_, seen_run, known_line)) if before_point(*seen_run, *known_line) => {
+                            Admission::Duplicate
+                        }
+                        Some((state, _, _)) => {
+                            seen_again.push((phone, to_i64(*line)));
+                            match state {
+                                RecipientState::Queued => Admission::Send,
+                                _ => Admission::AlreadyDone,
+                            }
                         }
                     }
-                }
-            })
+                },
+            )
             .collect();
 
         if !new.is_empty() {
             let rows = serde_json::to_string(&new).expect("strings and numbers serialize");
             either!(&mut self.tx,
-                sqlite: "INSERT INTO recipients (job_id, phone, line, name, state, seen_run, updated_at) \
-                         SELECT $1, value ->> 0, value ->> 1, value ->> 2, 'queued', $2, $3 \
+                sqlite: "INSERT INTO recipients (job_id, phone, line, name, fields, state, seen_run, updated_at) \
+                         SELECT $1, value ->> 0, value ->> 1, value ->> 2, value ->> 3, 'queued', $2, $3 \
                          FROM json_each($4)",
-                postgres: "INSERT INTO recipients (job_id, phone, line, name, state, seen_run, updated_at) \
-                           SELECT $1, value ->> 0, (value ->> 1)::bigint, value ->> 2, 'queued', $2, $3 \
+                postgres: "INSERT INTO recipients (job_id, phone, line, name, fields, state, seen_run, updated_at) \
+                           SELECT $1, value ->> 0, (value ->> 1)::bigint, value ->> 2, value ->> 3, 'queued', $2, $3 \
                            FROM json_array_elements($4::json)",
                 |tx, sql| sqlx::query(sql)
                     .bind(self.job)
@@ -248,8 +278,9 @@ impl Batch<'_> {
     /// Rows a killed run left `in_flight` become `uncertain`, as the next run's start does
     /// (a dry run rehearses that start).
     pub async fn resolve_in_flight(&mut self) -> Result<(), JournalError> {
-        either!(&mut self.tx, |tx| super::queries::resolve_in_flight(
-            &mut **tx, self.job
+        let live = live_run_sql(matches!(self.tx, Backend::Postgres(_)), self.job);
+        either!(&mut self.tx, |tx| super::queries::reap(
+            &mut **tx, self.job, &live
         )
         .await)
         .map_err(self.fail())
@@ -267,31 +298,90 @@ impl Batch<'_> {
         .map_err(self.fail())
     }
 
-    /// Records that requests for these phones are about to go — only while this is the job's
-    /// newest run ([`Self::fence`]).
-    pub async fn start(&mut self, phones: &[Phone]) -> Result<(), JournalError> {
+    /// Records that requests for these phones are about to go, and returns those it recorded:
+    /// a phone whose row another live run has claimed (`--join`) is not this run's to send.
+    /// Only while this run is still `RUNNING` ([`Self::fence`]).
+    pub async fn start(&mut self, phones: &[Phone]) -> Result<HashSet<String>, JournalError> {
         if phones.is_empty() {
-            return Ok(());
+            return Ok(HashSet::new());
         }
         self.fence().await?;
-        self.set_state(phones, RecipientState::InFlight).await
+        let asked = phones.len();
+        let phones = json_array(phones.iter().map(Phone::as_str));
+        // Queued, and claimed by nobody, by this run, or by a run that is over.
+        if let Backend::Sqlite(tx) = &mut self.tx {
+            // SQLite has no UPDATE in a WITH, and hands each RETURNING row over separately: the
+            // count tells whether all were started (always, but for a bug: no run joins here).
+            let fail = database_error(&self.path);
+            let updated = sqlx::query(
+                "UPDATE recipients SET state = 'in_flight', updated_at = $2, run = $3 \
+                 WHERE job_id = $1 AND phone IN (SELECT value FROM json_each($4)) \
+                   AND state = 'queued' AND (run IS NULL OR run = $3 OR run IN \
+                     (SELECT run FROM runs WHERE job_id = $1 AND status != 'RUNNING'))",
+            )
+            .bind(self.job)
+            .bind(&self.at)
+            .bind(i64::from(self.run))
+            .bind(&phones)
+            .execute(&mut **tx)
+            .await
+            .map_err(&fail)?
+            .rows_affected();
+            if updated == asked as u64 {
+                return Ok(serde_json::from_str(&phones).expect("a JSON array of strings"));
+            }
+            let started: String = sqlx::query_scalar(
+                "SELECT json_group_array(phone) FROM recipients WHERE job_id = $1 \
+                 AND phone IN (SELECT value FROM json_each($2)) AND state = 'in_flight' AND run = $3",
+            )
+            .bind(self.job)
+            .bind(&phones)
+            .bind(i64::from(self.run))
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(&fail)?;
+            return serde_json::from_str(&started)
+                .map_err(|e| fail(sqlx::Error::Decode(Box::new(e))));
+        }
+        let Backend::Postgres(tx) = &mut self.tx else {
+            unreachable!("SQLite returned above")
+        };
+        let started: String = sqlx::query_scalar(
+            "WITH s AS (UPDATE recipients SET state = 'in_flight', updated_at = $2, run = $3 \
+               WHERE job_id = $1 AND phone IN (SELECT value FROM json_array_elements_text($4::json)) \
+                 AND state = 'queued' AND (run IS NULL OR run = $3 OR run IN \
+                   (SELECT run FROM runs WHERE job_id = $1 AND status != 'RUNNING')) \
+               RETURNING phone) \
+             SELECT COALESCE(json_agg(phone), '[]')::text FROM s",
+        )
+        .bind(self.job)
+        .bind(&self.at)
+        .bind(i64::from(self.run))
+        .bind(&phones)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(database_error(&self.path))?;
+        serde_json::from_str(&started).map_err(|e| (self.fail())(sqlx::Error::Decode(Box::new(e))))
     }
 
-    /// On PostgreSQL, fails when another run of the job has begun since this one: it did so
-    /// because this run lost its lock (a broken connection), and two runs must never both send.
-    /// The job's row is read `FOR SHARE`, so a run beginning waits for this group's commit and
-    /// then finds its rows in flight (and makes them `uncertain`), or this group waits for that
-    /// run and records nothing. On SQLite the state directory's file lock cannot be lost.
+    /// On PostgreSQL, fails when this run is no longer `RUNNING`: another run marked it
+    /// `KILLED` because its lock session was gone (a broken connection), and two runs must
+    /// never both send. The run's row is read `FOR SHARE`, so a run marking it waits for this
+    /// group's commit and then finds its rows in flight (and makes them `uncertain`), or this
+    /// group waits for that mark and records nothing. On SQLite the state directory's file lock
+    /// cannot be lost.
     async fn fence(&mut self) -> Result<(), JournalError> {
         let Backend::Postgres(tx) = &mut self.tx else {
             return Ok(());
         };
-        let runs: Option<i64> = sqlx::query_scalar("SELECT runs FROM jobs WHERE id = $1 FOR SHARE")
-            .bind(self.job)
-            .fetch_optional(&mut **tx)
-            .await
-            .map_err(database_error(&self.path))?;
-        if runs == Some(i64::from(self.run)) {
+        let status: Option<String> =
+            sqlx::query_scalar("SELECT status FROM runs WHERE job_id = $1 AND run = $2 FOR SHARE")
+                .bind(self.job)
+                .bind(i64::from(self.run))
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(database_error(&self.path))?;
+        if status.as_deref() == Some("RUNNING") {
             Ok(())
         } else {
             Err(JournalError::Superseded {
@@ -301,33 +391,80 @@ impl Batch<'_> {
         }
     }
 
-    /// Records that every request for these phones so far failed for certain: they wait to
-    /// be sent.
-    pub async fn requeue(&mut self, phones: &[Phone]) -> Result<(), JournalError> {
-        self.set_state(phones, RecipientState::Queued).await
+    /// `--join`: claims up to `limit` queued recipients no live run holds, skipping rows another
+    /// run is claiming at this moment (`FOR UPDATE SKIP LOCKED`). When none is left, the dead
+    /// runs' leftovers are freed first and tried again; the answer also says whether the
+    /// job's leader still reads the source (more may come).
+    pub async fn claim(&mut self, limit: usize) -> Result<Claimed, JournalError> {
+        let Backend::Postgres(_) = &self.tx else {
+            return Ok(Claimed::default());
+        };
+        let mut rows = self.claim_rows(limit).await?;
+        if rows.is_empty() {
+            self.resolve_in_flight().await?;
+            rows = self.claim_rows(limit).await?;
+        }
+        let Backend::Postgres(tx) = &mut self.tx else {
+            unreachable!()
+        };
+        let leader_live: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted \
+             AND classid::bigint = $1 AND objid::bigint = $2 AND objsubid = 2)",
+        )
+        .bind(lock_key_as_oid(LEADER_SPACE))
+        .bind(lock_key_as_oid(job_lock_key(self.job)))
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(database_error(&self.path))?;
+        Ok(Claimed { rows, leader_live })
     }
 
-    async fn set_state(
-        &mut self,
-        phones: &[Phone],
-        state: RecipientState,
-    ) -> Result<(), JournalError> {
+    async fn claim_rows(&mut self, limit: usize) -> Result<Vec<ClaimedRow>, JournalError> {
+        let Backend::Postgres(tx) = &mut self.tx else {
+            return Ok(Vec::new());
+        };
+        let rows: Vec<(String, i64, String, Option<String>)> = sqlx::query_as(
+            "UPDATE recipients SET run = $2, updated_at = $3 WHERE job_id = $1 AND phone IN ( \
+                 SELECT phone FROM recipients WHERE job_id = $1 AND state = 'queued' \
+                   AND (run IS NULL OR run IN \
+                     (SELECT run FROM runs WHERE job_id = $1 AND status != 'RUNNING')) \
+                 LIMIT $4 FOR UPDATE SKIP LOCKED) \
+             RETURNING phone, line, name, fields",
+        )
+        .bind(self.job)
+        .bind(i64::from(self.run))
+        .bind(&self.at)
+        .bind(to_i64(limit as u64))
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(database_error(&self.path))?;
+        Ok(rows
+            .into_iter()
+            .map(|(phone, line, name, fields)| ClaimedRow {
+                phone,
+                line: u64::try_from(line).unwrap_or(0),
+                name,
+                fields,
+            })
+            .collect())
+    }
+
+    /// Records that every request for these phones so far failed for certain: they wait to
+    /// be sent (still this run's).
+    pub async fn requeue(&mut self, phones: &[Phone]) -> Result<(), JournalError> {
         if phones.is_empty() {
             return Ok(());
         }
         let phones = json_array(phones.iter().map(Phone::as_str));
-        // The run is recorded with the state: a row in flight belongs to the run that sent it.
         either!(&mut self.tx,
-            sqlite: "UPDATE recipients SET state = $2, updated_at = $3, run = $5 WHERE job_id = $1 \
-                     AND phone IN (SELECT value FROM json_each($4))",
-            postgres: "UPDATE recipients SET state = $2, updated_at = $3, run = $5 WHERE job_id = $1 \
-                       AND phone IN (SELECT value FROM json_array_elements_text($4::json))",
+            sqlite: "UPDATE recipients SET state = 'queued', updated_at = $2 WHERE job_id = $1 \
+                     AND phone IN (SELECT value FROM json_each($3))",
+            postgres: "UPDATE recipients SET state = 'queued', updated_at = $2 WHERE job_id = $1 \
+                       AND phone IN (SELECT value FROM json_array_elements_text($3::json))",
             |tx, sql| sqlx::query(sql)
                 .bind(self.job)
-                .bind(state.name())
                 .bind(&self.at)
                 .bind(&phones)
-                .bind(i64::from(self.run))
                 .execute(&mut **tx)
                 .await
                 .map(drop))

@@ -49,12 +49,12 @@ mod queries;
 mod schema;
 mod state;
 
-pub use batch::{Batch, Candidate};
+pub use batch::{Batch, Candidate, Claimed, ClaimedRow};
 pub use lock::{FileLock, lock};
 use lock::{create_state_dir, private_journal_files};
 pub use schema::journal_path;
 use schema::{MIGRATIONS, SCHEMA, now};
-pub use state::{RunInfo, RunRecord, State, StateLock};
+pub use state::{Role, RunInfo, RunRecord, RunStart, State, StateLock};
 
 use std::path::Path;
 use std::str::FromStr;

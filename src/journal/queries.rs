@@ -8,7 +8,7 @@ use std::time::Duration;
 use sqlx::Connection as _;
 
 use super::schema::now;
-use super::{Backend, Journal, JournalError, RunInfo, RunRecord, parse_word, to_i64};
+use super::{Backend, Journal, JournalError, RunInfo, RunRecord, RunStart, parse_word, to_i64};
 use crate::cost::Money;
 use crate::job::{
     CampaignParams, JobRecord, JobStatus, RecipientState, SourceCounts, Spending, StateCounts,
@@ -16,6 +16,7 @@ use crate::job::{
 };
 use crate::phone::Phone;
 use crate::source::resume::ResumePoint;
+use crate::state_db::{LOCK_SPACE, job_lock_key, lock_key_as_oid};
 
 impl Journal {
     /// Whether the journal lives in PostgreSQL, for the few statements whose texts differ.
@@ -52,36 +53,25 @@ impl Journal {
     }
 
     /// Starts a run of a job on this host and process: counts the run, records it (`runs`),
-    /// marks the job running, and turns rows left `in_flight` by a killed run into `uncertain`
-    /// (or, with `resend_uncertain`, every uncertain row back into `queued`). Returns the run's
-    /// number.
+    /// marks the job running, and ends what dead runs left (see [`reap`]) — rows left
+    /// `in_flight` by a killed run become `uncertain` — and with `resend_uncertain`, every
+    /// uncertain row goes back to `queued`. Returns the run's number.
     pub async fn begin_run(
         &mut self,
         id: &str,
         resend_uncertain: bool,
+        start: RunStart,
     ) -> Result<u32, JournalError> {
         let fail = self.fail();
         let at = now();
         let me = RunInfo::this_process();
+        let live = self.live_run_sql(id);
         let run: i64 = either!(&mut self.connection, |c| async {
             let mut tx = c.begin().await?;
-            // The run's number first: on PostgreSQL this waits for a run that lost its lock to
-            // finish recording a group in flight, and fences off its later ones (`Batch::start`),
-            // so the rows resolved below are all there will be.
-            let run: i64 = sqlx::query_scalar(
-                "UPDATE jobs SET runs = runs + 1, status = 'RUNNING', updated_at = $2 WHERE id = $1 RETURNING runs",
-            )
-            .bind(id)
-            .bind(&at)
-            .fetch_one(&mut *tx)
-            .await?;
-            // Rows left `in_flight` are resolved whatever the job's status says: a killed run
-            // leaves it `RUNNING`, but a run of an older msgsend (or one whose last write
-            // failed) may have left some under any status, and a resume must reach them. A run
-            // that ends resolves its own, so this usually finds none; it costs a scan of the
-            // job's rows (about a second per few million), which the promise is worth. No
-            // other run of the job is live: this one holds the job's lock.
-            resolve_in_flight(&mut *tx, id).await?;
+            // Dead runs first: on PostgreSQL marking one `KILLED` waits for a run that lost its
+            // lock to finish recording a group in flight, and fences off its later ones
+            // (`Batch::start`), so the rows resolved here are all there will be.
+            reap(&mut *tx, id, &live).await?;
             if resend_uncertain {
                 sqlx::query(
                     "UPDATE recipients SET state = 'queued' WHERE job_id = $1 AND state = 'uncertain'",
@@ -90,19 +80,24 @@ impl Journal {
                 .execute(&mut *tx)
                 .await?;
             }
-            // Runs that never recorded their end died with their process.
-            sqlx::query("UPDATE runs SET status = 'KILLED' WHERE job_id = $1 AND ended IS NULL")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+            let run: i64 = sqlx::query_scalar(
+                "UPDATE jobs SET runs = runs + 1, status = 'RUNNING', updated_at = $2 WHERE id = $1 RETURNING runs",
+            )
+            .bind(id)
+            .bind(&at)
+            .fetch_one(&mut *tx)
+            .await?;
             sqlx::query(
-                "INSERT INTO runs (job_id, run, host, pid, started, status) VALUES ($1, $2, $3, $4, $5, 'RUNNING')",
+                "INSERT INTO runs (job_id, run, host, pid, started, status, joined, backend_pid) \
+                 VALUES ($1, $2, $3, $4, $5, 'RUNNING', $6, $7)",
             )
             .bind(id)
             .bind(run)
             .bind(&me.host)
             .bind(i64::from(me.pid))
             .bind(&at)
+            .bind(start.joined)
+            .bind(start.backend_pid.map(i64::from))
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
@@ -111,6 +106,10 @@ impl Journal {
         .await)
         .map_err(&fail)?;
         Ok(u32::try_from(run).unwrap_or(u32::MAX))
+    }
+
+    fn live_run_sql(&self, job: &str) -> String {
+        live_run_sql(self.on_postgres(), job)
     }
 
     /// The number the job's next run would get, without starting it (a dry run).
@@ -126,38 +125,29 @@ impl Journal {
         Ok(u32::try_from(runs.saturating_add(1)).unwrap_or(u32::MAX))
     }
 
-    /// Ends a run: the job's status, the source counts of this run, its retries and duration,
-    /// and the run's own record.
+    /// Ends a run: its own record, its retries and duration, and — when no other run of the
+    /// job is live — the job's status: the run's own, unless the job's leader (the last run
+    /// that read the source) ended otherwise, or recipients remain queued (`INTERRUPTED`).
+    /// While another run is live the job stays `RUNNING`: the last run to end decides. A run
+    /// that read the source (`source` given) records its counts; a joined run reads none.
     pub async fn end_run(
         &mut self,
         id: &str,
         run: u32,
         status: JobStatus,
-        source: SourceCounts,
+        source: Option<SourceCounts>,
         retries: u64,
         duration: Duration,
-    ) -> Result<(), JournalError> {
+    ) -> Result<JobStatus, JournalError> {
         let at = now();
-        either!(&mut self.connection, |c| async {
+        let live = self.live_run_sql(id);
+        let others_live = format!(
+            "SELECT COUNT(*) FROM runs WHERE job_id = $1 AND run != $2 AND ended IS NULL \
+             AND status = 'RUNNING' AND {live}"
+        );
+        let path = self.path.clone();
+        let job_status = either!(&mut self.connection, |c| async {
             let mut tx = c.begin().await?;
-            sqlx::query(
-                "UPDATE jobs SET status = $2, updated_at = $3, total = $4, invalid = $5, duplicate = $6, \
-                 suppressed = $7, retries = retries + $8, duration_s = duration_s + $9, \
-                 no_consent = $10, consent_expired = $11 WHERE id = $1",
-            )
-            .bind(id)
-            .bind(status.name())
-            .bind(&at)
-            .bind(to_i64(source.total))
-            .bind(to_i64(source.invalid))
-            .bind(to_i64(source.duplicate))
-            .bind(to_i64(source.suppressed))
-            .bind(to_i64(retries))
-            .bind(duration.as_secs_f64())
-            .bind(to_i64(source.no_consent))
-            .bind(to_i64(source.consent_expired))
-            .execute(&mut *tx)
-            .await?;
             sqlx::query("UPDATE runs SET status = $3, ended = $4 WHERE job_id = $1 AND run = $2")
                 .bind(id)
                 .bind(i64::from(run))
@@ -165,10 +155,72 @@ impl Journal {
                 .bind(&at)
                 .execute(&mut *tx)
                 .await?;
-            tx.commit().await
+            if let Some(source) = source {
+                sqlx::query(
+                    "UPDATE jobs SET total = $2, invalid = $3, duplicate = $4, suppressed = $5, \
+                     no_consent = $6, consent_expired = $7 WHERE id = $1",
+                )
+                .bind(id)
+                .bind(to_i64(source.total))
+                .bind(to_i64(source.invalid))
+                .bind(to_i64(source.duplicate))
+                .bind(to_i64(source.suppressed))
+                .bind(to_i64(source.no_consent))
+                .bind(to_i64(source.consent_expired))
+                .execute(&mut *tx)
+                .await?;
+            }
+            let others: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(others_live.clone()))
+                .bind(id)
+                .bind(i64::from(run))
+                .fetch_one(&mut *tx)
+                .await?;
+            let job_status = if others > 0 {
+                JobStatus::Running
+            } else {
+                // The leader's word counts when this run only joined it: a leader that could
+                // not read its source to the end leaves recipients unread.
+                let leader: Option<String> = sqlx::query_scalar(
+                    "SELECT status FROM runs WHERE job_id = $1 AND NOT joined ORDER BY run DESC LIMIT 1",
+                )
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let waiting: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM recipients WHERE job_id = $1 AND state IN ('queued', 'in_flight')",
+                )
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+                let leader = leader
+                    .and_then(|word| parse_word::<JobStatus>(&path, "run status", &word).ok());
+                match (status, leader) {
+                    (JobStatus::Done, Some(leader))
+                        if !matches!(leader, JobStatus::Done | JobStatus::Running) =>
+                    {
+                        leader
+                    }
+                    (JobStatus::Done, _) if waiting > 0 => JobStatus::Interrupted,
+                    (own, _) => own,
+                }
+            };
+            sqlx::query(
+                "UPDATE jobs SET status = $2, updated_at = $3, retries = retries + $4, \
+                 duration_s = duration_s + $5 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(job_status.name())
+            .bind(&at)
+            .bind(to_i64(retries))
+            .bind(duration.as_secs_f64())
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(job_status)
         }
         .await)
-        .map_err(self.fail())
+        .map_err(self.fail())?;
+        Ok(job_status)
     }
 
     /// Every run of a job, the first first (`status --json` lists them).
@@ -299,10 +351,20 @@ impl Journal {
         self.job_record(row).await
     }
 
-    /// After a run that failed (journal or source error): rows left in flight become
+    /// After a run that failed (journal or source error): its rows left in flight become
     /// `uncertain`, so the job can be recorded as stopped (see [`begin_run`](Self::begin_run)).
-    pub async fn resolve_in_flight(&mut self, id: &str) -> Result<(), JournalError> {
-        either!(&mut self.connection, |c| resolve_in_flight(c, id).await).map_err(self.fail())
+    pub async fn resolve_in_flight(&mut self, id: &str, run: u32) -> Result<(), JournalError> {
+        either!(&mut self.connection, |c| sqlx::query(
+            "UPDATE recipients SET state = 'uncertain', \
+             reason = 'a request was in flight when its run ended' \
+             WHERE job_id = $1 AND state = 'in_flight' AND run = $2",
+        )
+        .bind(id)
+        .bind(i64::from(run))
+        .execute(c)
+        .await
+        .map(drop))
+        .map_err(self.fail())
     }
 
     /// Closes a run whose source was read to its end: a recipient still `queued` that this run
@@ -344,7 +406,8 @@ impl Journal {
                      THEN 'a request was in flight when its run ended' \
                      ELSE 'not in the source any more' END, \
                    updated_at = $3 \
-                 WHERE job_id = $1 AND (state = 'in_flight' OR (state = 'queued' AND seen_run != $2))",
+                 WHERE job_id = $1 AND ((state = 'in_flight' AND run = $2) \
+                   OR (state = 'queued' AND seen_run != $2 AND (run IS NULL OR run != $2)))",
             )
             .bind(id)
             .bind(i64::from(run))
@@ -437,14 +500,17 @@ impl Journal {
     ) -> Result<(StateCounts, Spending), JournalError> {
         // state, channel, sms_class, count, cost
         type Group = (String, Option<String>, Option<String>, i64, Option<i64>);
-        let rows: Vec<Group> = either!(&mut self.connection, |c| sqlx::query_as(
+        let rows: Vec<Group> =
+            either!(&mut self.connection, |c| {
+                sqlx::query_as(
             "SELECT state, channel, sms_class, COUNT(*) AS n, CAST(SUM(cost) AS BIGINT) AS cost \
                  FROM recipients WHERE job_id = $1 GROUP BY state, channel, sms_class",
         )
         .bind(id)
         .fetch_all(c)
-        .await)
-        .map_err(self.fail())?;
+        .await
+            })
+            .map_err(self.fail())?;
         let mut counts = StateCounts::default();
         let mut spending = Spending::default();
         for (state, channel, sms_class, n, cost) in rows {
@@ -526,22 +592,52 @@ const JOB_BY_ID: &str = "SELECT id, status, created_at, updated_at, params, runs
      invalid, duplicate, suppressed, retries, duration_s, no_consent, consent_expired \
      FROM jobs WHERE id = $1";
 
-/// Rows a killed run left `in_flight` become `uncertain`.
-pub(super) async fn resolve_in_flight<'c, E>(connection: E, id: &str) -> Result<(), sqlx::Error>
+/// Ends what dead runs of the job left: a run with no recorded end that is not live (see
+/// [`live_run_sql`]) is marked `KILLED`, and the rows it (or a run of an older msgsend, which
+/// recorded no run) left `in_flight` become `uncertain`. Its queued claims need nothing: a row
+/// claimed by a run that is not `RUNNING` is free to claim again.
+pub(super) async fn reap<DB, C>(connection: &mut C, id: &str, live: &str) -> Result<(), sqlx::Error>
 where
-    E: sqlx::Executor<'c>,
-    for<'q> &'q str: sqlx::Encode<'q, E::Database> + sqlx::Type<E::Database>,
-    for<'q> <E::Database as sqlx::Database>::Arguments: sqlx::IntoArguments<E::Database>,
+    DB: sqlx::Database,
+    C: Send + ?Sized,
+    for<'e> &'e mut C: sqlx::Executor<'e, Database = DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
 {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE runs SET status = 'KILLED' WHERE job_id = $1 AND ended IS NULL \
+         AND status = 'RUNNING' AND NOT ({live})"
+    )))
+    .bind(id)
+    .execute(&mut *connection)
+    .await?;
     sqlx::query(
         "UPDATE recipients SET state = 'uncertain', \
          reason = 'a request was in flight when the process died' \
-         WHERE job_id = $1 AND state = 'in_flight'",
+         WHERE job_id = $1 AND state = 'in_flight' \
+           AND (run IS NULL OR run IN (SELECT run FROM runs WHERE job_id = $1 AND status != 'RUNNING'))",
     )
     .bind(id)
-    .execute(connection)
+    .execute(&mut *connection)
     .await?;
     Ok(())
+}
+
+/// The SQL condition "the run of the `runs` row in scope is live". On PostgreSQL: the session
+/// that holds its lock (`backend_pid`) still holds the job's lock. On SQLite no other run can be
+/// live: this one holds the state directory's lock.
+pub(super) fn live_run_sql(postgres: bool, job: &str) -> String {
+    if postgres {
+        format!(
+            "EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted \
+             AND l.pid = runs.backend_pid AND l.classid::bigint = {} \
+             AND l.objid::bigint = {} AND l.objsubid = 2)",
+            lock_key_as_oid(LOCK_SPACE),
+            lock_key_as_oid(job_lock_key(job))
+        )
+    } else {
+        "0 = 1".to_string()
+    }
 }
 
 fn parse_params(job: &str, text: &str) -> Result<CampaignParams, JournalError> {
@@ -592,6 +688,7 @@ mod tests {
                     phone: p.clone(),
                     line: 2,
                     name: "a".into(),
+                    fields: None,
                 }],
                 None,
             )
@@ -681,7 +778,10 @@ mod tests {
             phone("010-2222-2222"),
             phone("010-3333-3333"),
         );
-        let run = journal.begin_run("job", false).await.unwrap();
+        let run = journal
+            .begin_run("job", false, RunStart::default())
+            .await
+            .unwrap();
         assert_eq!(admit(&mut journal, run, &a).await, Admission::Send);
         assert_eq!(admit(&mut journal, run, &a).await, Admission::Duplicate);
         assert_eq!(admit(&mut journal, run, &b).await, Admission::Send);
@@ -703,7 +803,10 @@ mod tests {
         batch.start(std::slice::from_ref(&b)).await.unwrap(); // then the process dies
         batch.commit().await.unwrap();
 
-        let run = journal.begin_run("job", false).await.unwrap();
+        let run = journal
+            .begin_run("job", false, RunStart::default())
+            .await
+            .unwrap();
         assert_eq!(run, 2);
         assert_eq!(admit(&mut journal, run, &a).await, Admission::AlreadyDone);
         assert_eq!(admit(&mut journal, run, &b).await, Admission::AlreadyDone);
@@ -723,11 +826,17 @@ mod tests {
             .set_status("job", JobStatus::Interrupted)
             .await
             .unwrap();
-        journal.begin_run("job", false).await.unwrap();
+        journal
+            .begin_run("job", false, RunStart::default())
+            .await
+            .unwrap();
         assert_eq!(journal.state_counts("job").await.unwrap().0.uncertain, 2);
 
         // --resend-uncertain puts the uncertain one back in the queue.
-        let run = journal.begin_run("job", true).await.unwrap();
+        let run = journal
+            .begin_run("job", true, RunStart::default())
+            .await
+            .unwrap();
         assert_eq!(admit(&mut journal, run, &b).await, Admission::Send);
     }
 
@@ -738,7 +847,10 @@ mod tests {
         let phones: Vec<Phone> = (0..600)
             .map(|i| phone(&format!("010-1000-{i:04}")))
             .collect();
-        let run = journal.begin_run("job", false).await.unwrap();
+        let run = journal
+            .begin_run("job", false, RunStart::default())
+            .await
+            .unwrap();
         // Each phone twice in one group: the second is the duplicate.
         let candidates: Vec<Candidate> = phones
             .iter()
@@ -748,6 +860,7 @@ mod tests {
                 phone: p.clone(),
                 line: line as u64 + 2,
                 name: format!("n{line}"),
+                fields: None,
             })
             .collect();
         let mut batch = journal.batch("job", run).await.unwrap();
@@ -791,7 +904,10 @@ mod tests {
 
         // A retry of the failed ones admits exactly those.
         journal.create_job("retry", &params()).await.unwrap();
-        let run = journal.begin_run("retry", false).await.unwrap();
+        let run = journal
+            .begin_run("retry", false, RunStart::default())
+            .await
+            .unwrap();
         let mut batch = journal.batch("retry", run).await.unwrap();
         let answers = batch.admit(&candidates[..600], Some("job")).await.unwrap();
         let to_send = answers.iter().filter(|a| **a == Admission::Send).count();

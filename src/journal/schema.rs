@@ -43,8 +43,9 @@ pub(super) const MIGRATIONS: &[&str] = &[
      ALTER TABLE jobs ADD COLUMN consent_expired INTEGER NOT NULL DEFAULT 0;",
     // 2: where a later run may start reading the job's CSV file (`source::resume`), as JSON.
     "ALTER TABLE jobs ADD COLUMN resume_point TEXT;",
-    // 3: every run with its host and process (`status --json` lists them, SPEC section 9), and
-    // the run a recipient in flight belongs to.
+    // 3: every run with its host and process (`status --json` lists them, SPEC section 9), the
+    // run a recipient in flight belongs to, and the values a joined run renders from (unused
+    // on SQLite, kept so both backends write the same rows).
     "CREATE TABLE runs (
          job_id TEXT NOT NULL,
          run INTEGER NOT NULL,
@@ -54,9 +55,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
          ended TEXT,
          status TEXT NOT NULL,
          joined INTEGER NOT NULL DEFAULT 0,
+         backend_pid INTEGER,
          PRIMARY KEY (job_id, run)
      );
-     ALTER TABLE recipients ADD COLUMN run INTEGER;",
+     ALTER TABLE recipients ADD COLUMN run INTEGER;
+     ALTER TABLE recipients ADD COLUMN fields TEXT;",
 ];
 
 /// The time written into `updated_at` columns, to the second.

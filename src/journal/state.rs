@@ -25,7 +25,7 @@ use super::lock::{FileLock, lock};
 use super::{Journal, JournalError};
 use crate::config::Settings;
 use crate::ledger::{Ledger, LedgerError};
-use crate::state_db::{LOCK_SPACE, StateDatabase, job_lock_key};
+use crate::state_db::{LEADER_SPACE, LOCK_SPACE, StateDatabase, job_lock_key};
 
 /// How often a held PostgreSQL lock's connection is checked.
 const LOCK_CHECK_EVERY: Duration = Duration::from_secs(5);
@@ -80,7 +80,26 @@ pub enum StateLock {
     Job {
         watchdog: tokio::task::JoinHandle<()>,
         lost: CancellationToken,
+        /// The server process of the lock's session: the run is live while it holds the lock.
+        backend_pid: i32,
     },
+}
+
+/// What a run of a job on PostgreSQL is to the job's other runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Reads the job's source (a new job, `--resume`, or `--join` with no run live).
+    Leader,
+    /// `--join`: claims queued recipients beside the live runs, reads no source.
+    Joined,
+}
+
+/// How a run starts, for the journal's record of it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunStart {
+    pub joined: bool,
+    /// The server process of the run's lock session (PostgreSQL).
+    pub backend_pid: Option<i32>,
 }
 
 impl std::fmt::Debug for StateLock {
@@ -93,6 +112,17 @@ impl std::fmt::Debug for StateLock {
 }
 
 impl StateLock {
+    /// How a run under this lock starts.
+    pub fn run_start(&self, role: Role) -> RunStart {
+        RunStart {
+            joined: role == Role::Joined,
+            backend_pid: match self {
+                StateLock::File(_) => None,
+                StateLock::Job { backend_pid, .. } => Some(*backend_pid),
+            },
+        }
+    }
+
     /// Resolves if the lock is lost (its connection broke); never for a file lock.
     pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
         let lost = match self {
@@ -161,29 +191,45 @@ impl State {
     }
 
     /// The job's lock on PostgreSQL: taken at once or refused at once, naming its holder.
-    pub async fn lock_job(&self, job: &str) -> Result<StateLock, JournalError> {
+    ///
+    /// Every live run of a job holds the job's lock shared; the run that reads the source (the
+    /// leader: a plain `bulk`, a `--resume`) also holds the leader lock. A plain run first takes
+    /// the job's lock exclusive, which fails while any run of the job (leader or joined) is live,
+    /// then keeps it shared. `--join` takes it shared beside the live runs, or, when none is
+    /// live, becomes the leader like a `--resume` (SPEC section 9).
+    pub async fn lock_job(&self, job: &str, join: bool) -> Result<(StateLock, Role), JournalError> {
         let State::Database(database) = self else {
             unreachable!("the state_dir lock is taken first")
         };
         let mut connection = database.lock_connection().await?;
         let fail = |source| JournalError::State(database.error(source));
-        // Tried for a moment before refusing: the server frees a killed process's lock when it
-        // reads the end of its connection, a few milliseconds after the kill, and a resume
-        // started right after the kill should not be refused for that.
-        let deadline = tokio::time::Instant::now() + LOCK_PATIENCE;
-        let held = loop {
-            let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
+        let key = job_lock_key(job);
+        let mut try_lock = async |sql: &'static str| -> Result<bool, JournalError> {
+            sqlx::query_scalar(sql)
                 .bind(LOCK_SPACE)
-                .bind(job_lock_key(job))
+                .bind(key)
                 .fetch_one(&mut connection)
                 .await
-                .map_err(fail)?;
-            if held || tokio::time::Instant::now() >= deadline {
-                break held;
+                .map_err(fail)
+        };
+        // Tried for a moment before refusing: the server frees a killed process's lock when it
+        // reads the end of its connection, a few milliseconds after the kill, and a resume
+        // started right after the kill should not be refused for that. (A joiner also waits out
+        // a leader's moment of holding the lock exclusive.)
+        let deadline = tokio::time::Instant::now() + LOCK_PATIENCE;
+        let role = loop {
+            if try_lock("SELECT pg_try_advisory_lock($1, $2)").await? {
+                break Some(Role::Leader);
+            }
+            if join && try_lock("SELECT pg_try_advisory_lock_shared($1, $2)").await? {
+                break Some(Role::Joined);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break None;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
-        if !held {
+        let Some(role) = role else {
             let holder: Option<(String, i64, String)> =
                 sqlx::query_as("SELECT host, pid, since FROM job_locks WHERE job_id = $1")
                     .bind(job)
@@ -199,6 +245,20 @@ impl State {
                     None => "another msgsend process".to_string(),
                 },
             });
+        };
+        if role == Role::Leader {
+            // Exclusive → shared (joined runs may come now) and the leader's own lock, in one
+            // round trip, while no other run can be live.
+            sqlx::query(
+                "SELECT pg_advisory_lock_shared($1, $3), pg_advisory_lock($2, $3), \
+                 pg_advisory_unlock($1, $3)",
+            )
+            .bind(LOCK_SPACE)
+            .bind(LEADER_SPACE)
+            .bind(key)
+            .execute(&mut connection)
+            .await
+            .map_err(fail)?;
         }
         let me = RunInfo::this_process();
         sqlx::query(
@@ -212,9 +272,20 @@ impl State {
         .execute(&mut connection)
         .await
         .map_err(fail)?;
+        let backend_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut connection)
+            .await
+            .map_err(fail)?;
         let lost = CancellationToken::new();
         let watchdog = tokio::spawn(watch(connection, lost.clone(), job.to_string()));
-        Ok(StateLock::Job { watchdog, lost })
+        Ok((
+            StateLock::Job {
+                watchdog,
+                lost,
+                backend_pid,
+            },
+            role,
+        ))
     }
 }
 

@@ -92,6 +92,25 @@ pub struct Screening<'a> {
     pub consent: Option<ConsentRule>,
     /// The most candidates admitted at once.
     pub batch_size: usize,
+    /// The message's placeholders besides name and phone: their values are stored with each
+    /// candidate, for a joined run to render from ([`Candidate::fields`]).
+    pub fields: std::sync::Arc<[String]>,
+}
+
+/// The values of `fields` in `recipient`'s row, as a JSON object; `None` when the message has no
+/// such placeholder.
+fn stored_fields(fields: &[String], recipient: &Recipient) -> Option<String> {
+    if fields.is_empty() {
+        return None;
+    }
+    let values: serde_json::Map<String, serde_json::Value> = fields
+        .iter()
+        .map(|field| {
+            let value = recipient.field(field).unwrap_or_default();
+            (field.clone(), serde_json::Value::from(value))
+        })
+        .collect();
+    Some(serde_json::Value::Object(values).to_string())
 }
 
 /// An ad goes only to recipients whose consent, in `column`, is under two years old on the
@@ -173,6 +192,7 @@ pub async fn admit_all(
                 phone: r.phone.clone(),
                 line: r.line,
                 name: r.name.clone(),
+                fields: stored_fields(&screening.fields, r),
             })
             .collect();
         let Some(admissions) = sink.admit(candidates).await else {

@@ -62,15 +62,18 @@ impl Collector<'_> {
         let mut replies = Vec::new();
         let mut admissions = Vec::new();
         let mut starts = Vec::new();
+        let mut start_replies = Vec::new();
         let mut requeues = Vec::new();
         let mut finishes = Vec::new();
+        let mut claims = Vec::new();
         for event in group.drain(..) {
             match event {
                 Event::Admit { recipients, reply } => admissions.push((recipients, reply)),
                 Event::Start { phone, reply } => {
                     starts.push(phone);
-                    replies.push(reply);
+                    start_replies.push(reply);
                 }
+                Event::Claim { limit, reply } => claims.push((limit, reply)),
                 Event::Requeue { phone, reply } => {
                     requeues.push(phone);
                     replies.push(reply);
@@ -92,8 +95,12 @@ impl Collector<'_> {
             self.admitted += answers.iter().filter(|a| **a == Admission::Send).count() as u64;
             admitted.push((reply, answers));
         }
-        batch.start(&starts).await?;
+        let started = batch.start(&starts).await?;
         batch.requeue(&requeues).await?;
+        let mut claimed = Vec::with_capacity(claims.len());
+        for (limit, reply) in claims {
+            claimed.push((reply, batch.claim(limit).await?));
+        }
         let records: Vec<OutcomeRecord> = finishes
             .iter()
             .map(|(phone, end)| outcome_record(phone, end))
@@ -111,6 +118,13 @@ impl Collector<'_> {
         }
         for reply in replies {
             let _ = reply.send(());
+        }
+        for (phone, reply) in starts.iter().zip(start_replies) {
+            let _ = reply.send(started.contains(phone.as_str()));
+        }
+        for (reply, claimed) in claimed {
+            self.admitted += claimed.rows.len() as u64;
+            let _ = reply.send(claimed);
         }
         for (record, (_, end)) in records.iter().zip(&finishes) {
             let delivery = match end {

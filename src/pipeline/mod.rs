@@ -51,10 +51,10 @@ use tokio_util::task::TaskTracker;
 use crate::cost::{Budget, Money};
 use crate::delivery::{Pricing, Router};
 use crate::job::{Admission, SourceCounts};
-use crate::journal::{Candidate, Journal, JournalError};
+use crate::journal::{Candidate, Claimed, Journal, JournalError};
 use crate::phone::Phone;
 use crate::provider::ProviderKind;
-use crate::recipient::Recipient;
+use crate::recipient::{Addressee, Recipient};
 use crate::report::alerts::Watch;
 use crate::report::invalid_rows::InvalidRows;
 use crate::report::metrics::Metrics;
@@ -123,15 +123,33 @@ pub enum PipelineError {
     Journal(#[from] JournalError),
 }
 
+/// How long a joined run waits before claiming again when none was queued but the job's leader
+/// still reads its source.
+const CLAIM_AGAIN: Duration = Duration::from_millis(500);
+
+/// The values of `columns` from a claimed row's stored fields (a JSON object); a field the
+/// object lacks renders empty, like an empty source value.
+fn stored_values(columns: &[String], fields: Option<&str>) -> Vec<String> {
+    let stored: std::collections::HashMap<String, String> = fields
+        .and_then(|fields| serde_json::from_str(fields).ok())
+        .unwrap_or_default();
+    columns
+        .iter()
+        .map(|column| stored.get(column).cloned().unwrap_or_default())
+        .collect()
+}
+
 /// How many rows the collector applies in one transaction at most.
 pub(super) const MAX_GROUP: usize = 512;
 
 /// Runs the campaign until the source is exhausted or `stopper` stops it. A run that fails
 /// (source, journal) stopped the run at once with that cause, unless another came first: the
-/// stopper holds the first cause.
+/// stopper holds the first cause. A joined run (`--join`, SPEC section 9) has no source: it
+/// claims queued recipients of the job from the journal until none is left and the job's
+/// leader has ended.
 pub async fn run(
     campaign: &Campaign,
-    source: OpenSource,
+    source: Option<OpenSource>,
     router: Arc<Router>,
     journal: &mut Journal,
     reporting: Reporting,
@@ -207,10 +225,16 @@ enum Event {
         recipients: Vec<Candidate>,
         reply: oneshot::Sender<Vec<Admission>>,
     },
-    /// Record `phone` in flight; the reply comes once that is committed.
+    /// Record `phone` in flight; the reply comes once that is committed: `false` when another
+    /// live run of the job (`--join`) claimed it first.
     Start {
         phone: Phone,
-        reply: oneshot::Sender<()>,
+        reply: oneshot::Sender<bool>,
+    },
+    /// A joined run: claim up to `limit` queued recipients of the job.
+    Claim {
+        limit: usize,
+        reply: oneshot::Sender<Claimed>,
     },
     /// Record `phone` queued again (its requests failed for certain, it waits to be retried).
     Requeue {
@@ -240,20 +264,29 @@ impl Producer<'_> {
     async fn run(
         mut self,
         campaign: &Campaign,
-        mut source: OpenSource,
+        source: Option<OpenSource>,
         mut invalid_rows: InvalidRows,
     ) -> Result<SourceCounts, SourceError> {
-        let screening = Screening {
-            suppression: &campaign.suppression,
-            consent: campaign.consent.clone(),
-            batch_size: campaign.batch_size,
+        let result = match source {
+            Some(mut source) => {
+                let screening = Screening {
+                    suppression: &campaign.suppression,
+                    consent: campaign.consent.clone(),
+                    batch_size: campaign.batch_size,
+                    fields: campaign.template.source_fields().into(),
+                };
+                let start = ReadStart::at(
+                    campaign.resumed_from.as_ref(),
+                    campaign.checkpoints.as_ref(),
+                );
+                self.progress.resumed(start.in_range);
+                admit_all(&mut source, &screening, start, &mut invalid_rows, &mut self).await
+            }
+            None => {
+                self.claim_all(campaign).await;
+                Ok(SourceCounts::default())
+            }
         };
-        let start = ReadStart::at(
-            campaign.resumed_from.as_ref(),
-            campaign.checkpoints.as_ref(),
-        );
-        self.progress.resumed(start.in_range);
-        let result = admit_all(&mut source, &screening, start, &mut invalid_rows, &mut self).await;
         invalid_rows.finish();
         if result.is_err() {
             // The source broke: send nothing more, let what is in flight finish and be recorded.
@@ -270,6 +303,74 @@ impl Producer<'_> {
         tasks.close();
         tasks.wait().await;
         result
+    }
+
+    /// A joined run's work: claims of `batch_size` queued recipients, each sent like an admitted
+    /// one, until a claim finds none and the job's leader has ended (while it reads its source,
+    /// more may be queued: the claim is tried again every [`CLAIM_AGAIN`]).
+    async fn claim_all(&mut self, campaign: &Campaign) {
+        let columns: Arc<[String]> = campaign.template.source_fields().into();
+        while !self.sender.stopper.is_stopped() {
+            let (reply, answer) = oneshot::channel();
+            let claim = Event::Claim {
+                limit: campaign.batch_size,
+                reply,
+            };
+            if self.events.send(claim).await.is_err() {
+                return;
+            }
+            // No answer: the collector stopped on a journal error, which it reports.
+            let Ok(claimed) = answer.await else {
+                return;
+            };
+            if claimed.rows.is_empty() {
+                if !claimed.leader_live {
+                    return;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(CLAIM_AGAIN) => {}
+                    () = self.sender.stopper.stopped() => {}
+                }
+                continue;
+            }
+            for row in claimed.rows {
+                let Ok(phone) = Phone::parse(&row.phone) else {
+                    // Admission stores normalised phones only: a row changed by hand.
+                    tracing::warn!(job_id = %campaign.job_id, line = row.line, "a queued recipient's phone in the journal is not a phone: not sent");
+                    continue;
+                };
+                let values = stored_values(&columns, row.fields.as_deref());
+                let addressee = Addressee {
+                    line: row.line,
+                    name: row.name,
+                    phone,
+                    columns: columns.clone(),
+                    values,
+                };
+                self.send(addressee).await;
+            }
+        }
+    }
+
+    /// Starts the send task of one addressee once a concurrency slot is free; after a stop,
+    /// none (the recipient stays `queued` for a resume).
+    async fn send(&mut self, addressee: Addressee) {
+        let Some(slot) = self.slot().await else {
+            return;
+        };
+        let sender = self.sender.clone();
+        self.tasks.spawn(async move {
+            let (phone, line) = (addressee.phone.clone(), addressee.line);
+            // A bug that panics a send must not strand its recipient `in_flight` under a
+            // finished job: it is recorded `uncertain` (a request may have gone).
+            let sent = AssertUnwindSafe(send_one(&sender, addressee)).catch_unwind();
+            if sent.await.is_err() {
+                let end = SendEnd::Uncertain(TASK_FAILED);
+                let finish = Event::Finish { phone, line, end };
+                let _ = sender.events.send(finish).await;
+            }
+            drop(slot);
+        });
     }
 
     /// A concurrency slot, or `None` once the run stopped.
@@ -313,26 +414,9 @@ impl AdmissionSink for Producer<'_> {
 
     async fn admitted(&mut self, recipient: Box<Recipient>, admission: Admission) {
         match admission {
-            Admission::Send => {
-                // After a stop the source is still read to its end and admitted, so the
-                // counts are complete and the unreached stay `queued` for a resume.
-                let Some(slot) = self.slot().await else {
-                    return;
-                };
-                let sender = self.sender.clone();
-                self.tasks.spawn(async move {
-                    let (phone, line) = (recipient.phone.clone(), recipient.line);
-                    // A bug that panics a send must not strand its recipient `in_flight` under
-                    // a finished job: it is recorded `uncertain` (a request may have gone).
-                    let sent = AssertUnwindSafe(send_one(&sender, *recipient)).catch_unwind();
-                    if sent.await.is_err() {
-                        let end = SendEnd::Uncertain(TASK_FAILED);
-                        let finish = Event::Finish { phone, line, end };
-                        let _ = sender.events.send(finish).await;
-                    }
-                    drop(slot);
-                });
-            }
+            // After a stop the source is still read to its end and admitted, so the counts are
+            // complete and the unreached stay `queued` for a resume.
+            Admission::Send => self.send(Addressee::from(*recipient)).await,
             Admission::Duplicate => {
                 self.metrics.skipped("duplicate");
                 self.progress.skipped();

@@ -16,7 +16,7 @@ use crate::delivery::{Delivery, DeliveryOutcome, Router};
 use crate::phone::Phone;
 use crate::policy::rate_limit::format_micros;
 use crate::provider::ProviderKind;
-use crate::recipient::Recipient;
+use crate::recipient::Addressee;
 use crate::schedule::Clock;
 use crate::sms_length::SmsClass;
 use crate::template::MessageTemplate;
@@ -189,7 +189,7 @@ impl Deadline {
     }
 }
 
-pub(super) async fn send_one(context: &SendContext, recipient: Recipient) {
+pub(super) async fn send_one(context: &SendContext, recipient: Addressee) {
     if context.stopper.is_stopped() {
         return; // not started: it stays `queued` for a resume
     }
@@ -216,6 +216,7 @@ pub(super) async fn send_one(context: &SendContext, recipient: Recipient) {
         opened: AtomicBool::new(false),
         outstanding: AtomicBool::new(false),
         ambiguous: AtomicBool::new(false),
+        taken: AtomicBool::new(false),
         answered: Notify::new(),
         text: &text,
         price: OnceLock::new(),
@@ -234,6 +235,11 @@ pub(super) async fn send_one(context: &SendContext, recipient: Recipient) {
             delivery = context.router.deliver_gated(&recipient.phone, &text, &key, &gate) => Some(delivery),
             () = stopped => None,
         };
+        // Another live run of the job (`--join`) claimed the recipient first: it is that
+        // run's to send and to count; nothing was sent here.
+        if gate.taken.load(Ordering::SeqCst) {
+            return;
+        }
         let Some(done) = &delivery else {
             break delivery;
         };
@@ -350,6 +356,8 @@ struct InFlightGate<'a> {
     outstanding: AtomicBool,
     /// An answer so far left open whether the provider took the message (timeout, lost).
     ambiguous: AtomicBool,
+    /// The journal did not record it in flight: another live run of the job had claimed it.
+    taken: AtomicBool,
     /// Wakes a stop waiting for the outstanding request's answer.
     answered: Notify,
     /// The rendered message, measured for its price only when a price is needed.
@@ -530,9 +538,21 @@ impl RequestGate for InFlightGate<'_> {
             reply,
         };
         // No commit, no request: the journal must know before the provider does.
-        if self.context.events.send(start).await.is_err() || committed.await.is_err() {
+        if self.context.events.send(start).await.is_err() {
             self.opened.store(false, Ordering::SeqCst);
             return false;
+        }
+        match committed.await {
+            Ok(true) => {}
+            Ok(false) => {
+                self.taken.store(true, Ordering::SeqCst);
+                self.opened.store(false, Ordering::SeqCst);
+                return false;
+            }
+            Err(_) => {
+                self.opened.store(false, Ordering::SeqCst);
+                return false;
+            }
         }
         self.outstanding.store(true, Ordering::SeqCst);
         true
