@@ -23,6 +23,11 @@
 //!   `acquire_timeout` settings (8 / 5 s, 64 / 100 ms, 512 / 1 s): campaign time ÷ (N / sum of
 //!   quotas), the steady rate ÷ the sum, and each channel's share.
 //! - `pooling`: 1, 2 and 4 KakaoTalk credentials of 50/s each: steady rate ÷ the one's.
+//! - `hosts` (SPEC section 9; needs a PostgreSQL URL like `postgres`): the same campaign with
+//!   the state in SQLite (`state_dir`) and in PostgreSQL (`state_database`), alternating, at
+//!   concurrency 64: PostgreSQL ÷ SQLite; then one job worked by 1, 2 and 4 processes (a
+//!   leader and `--join`ed runs) on one state database: recipients per second, and the
+//!   database's transactions per recipient.
 //!
 //! `MSGSEND_BENCH_WRAP="perf record -g -o FILE --"` runs every msgsend under a profiler;
 //! `MSGSEND_BENCH_STATE_DIR=DIR` keeps the journals in DIR (`/dev/shm`: commits without fsync).
@@ -42,7 +47,7 @@ use msgsend::phone::Phone;
 use msgsend::provider::ProviderKind;
 use msgsend::sandbox::{Sandbox, SandboxConfig, SimStats};
 
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 9] = [
     "overhead",
     "memory",
     "resume",
@@ -51,6 +56,7 @@ const SECTIONS: [&str; 8] = [
     "shared",
     "spillover",
     "pooling",
+    "hosts",
 ];
 
 fn main() {
@@ -101,6 +107,7 @@ fn main() {
             "shared" => bench.shared(),
             "spillover" => bench.spillover(),
             "pooling" => bench.pooling(),
+            "hosts" => bench.hosts(),
             _ => unreachable!(),
         }
     }
@@ -619,6 +626,96 @@ impl Bench {
     }
 
     /// One straight run of a memory section: its peak RSS, and whether it ended well.
+    fn hosts(&mut self) {
+        let Some(url) = bench_postgres_url() else {
+            println!("  skipped: set MSGSEND_BENCH_POSTGRES_URL (or MSGSEND_TEST_POSTGRES_URL)");
+            return;
+        };
+        let n = self.scale(100_000, 2_000);
+        let csv = self.csv(n);
+        let rounds = if self.quick { 1 } else { 3 };
+        let sandbox = self.start_sandbox(&UNLIMITED, &UNLIMITED);
+        let sqlite = self.config("hosts-sqlite", &sandbox, [&UNLIMITED, &UNLIMITED], 64, "");
+        let state = self
+            .runtime
+            .block_on(fresh_state_database(&url, "msgsend_bench_state"));
+        // A top-level key goes before the config's tables.
+        let postgres = self.dir.path().join("hosts-postgres.toml");
+        let text = std::fs::read_to_string(&sqlite).expect("config");
+        std::fs::write(&postgres, format!("state_database = \"{state}\"\n{text}"))
+            .expect("config written");
+        std::fs::set_permissions(
+            &postgres,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .expect("config made private");
+        println!(
+            "  N = {n} per run, {rounds} round(s), concurrency 64, rate limits off: the state in SQLite, then in PostgreSQL"
+        );
+        let (mut sqlite_s, mut postgres_s) = (0.0, 0.0);
+        for round in 1..=rounds {
+            let mut seconds = [0.0; 2];
+            for (i, (config, label)) in [(&sqlite, "sqlite"), (&postgres, "postgres")]
+                .into_iter()
+                .enumerate()
+            {
+                let before = accepted(&sandbox);
+                let run = msgsend(config, &bulk_csv(&csv, &format!("state-{label}-{round}")));
+                let delivered = accepted(&sandbox) - before;
+                self.check(
+                    run.exit_code == 0 && delivered == n,
+                    format!("{label} state: exit {}, {delivered} of {n}", run.exit_code),
+                );
+                seconds[i] = run.seconds;
+            }
+            println!(
+                "  round {round}: SQLite state {:>6.0} msgs/s, PostgreSQL state {:>6.0} msgs/s, ratio {:.2}",
+                n as f64 / seconds[0],
+                n as f64 / seconds[1],
+                seconds[0] / seconds[1]
+            );
+            sqlite_s += seconds[0];
+            postgres_s += seconds[1];
+        }
+        let total = (n * rounds) as f64;
+        println!(
+            "  all rounds: SQLite state {:.0} msgs/s, PostgreSQL state {:.0} msgs/s: PostgreSQL / SQLite = {:.2}",
+            total / sqlite_s,
+            total / postgres_s,
+            sqlite_s / postgres_s
+        );
+        println!("  one job, N = {n}, worked by a leader and joined runs (concurrency 64 each):");
+        for processes in [1, 2, 4] {
+            let job = format!("joined-{processes}");
+            let before = accepted(&sandbox);
+            let commits_before = self.runtime.block_on(commits(&state));
+            let started = Instant::now();
+            let mut leader = spawn_msgsend(&postgres, &bulk_csv(&csv, &job));
+            // The joined runs come once the leader is sending.
+            let got_going = wait_for(|| accepted(&sandbox) > before);
+            let mut joined: Vec<Child> = (1..processes)
+                .map(|_| spawn_msgsend(&postgres, &["bulk", "--resume", &job, "--join"]))
+                .collect();
+            let mut codes = vec![leader.wait().expect("leader").code().unwrap_or(-1)];
+            for child in &mut joined {
+                codes.push(child.wait().expect("joined run").code().unwrap_or(-1));
+            }
+            let seconds = started.elapsed().as_secs_f64();
+            let delivered = accepted(&sandbox) - before;
+            let transactions = self.runtime.block_on(commits(&state)) - commits_before;
+            self.check(
+                got_going.is_some() && codes.iter().all(|&c| c == 0) && delivered == n,
+                format!("{processes} processes: exits {codes:?}, {delivered} of {n}"),
+            );
+            println!(
+                "  {processes} process(es): {:>6.0} recipients/s, {:.3} state transactions per recipient ({transactions} in all)",
+                n as f64 / seconds,
+                transactions as f64 / n as f64
+            );
+        }
+        self.stop_sandbox(sandbox);
+    }
+
     fn report_rss(&mut self, what: &str, n: u64, run: &Finished, delivered: u64) {
         println!(
             "  {n:>10} rows: {:>6.1} MiB ({:.1} s)",
@@ -925,6 +1022,36 @@ async fn fill_postgres(url: &str, table: &str, n: u64) {
             .await
             .expect("bench table");
     }
+}
+
+/// A new empty database beside `url`'s for a state; its URL.
+async fn fresh_state_database(url: &str, name: &str) -> String {
+    use sqlx::Connection as _;
+    let mut db = sqlx::PgConnection::connect(url).await.expect("PostgreSQL");
+    for statement in [
+        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        format!("CREATE DATABASE {name}"),
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+            .execute(&mut db)
+            .await
+            .expect("state database");
+    }
+    let (server, _) = url.rsplit_once('/').expect("a database URL");
+    format!("{server}/{name}")
+}
+
+/// The transactions committed so far in `url`'s database.
+async fn commits(url: &str) -> u64 {
+    use sqlx::Connection as _;
+    let mut db = sqlx::PgConnection::connect(url).await.expect("PostgreSQL");
+    let commits: i64 = sqlx::query_scalar(
+        "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
+    )
+    .fetch_one(&mut db)
+    .await
+    .expect("pg_stat_database");
+    u64::try_from(commits).unwrap_or(0)
 }
 
 async fn drop_postgres(url: &str, table: &str) {

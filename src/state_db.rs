@@ -174,10 +174,21 @@ impl StateDatabase {
         &self.pool
     }
 
-    /// A connection that belongs to no pool: a session-level advisory lock lives as long as its
-    /// connection, and a pooled one would outlive (or be lent away under) its holder.
-    pub async fn dedicated_connection(&self) -> Result<PgConnection, StateDbError> {
-        PgConnection::connect_with(&self.options)
+    /// The journal's own connection (its collector is the only writer). Its statements are
+    /// planned once (`plan_cache_mode`): each names its rows by primary key, so the generic
+    /// plan is the right one, and planning them again for every group cost more than running
+    /// them. A plan made while a job's rows are young (empty statistics) must still look each
+    /// of a group's rows up by its key, never scan the job and hash it, and the plan outlives
+    /// those statistics: scans, hash and merge joins are off for this connection (measured: a
+    /// first run on a fresh database otherwise went at a fifth of the speed of the next).
+    pub async fn journal_connection(&self) -> Result<PgConnection, StateDbError> {
+        let options = (*self.options).clone().options([
+            ("plan_cache_mode", "force_generic_plan"),
+            ("enable_seqscan", "off"),
+            ("enable_hashjoin", "off"),
+            ("enable_mergejoin", "off"),
+        ]);
+        PgConnection::connect_with(&options)
             .await
             .map_err(|source| self.error(source))
     }

@@ -19,7 +19,11 @@ CREATE TABLE runs (
 
 ALTER TABLE recipients ADD COLUMN run BIGINT;
 ALTER TABLE recipients ADD COLUMN fields TEXT;
-CREATE INDEX recipients_by_state ON recipients (job_id, state);
+-- Claims (`--join`) and dead runs' leftovers look rows up by state. Led by the state, so that
+-- no plan takes it for the primary key's job_id prefix: every other statement names its rows
+-- by (job_id, phone), and an index led by job_id would let a plan made on young statistics
+-- scan a whole job for every group.
+CREATE INDEX recipients_by_state ON recipients (state, job_id);
 
 -- Who holds a job's lock (the advisory lock itself is the truth; this row only lets a refused
 -- `bulk` name the host and process that hold it).

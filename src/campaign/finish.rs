@@ -87,13 +87,20 @@ pub(super) async fn finish(
         journal.expire(&job.id).await?;
     }
     let record = journal.job(&job.id).await?;
+    // A run that shared the job (a joined one, or one that ends while others still run) reports
+    // and exits by its own recipients: the others' in flight are not its doubt.
+    let (states, spending) = if !read_source || job_status == JobStatus::Running {
+        journal.run_state_counts(&job.id, run).await?
+    } else {
+        (record.states, record.spending)
+    };
     let summary = Summary::new(RunFigures {
         job_id: &job.id,
         status,
         reason: cause.as_ref().and_then(StopCause::summary_reason),
         source: outcome.source,
-        states: record.states,
-        spending: record.spending,
+        states,
+        spending,
         currency,
         retries: record.retries,
         sends: outcome.sends,

@@ -3,9 +3,12 @@
 //!
 //! Every method takes a whole group of recipients and costs a fixed number of statements,
 //! however many recipients the group holds: the rows travel as one JSON array parameter that
-//! SQLite's `json_each` unrolls. Per-recipient statements were what bounded a campaign's
-//! speed (each one a round trip to sqlx's SQLite worker thread, two thread wake-ups; measured
-//! at ~50 µs), not the disk.
+//! SQLite's `json_each` (PostgreSQL's `json_array_elements`) unrolls. On PostgreSQL every
+//! statement also names the group's phones as `phone = ANY(ARRAY(…))`, so that the primary key
+//! finds exactly the group's rows whatever plan the server picks: a generic plan for
+//! `job_id = $1` would otherwise scan all of a job's rows for every group. Per-recipient
+//! statements were what bounded a campaign's speed (each one a round trip to sqlx's SQLite
+//! worker thread, two thread wake-ups; measured at ~50 µs), not the disk.
 
 use std::collections::{HashMap, HashSet};
 
@@ -92,7 +95,7 @@ impl Batch<'_> {
                  WHERE job_id = $1 AND phone IN (SELECT value FROM json_each($2))",
                 "SELECT COALESCE(json_agg(json_build_array(phone, state, seen_run, line)), '[]')::text \
                  FROM recipients \
-                 WHERE job_id = $1 AND phone IN (SELECT value FROM json_array_elements_text($2::json))",
+                 WHERE job_id = $1 AND phone = ANY(ARRAY(SELECT json_array_elements_text($2::json)))",
                 self.job,
                 &phones,
             )
@@ -181,7 +184,8 @@ impl Batch<'_> {
                                SELECT value ->> 0 AS phone, (value ->> 1)::bigint AS line \
                                FROM json_array_elements($3::json)) \
                            UPDATE recipients SET seen_run = $2, line = s.line \
-                           FROM s WHERE recipients.job_id = $1 AND recipients.phone = s.phone",
+                           FROM s WHERE recipients.job_id = $1 AND recipients.phone = s.phone \
+                             AND recipients.phone = ANY(ARRAY(SELECT value ->> 0 FROM json_array_elements($3::json)))",
                 |tx, sql| sqlx::query(sql)
                     .bind(self.job)
                     .bind(run)
@@ -240,13 +244,13 @@ impl Batch<'_> {
                family(id) AS ( \
                  SELECT id FROM up WHERE parent IS NULL \
                  UNION SELECT j.id FROM jobs j JOIN family f ON j.params::json ->> 'retry_of' = f.id), \
-               wanted(phone) AS (SELECT value FROM json_array_elements_text($2::json)) \
+               wanted(phones) AS (SELECT ARRAY(SELECT json_array_elements_text($2::json))) \
              SELECT COALESCE(json_agg(phone), '[]')::text FROM recipients \
-             WHERE job_id = $1 AND state = 'failed' AND phone IN (SELECT phone FROM wanted) \
+             WHERE job_id = $1 AND state = 'failed' AND phone = ANY((SELECT phones FROM wanted)) \
                AND phone NOT IN ( \
                  SELECT r.phone FROM recipients r JOIN family f ON r.job_id = f.id \
                  WHERE r.job_id != $3 AND r.state != 'failed' \
-                   AND r.phone IN (SELECT phone FROM wanted))",
+                   AND r.phone = ANY((SELECT phones FROM wanted)))",
             |tx, sql| sqlx::query_scalar(sql)
                 .bind(original)
                 .bind(phones)
@@ -348,7 +352,7 @@ impl Batch<'_> {
         };
         let started: String = sqlx::query_scalar(
             "WITH s AS (UPDATE recipients SET state = 'in_flight', updated_at = $2, run = $3 \
-               WHERE job_id = $1 AND phone IN (SELECT value FROM json_array_elements_text($4::json)) \
+               WHERE job_id = $1 AND phone = ANY(ARRAY(SELECT json_array_elements_text($4::json))) \
                  AND state = 'queued' AND (run IS NULL OR run = $3 OR run IN \
                    (SELECT run FROM runs WHERE job_id = $1 AND status != 'RUNNING')) \
                RETURNING phone) \
@@ -460,7 +464,7 @@ impl Batch<'_> {
             sqlite: "UPDATE recipients SET state = 'queued', updated_at = $2 WHERE job_id = $1 \
                      AND phone IN (SELECT value FROM json_each($3))",
             postgres: "UPDATE recipients SET state = 'queued', updated_at = $2 WHERE job_id = $1 \
-                       AND phone IN (SELECT value FROM json_array_elements_text($3::json))",
+                       AND phone = ANY(ARRAY(SELECT json_array_elements_text($3::json)))",
             |tx, sql| sqlx::query(sql)
                 .bind(self.job)
                 .bind(&self.at)
@@ -517,7 +521,8 @@ impl Batch<'_> {
              UPDATE recipients SET state = o.state, channel = o.channel, reason = o.reason, \
              message_id = o.message_id, attempts = recipients.attempts + o.attempts, \
              cost = o.cost, sms_class = o.sms_class, updated_at = $2 \
-             FROM o WHERE recipients.job_id = $1 AND recipients.phone = o.phone",
+             FROM o WHERE recipients.job_id = $1 AND recipients.phone = o.phone \
+               AND recipients.phone = ANY(ARRAY(SELECT value ->> 0 FROM json_array_elements($3::json)))",
             |tx, sql| sqlx::query(sql)
                 .bind(self.job)
                 .bind(&self.at)

@@ -219,7 +219,7 @@ impl Journal {
     /// created and migrated when the database was opened).
     pub async fn open_postgres(database: &StateDatabase) -> Result<Journal, JournalError> {
         let connection = database
-            .dedicated_connection()
+            .journal_connection()
             .await
             .map_err(JournalError::State)?;
         Ok(Journal {

@@ -383,7 +383,7 @@ impl Journal {
         let phones = serde_json::to_string(&phones).expect("strings serialize");
         let delete_suppressed = if self.on_postgres() {
             "DELETE FROM recipients WHERE job_id = $1 AND state = 'queued' \
-             AND seen_run != $2 AND phone IN (SELECT value FROM json_array_elements_text($3::json))"
+             AND seen_run != $2 AND phone = ANY(ARRAY(SELECT json_array_elements_text($3::json)))"
         } else {
             "DELETE FROM recipients WHERE job_id = $1 AND state = 'queued' \
              AND seen_run != $2 AND phone IN (SELECT value FROM json_each($3))"
@@ -498,19 +498,38 @@ impl Journal {
         &mut self,
         id: &str,
     ) -> Result<(StateCounts, Spending), JournalError> {
+        self.counts_of(id, None).await
+    }
+
+    /// The recipients one run of the job sent (or claimed), by state, and what they cost: a
+    /// run that shared the job with others reports its own (SPEC section 9).
+    pub async fn run_state_counts(
+        &mut self,
+        id: &str,
+        run: u32,
+    ) -> Result<(StateCounts, Spending), JournalError> {
+        self.counts_of(id, Some(run)).await
+    }
+
+    async fn counts_of(
+        &mut self,
+        id: &str,
+        run: Option<u32>,
+    ) -> Result<(StateCounts, Spending), JournalError> {
         // state, channel, sms_class, count, cost
         type Group = (String, Option<String>, Option<String>, i64, Option<i64>);
-        let rows: Vec<Group> =
-            either!(&mut self.connection, |c| {
-                sqlx::query_as(
-            "SELECT state, channel, sms_class, COUNT(*) AS n, CAST(SUM(cost) AS BIGINT) AS cost \
-                 FROM recipients WHERE job_id = $1 GROUP BY state, channel, sms_class",
-        )
-        .bind(id)
-        .fetch_all(c)
-        .await
-            })
-            .map_err(self.fail())?;
+        let rows: Vec<Group> = either!(&mut self.connection, |c| {
+            sqlx::query_as(
+                "SELECT state, channel, sms_class, COUNT(*) AS n, CAST(SUM(cost) AS BIGINT) AS cost \
+                 FROM recipients WHERE job_id = $1 AND ($2 IS NULL OR run = $2) \
+                 GROUP BY state, channel, sms_class",
+            )
+            .bind(id)
+            .bind(run.map(i64::from))
+            .fetch_all(c)
+            .await
+        })
+        .map_err(self.fail())?;
         let mut counts = StateCounts::default();
         let mut spending = Spending::default();
         for (state, channel, sms_class, n, cost) in rows {
