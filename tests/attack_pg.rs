@@ -1,0 +1,205 @@
+//! Attacks on the PostgreSQL state (SPEC section 9) by a careless operator and a hostile
+//! environment: runs on several "hosts" at once, wrong `state_database` values, a database
+//! that misbehaves. Each test is one promise that broke, kept here so it stays fixed. A "host"
+//! is a msgsend process with a `HOME`, a `state_dir` and a config of its own, naming the same
+//! `state_database` (a fresh database per test), as in tests/hosts.rs.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::{KAKAOTALK_PASSWORD, POSTGRES_TEST_PASSWORD, SMS_PASSWORD, World, stderr, stdout};
+
+struct Hosts {
+    world: World,
+    state: String,
+}
+
+impl Hosts {
+    /// `None` (the test skips, visibly) without a PostgreSQL server.
+    async fn start(test: &str, latency: Duration) -> Option<Hosts> {
+        let url = common::postgres_url()?;
+        let state = common::postgres::fresh_database(&url, test).await;
+        let mut world = World::start(|config| {
+            config.kakaotalk.faults.latency = latency;
+        })
+        .await;
+        world
+            .set("state_database", state.clone())
+            .set("circuit_breaker.failure_threshold", 1000);
+        Some(Hosts { world, state })
+    }
+
+    /// msgsend on `host`: its own `HOME`, `state_dir` and config file, the shared database.
+    fn command(&self, host: &str, args: &[&str]) -> Command {
+        let home = self.world.path(host);
+        std::fs::create_dir_all(&home).unwrap();
+        let mut config = self.world.config.clone();
+        config.insert(
+            "state_dir".into(),
+            home.join("state").display().to_string().into(),
+        );
+        let path = home.join("msgsend.toml");
+        std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_msgsend"));
+        command
+            .arg("--config")
+            .arg(&path)
+            .args(args)
+            .current_dir(&home)
+            .env("HOME", &home)
+            .env("KAKAOTALK_PASSWORD", KAKAOTALK_PASSWORD)
+            .env("SMS_PASSWORD", SMS_PASSWORD)
+            .env_remove("RUST_LOG")
+            .env_remove("MSGSEND_CONFIG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
+    }
+
+    async fn run(&self, host: &str, args: &[&str]) -> Output {
+        output_of(self.command(host, args).spawn().unwrap()).await
+    }
+
+    /// How often each phone was delivered, over every job.
+    fn deliveries(&self) -> BTreeMap<String, usize> {
+        let mut received = BTreeMap::new();
+        for message in self.world.recorded() {
+            *received.entry(message.phone).or_insert(0) += 1;
+        }
+        received
+    }
+
+    fn providers_down(&self, down: bool) {
+        for sim in [&self.world.sandbox.kakaotalk, &self.world.sandbox.sms] {
+            sim.control.down.store(down, Ordering::SeqCst);
+        }
+    }
+
+    /// A connection to the state database, its tables on the search path.
+    async fn db(&self) -> sqlx::PgConnection {
+        let mut db = common::postgres::connect(&self.state).await;
+        sqlx::raw_sql("SET search_path = msgsend")
+            .execute(&mut db)
+            .await
+            .unwrap();
+        db
+    }
+
+    /// How many of the job's recipients are in `state`.
+    /// (0 while the schema is not there yet.)
+    async fn in_state(&self, job: &str, state: &str) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM recipients WHERE job_id = $1 AND state = $2")
+            .bind(job)
+            .bind(state)
+            .fetch_one(&mut self.db().await)
+            .await
+            .unwrap_or(0)
+    }
+}
+
+async fn output_of(child: std::process::Child) -> Output {
+    tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap()
+}
+
+fn people(n: usize) -> String {
+    common::people_csv("7100", n, "\n")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    not(postgres_available),
+    ignore = "no PostgreSQL server: apt-get install postgresql, or set MSGSEND_TEST_POSTGRES_URL"
+)]
+async fn two_retries_of_one_failed_campaign_started_at_once_on_two_hosts_send_nobody_twice() {
+    let Some(hosts) = Hosts::start("retry_race", Duration::ZERO).await else {
+        return;
+    };
+    let csv = hosts.world.path("people.csv");
+    std::fs::write(&csv, people(10)).unwrap();
+    let csv = csv.display().to_string();
+    // Every provider down: the whole campaign fails, for certain.
+    hosts.providers_down(true);
+    let first = hosts
+        .run("a", &common::campaign_args(&csv, &["--job-id", "first"]))
+        .await;
+    assert_ne!(first.status.code(), Some(0), "{}", stderr(&first));
+    assert_eq!(hosts.in_state("first", "failed").await, 10);
+    hosts.providers_down(false);
+    // A database under load: each insert of recipients takes a moment (the window in which
+    // another process's admission cannot see this one's yet).
+    sqlx::raw_sql(
+        "CREATE FUNCTION msgsend.slow_insert() RETURNS trigger LANGUAGE plpgsql AS \
+           $$ BEGIN PERFORM pg_sleep(0.5); RETURN NULL; END $$; \
+         CREATE TRIGGER slow_insert BEFORE INSERT ON msgsend.recipients \
+           FOR EACH STATEMENT EXECUTE FUNCTION msgsend.slow_insert();",
+    )
+    .execute(&mut hosts.db().await)
+    .await
+    .unwrap();
+    // Two operators (or two hosts' cron lines) retry the failed campaign at once: different
+    // jobs, so both run (SPEC section 9); `--retry-failed` twice must send nobody twice.
+    let a = hosts
+        .command("a", &["bulk", "--retry-failed", "first", "--job-id", "again-a"])
+        .spawn()
+        .unwrap();
+    let b = hosts
+        .command("b", &["bulk", "--retry-failed", "first", "--job-id", "again-b"])
+        .spawn()
+        .unwrap();
+    let (a, b) = tokio::join!(output_of(a), output_of(b));
+    assert_eq!(a.status.code(), Some(0), "{}", stderr(&a));
+    assert_eq!(b.status.code(), Some(0), "{}", stderr(&b));
+    let received = hosts.deliveries();
+    assert_eq!(received.len(), 10, "somebody was skipped: {received:?}");
+    assert!(
+        received.values().all(|&n| n == 1),
+        "somebody got the campaign twice: {received:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    not(postgres_available),
+    ignore = "no PostgreSQL server: apt-get install postgresql, or set MSGSEND_TEST_POSTGRES_URL"
+)]
+async fn the_refusal_of_a_second_run_suggests_only_options_that_exist() {
+    let Some(hosts) = Hosts::start("refusal_words", Duration::from_millis(300)).await else {
+        return;
+    };
+    let csv = hosts.world.path("people.csv");
+    std::fs::write(&csv, people(20)).unwrap();
+    let csv = csv.display().to_string();
+    let mut a = hosts
+        .command(
+            "a",
+            &common::campaign_args(&csv, &["--job-id", "busy", "--concurrency", "1"]),
+        )
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while hosts.in_state("busy", "sent").await == 0 {
+        assert!(Instant::now() < deadline, "the campaign did not get going");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let second = hosts.run("b", &["bulk", "--resume", "busy"]).await;
+    let help = hosts.run("b", &["bulk", "--help"]).await;
+    a.kill().unwrap();
+    a.wait().unwrap();
+    assert_eq!(second.status.code(), Some(1), "{}", stderr(&second));
+    let refusal = stderr(&second);
+    for word in refusal.split_whitespace() {
+        let option = word.trim_matches(|c: char| !(c.is_alphanumeric() || c == '-'));
+        if option.starts_with("--") {
+            assert!(
+                stdout(&help).contains(option),
+                "the refusal suggests {option}, which `bulk` does not have:\n{refusal}"
+            );
+        }
+    }
+}
