@@ -60,6 +60,13 @@ pub fn credential_lock_key(credential: &str) -> i32 {
     lock_key("credential", credential)
 }
 
+/// The second key of the lock under which a `--retry-failed` run admits recipients of the
+/// family whose first campaign is `root`: two retries of one family admitting at once (two
+/// hosts, two operators) would each miss the other's uncommitted rows and both send.
+pub fn retry_family_lock_key(root: &str) -> i32 {
+    lock_key("retry family", root)
+}
+
 fn lock_key(kind: &str, name: &str) -> i32 {
     use sha2::Digest as _;
     let digest = sha2::Sha256::digest(format!("{kind}\n{name}").as_bytes());

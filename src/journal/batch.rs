@@ -222,6 +222,29 @@ impl Batch<'_> {
         original: &str,
         phones: &str,
     ) -> Result<HashSet<String>, JournalError> {
+        // On PostgreSQL other jobs run at once, a retry of the same family among them: the
+        // family's admissions take turns (the lock is held to this group's commit), so this
+        // read sees every row another retry admitted. On SQLite one `bulk` runs at a time.
+        if let Backend::Postgres(tx) = &mut self.tx {
+            let root: Option<String> = sqlx::query_scalar(
+                "WITH RECURSIVE up(id, parent, depth) AS ( \
+                   SELECT id, params::json ->> 'retry_of', 0 FROM jobs WHERE id = $1 \
+                   UNION ALL SELECT j.id, j.params::json ->> 'retry_of', up.depth + 1 \
+                   FROM jobs j JOIN up ON j.id = up.parent WHERE up.depth < 1000) \
+                 SELECT id FROM up ORDER BY depth DESC LIMIT 1",
+            )
+            .bind(original)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(database_error(&self.path))?;
+            let root = root.unwrap_or_else(|| original.to_string());
+            sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+                .bind(crate::state_db::LOCK_SPACE)
+                .bind(crate::state_db::retry_family_lock_key(&root))
+                .execute(&mut **tx)
+                .await
+                .map_err(database_error(&self.path))?;
+        }
         let json: String = either!(&mut self.tx,
             sqlite: "WITH RECURSIVE \
                up(id, parent) AS ( \
