@@ -21,12 +21,16 @@ struct Hosts {
 impl Hosts {
     /// `None` (the test skips, visibly) without a PostgreSQL server.
     async fn start(test: &str, latency: Duration) -> Option<Hosts> {
+        Hosts::start_with(test, |config| config.kakaotalk.faults.latency = latency).await
+    }
+
+    async fn start_with(
+        test: &str,
+        adjust: impl FnOnce(&mut msgsend::sandbox::SandboxConfig),
+    ) -> Option<Hosts> {
         let url = common::postgres_url()?;
         let state = common::postgres::fresh_database(&url, test).await;
-        let mut world = World::start(|config| {
-            config.kakaotalk.faults.latency = latency;
-        })
-        .await;
+        let mut world = World::start(adjust).await;
         world
             .set("state_database", state.clone())
             .set("circuit_breaker.failure_threshold", 1000);
@@ -202,4 +206,95 @@ async fn the_refusal_of_a_second_run_suggests_only_options_that_exist() {
             );
         }
     }
+}
+
+/// Ends the session that holds a job's lock (a session-level advisory lock in msgsend's key
+/// space), as a database restart, a failover or a network cut would; the process lives on.
+async fn cut_lock_connection(hosts: &Hosts) -> usize {
+    let cut: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_locks \
+         WHERE locktype = 'advisory' AND objsubid = 2 AND granted AND classid = $1 \
+           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .bind(msgsend::state_db::LOCK_SPACE as u32 as i64)
+    .fetch_all(&mut hosts.db().await)
+    .await
+    .unwrap();
+    cut.len()
+}
+
+async fn wait_until(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    not(postgres_available),
+    ignore = "no PostgreSQL server: apt-get install postgresql, or set MSGSEND_TEST_POSTGRES_URL"
+)]
+async fn a_run_that_lost_its_lock_writes_nothing_over_the_run_that_took_the_job_over() {
+    // The first three requests fail (500); every answer takes a moment.
+    let Some(mut hosts) = Hosts::start_with("lost_lock", |config| {
+        config.kakaotalk.faults.fail_first = 3;
+        config.kakaotalk.faults.latency = Duration::from_millis(800);
+    })
+    .await
+    else {
+        return;
+    };
+    // Host A's first three recipients wait long between attempts.
+    hosts
+        .world
+        .set("retry.initial_delay", "30s")
+        .set("retry.max_delay", "30s")
+        .set("routing.fallback", "sms");
+    let csv = hosts.world.path("people.csv");
+    std::fs::write(&csv, people(30)).unwrap();
+    let csv = csv.display().to_string();
+    let a = hosts
+        .command(
+            "a",
+            &common::campaign_args(&csv, &["--job-id", "taken", "--concurrency", "3"]),
+        )
+        .spawn()
+        .unwrap();
+    let errors = hosts.world.sandbox.kakaotalk.stats.clone();
+    wait_until("A's first attempts", async || {
+        common::count(&errors.server_errors) >= 3
+    })
+    .await;
+    // A's lock is gone (its process lives on); host B takes the job over at once, and sends
+    // to the others for longer than A takes to notice (its watchdog looks every 5 s).
+    assert_eq!(cut_lock_connection(&hosts).await, 1);
+    let b = hosts
+        .command("b", &["bulk", "--resume", "taken"])
+        .spawn()
+        .unwrap();
+    let (a, b) = tokio::join!(output_of(a), output_of(b));
+    // B ends DONE; the three A had in flight are `uncertain` (exit 3), nobody else undelivered.
+    assert!(matches!(b.status.code(), Some(0 | 3)), "{}", stderr(&b));
+    assert_ne!(a.status.code(), Some(0), "{}", stderr(&a));
+    // Whatever the job now says, a resume by its id reaches everyone not reached yet.
+    let c = hosts.run("c", &["bulk", "--resume", "taken"]).await;
+    assert!(matches!(c.status.code(), Some(0 | 3)), "{}", stderr(&c));
+    let failed: Vec<(String, String)> = sqlx::query_as(
+        "SELECT phone, reason FROM recipients WHERE job_id = 'taken' AND state = 'failed'",
+    )
+    .fetch_all(&mut hosts.db().await)
+    .await
+    .unwrap();
+    let received = hosts.deliveries();
+    assert!(received.values().all(|&n| n == 1), "twice: {received:?}");
+    let uncertain = hosts.in_state("taken", "uncertain").await as usize;
+    assert_eq!(
+        received.len() + uncertain,
+        30,
+        "somebody was skipped: recorded failed {failed:?}; A said {}; B said {}",
+        stderr(&a),
+        stdout(&b)
+    );
 }
