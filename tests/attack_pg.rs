@@ -357,3 +357,50 @@ async fn every_connection_killed_mid_run_stops_the_run_and_a_resume_elsewhere_se
     accounted.extend(uncertain);
     assert_eq!(accounted, people.eligible, "somebody was skipped");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    not(postgres_available),
+    ignore = "no PostgreSQL server: apt-get install postgresql, or set MSGSEND_TEST_POSTGRES_URL"
+)]
+async fn resume_without_a_job_on_another_host_continues_the_interrupted_job_not_the_running_one() {
+    let Some(hosts) = Hosts::start("resume_alone", Duration::from_millis(150)).await else {
+        return;
+    };
+    let first_csv = hosts.world.path("first.csv");
+    std::fs::write(&first_csv, common::people_csv("7201", 12, "\n")).unwrap();
+    let second_csv = hosts.world.path("second.csv");
+    std::fs::write(&second_csv, common::people_csv("7202", 60, "\n")).unwrap();
+    let (first_csv, second_csv) = (
+        first_csv.display().to_string(),
+        second_csv.display().to_string(),
+    );
+    // Job `first` is interrupted (SIGTERM) on host A after a few sends.
+    let first = hosts
+        .command(
+            "a",
+            &common::campaign_args(&first_csv, &["--job-id", "first", "--concurrency", "1"]),
+        )
+        .spawn()
+        .unwrap();
+    wait_until("first's sends", async || hosts.in_state("first", "sent").await >= 2).await;
+    common::signal(first.id(), "TERM");
+    let first = output_of(first).await;
+    assert_eq!(first.status.code(), Some(130), "{}", stderr(&first));
+    // Then host A runs job `second`, a long one.
+    let mut second = hosts
+        .command(
+            "a",
+            &common::campaign_args(&second_csv, &["--job-id", "second", "--concurrency", "1"]),
+        )
+        .spawn()
+        .unwrap();
+    wait_until("second's sends", async || hosts.in_state("second", "sent").await >= 1).await;
+    // Host B's cron line continues whatever is unfinished: `first`, which nobody runs.
+    let resumed = hosts.run("b", &["bulk", "--resume"]).await;
+    second.kill().unwrap();
+    second.wait().unwrap();
+    assert_eq!(resumed.status.code(), Some(0), "{}", stderr(&resumed));
+    assert!(stdout(&resumed).contains("first"), "{}", stdout(&resumed));
+    assert_eq!(hosts.in_state("first", "queued").await, 0);
+}
