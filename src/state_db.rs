@@ -49,7 +49,8 @@ pub fn lock_key_as_oid(key: i32) -> i64 {
     i64::from(key.cast_unsigned())
 }
 
-/// The second key of a job's lock: 32 bits of the job id's SHA-256. Two jobs whose keys meet
+/// The second key of a job's lock: 32 bits of the job id's SHA-256 (`Journal::latest_unfinished`
+/// computes the same in SQL, to tell the jobs that a run holds). Two jobs whose keys meet
 /// (about one pair in four billion) would only wait for each other, never share a run.
 pub fn job_lock_key(job_id: &str) -> i32 {
     lock_key("job", job_id)

@@ -332,12 +332,31 @@ impl Journal {
     }
 
     /// The newest job that is not done (interrupted, paused, aborted, or killed while running).
+    /// On PostgreSQL, the newest of those that no run holds (another host's running job is
+    /// not the one a `--resume` alone should take, and be refused), else the newest.
     pub async fn latest_unfinished(&mut self) -> Result<Option<String>, JournalError> {
-        either!(&mut self.connection, |c| sqlx::query_scalar(
-            "SELECT id FROM jobs WHERE status NOT IN ('DONE', 'EXPIRED') ORDER BY created_at DESC, id DESC LIMIT 1",
-        )
-        .fetch_optional(c)
-        .await)
+        let on_postgres = self.on_postgres();
+        either!(&mut self.connection,
+            sqlite: "SELECT id FROM jobs WHERE status NOT IN ('DONE', 'EXPIRED') \
+                     ORDER BY created_at DESC, id DESC LIMIT 1",
+            // The job's lock key as `state_db::job_lock_key` computes it.
+            postgres: "SELECT id FROM jobs j WHERE status NOT IN ('DONE', 'EXPIRED') \
+                       ORDER BY EXISTS ( \
+                         SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted \
+                           AND l.objsubid = 2 AND l.classid = $1::bigint::oid \
+                           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                           AND l.objid = ('x' || encode(substring(sha256(convert_to( \
+                               'job' || chr(10) || j.id, 'UTF8')) FROM 1 FOR 4), 'hex'))::bit(32)::int4::oid \
+                       ), created_at DESC, id DESC LIMIT 1",
+            |c, sql| {
+                let query = sqlx::query_scalar(sql);
+                let query = if on_postgres {
+                    query.bind(i64::from(crate::state_db::LOCK_SPACE))
+                } else {
+                    query
+                };
+                query.fetch_optional(c).await
+            })
         .map_err(self.fail())
     }
 
