@@ -404,3 +404,37 @@ async fn resume_without_a_job_on_another_host_continues_the_interrupted_job_not_
     assert!(stdout(&resumed).contains("first"), "{}", stdout(&resumed));
     assert_eq!(hosts.in_state("first", "queued").await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    not(postgres_available),
+    ignore = "no PostgreSQL server: apt-get install postgresql, or set MSGSEND_TEST_POSTGRES_URL"
+)]
+async fn a_role_that_owns_the_schema_but_may_not_create_schemas_can_use_the_state() {
+    let Some(mut hosts) = Hosts::start("least_privilege", Duration::ZERO).await else {
+        return;
+    };
+    // As a DBA provisions it: the schema made for the application's role, which does not own
+    // the database (and so may not create schemas in it).
+    let role = format!("msgsend_app_{}", std::process::id());
+    let password = "app-pw-3f9a";
+    let database = hosts.state.rsplit_once('/').unwrap().1.to_string();
+    let mut admin = hosts.db().await;
+    for statement in [
+        format!("DROP ROLE IF EXISTS {role}"),
+        format!("CREATE ROLE {role} LOGIN PASSWORD '{password}'"),
+        format!("REVOKE CREATE ON DATABASE {database} FROM PUBLIC"),
+        format!("CREATE SCHEMA msgsend AUTHORIZATION {role}"),
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+    }
+    let (_, server) = hosts.state.split_once('@').unwrap();
+    let url = format!("postgres://{role}:{password}@{server}");
+    hosts.world.set("state_database", url);
+    let jobs = hosts.run("a", &["jobs"]).await;
+    assert_eq!(jobs.status.code(), Some(0), "{}", stderr(&jobs));
+    assert!(stdout(&jobs).contains("No jobs"), "{}", stdout(&jobs));
+}
