@@ -159,7 +159,19 @@ impl StateDatabase {
                 })
                 .collect(),
         );
-        migrator.create_schema(SCHEMA);
+        // Created only when missing: `CREATE SCHEMA IF NOT EXISTS` needs the right to create
+        // schemas in the database even when the schema is there, which a role given a schema
+        // of its own (and not the database) lacks. Two processes that both find it missing
+        // create it under the migrator's lock, once.
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+                .bind(SCHEMA)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|source| self.error(source))?;
+        if !exists {
+            migrator.create_schema(SCHEMA);
+        }
         migrator.dangerous_set_table_name(format!("{SCHEMA}._sqlx_migrations"));
         let result = match target {
             Some(target) => migrator.run_to(target, &self.pool).await,
