@@ -438,3 +438,54 @@ async fn a_role_that_owns_the_schema_but_may_not_create_schemas_can_use_the_stat
     assert_eq!(jobs.status.code(), Some(0), "{}", stderr(&jobs));
     assert!(stdout(&jobs).contains("No jobs"), "{}", stdout(&jobs));
 }
+
+/// The key of sqlx's migration lock on database `name` (sqlx-postgres `generate_lock_id`):
+/// every sqlx-migrated application on that database takes it while it migrates.
+fn sqlx_migration_lock(name: &str) -> i64 {
+    let mut crc = 0xffff_ffffu32;
+    for byte in name.bytes() {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+        }
+    }
+    0x3d32ad9e * i64::from(!crc)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    not(postgres_available),
+    ignore = "no PostgreSQL server: apt-get install postgresql, or set MSGSEND_TEST_POSTGRES_URL"
+)]
+async fn a_migration_that_never_ends_elsewhere_does_not_hang_every_msgsend() {
+    let Some(hosts) = Hosts::start("stuck_migration", Duration::ZERO).await else {
+        return;
+    };
+    let database = hosts.state.rsplit_once('/').unwrap().1.to_string();
+    // Another process migrating this database froze (a suspended msgsend, another sqlx
+    // application's long migration) while holding the migration lock.
+    let mut other = hosts.db().await;
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(sqlx_migration_lock(&database))
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let mut jobs = hosts.command("a", &["jobs"]);
+    let started = Instant::now();
+    let mut child = jobs.spawn().unwrap();
+    let ended = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() > Duration::from_secs(40) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let output = output_of(child).await;
+    assert!(ended.is_some(), "`jobs` still waits after 40 s");
+    assert_eq!(ended.unwrap().code(), Some(1), "{}", stderr(&output));
+    assert!(stderr(&output).contains("migrat"), "{}", stderr(&output));
+}
