@@ -35,6 +35,10 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
 ];
 
+/// How long opening the state waits for another process's schema migration (the migrator's
+/// lock) before it fails.
+const MIGRATION_PATIENCE: Duration = Duration::from_secs(10);
+
 /// The first key of every advisory lock msgsend takes (the second names the job or the
 /// credential), so msgsend's locks never meet another application's single-key ones. A job's
 /// lock in this space is held (shared) by every live run of the job.
@@ -173,10 +177,32 @@ impl StateDatabase {
             migrator.create_schema(SCHEMA);
         }
         migrator.dangerous_set_table_name(format!("{SCHEMA}._sqlx_migrations"));
+        // The migrator waits for its lock without end; a process frozen while migrating (or
+        // another sqlx application's long migration: the lock is per database) would hang every
+        // msgsend on every host. The wait is bounded instead: the command fails, saying so.
+        let mut connection = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|source| self.error(source))?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "SET lock_timeout = '{}ms'",
+            MIGRATION_PATIENCE.as_millis()
+        )))
+        .execute(&mut *connection)
+        .await
+        .map_err(|source| self.error(source))?;
         let result = match target {
-            Some(target) => migrator.run_to(target, &self.pool).await,
-            None => migrator.run(&self.pool).await,
+            Some(target) => migrator.run_to(target, &mut *connection).await,
+            None => migrator.run(&mut *connection).await,
         };
+        if sqlx::raw_sql("RESET lock_timeout")
+            .execute(&mut *connection)
+            .await
+            .is_err()
+        {
+            connection.close_on_drop();
+        }
         result.map_err(|source| match source {
             MigrateError::VersionMissing(version) => StateDbError::TooNew {
                 url: self.shown.clone(),
