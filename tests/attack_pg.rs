@@ -149,11 +149,17 @@ async fn two_retries_of_one_failed_campaign_started_at_once_on_two_hosts_send_no
     // Two operators (or two hosts' cron lines) retry the failed campaign at once: different
     // jobs, so both run (SPEC section 9); `--retry-failed` twice must send nobody twice.
     let a = hosts
-        .command("a", &["bulk", "--retry-failed", "first", "--job-id", "again-a"])
+        .command(
+            "a",
+            &["bulk", "--retry-failed", "first", "--job-id", "again-a"],
+        )
         .spawn()
         .unwrap();
     let b = hosts
-        .command("b", &["bulk", "--retry-failed", "first", "--job-id", "again-b"])
+        .command(
+            "b",
+            &["bulk", "--retry-failed", "first", "--job-id", "again-b"],
+        )
         .spawn()
         .unwrap();
     let (a, b) = tokio::join!(output_of(a), output_of(b));
@@ -318,10 +324,16 @@ async fn every_connection_killed_mid_run_stops_the_run_and_a_resume_elsewhere_se
     let people = common::crowd::crowd(40);
     let csv = hosts.world.with_crowd(&people);
     let mut a = hosts
-        .command("a", &common::campaign_args(&csv, &["--job-id", "cut", "--concurrency", "2"]))
+        .command(
+            "a",
+            &common::campaign_args(&csv, &["--job-id", "cut", "--concurrency", "2"]),
+        )
         .spawn()
         .unwrap();
-    wait_until("A's first sends", async || hosts.world.recorded().len() >= 5).await;
+    wait_until("A's first sends", async || {
+        hosts.world.recorded().len() >= 5
+    })
+    .await;
     let killed: Vec<bool> = sqlx::query_scalar(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
          WHERE application_name = 'msgsend' AND datname = current_database()",
@@ -341,7 +353,11 @@ async fn every_connection_killed_mid_run_stops_the_run_and_a_resume_elsewhere_se
     .unwrap();
     assert!(cut_at.elapsed() < Duration::from_secs(15), "A kept going");
     assert_ne!(a_status.0.code(), Some(0), "{}", a_status.1);
-    assert!(!a_status.1.contains(POSTGRES_TEST_PASSWORD), "{}", a_status.1);
+    assert!(
+        !a_status.1.contains(POSTGRES_TEST_PASSWORD),
+        "{}",
+        a_status.1
+    );
     let b = hosts.run("b", &["bulk", "--resume", "cut"]).await;
     assert!(matches!(b.status.code(), Some(0 | 3)), "{}", stderr(&b));
     let received = hosts.deliveries();
@@ -383,7 +399,10 @@ async fn resume_without_a_job_on_another_host_continues_the_interrupted_job_not_
         )
         .spawn()
         .unwrap();
-    wait_until("first's sends", async || hosts.in_state("first", "sent").await >= 2).await;
+    wait_until("first's sends", async || {
+        hosts.in_state("first", "sent").await >= 2
+    })
+    .await;
     common::signal(first.id(), "TERM");
     let first = output_of(first).await;
     assert_eq!(first.status.code(), Some(130), "{}", stderr(&first));
@@ -395,7 +414,10 @@ async fn resume_without_a_job_on_another_host_continues_the_interrupted_job_not_
         )
         .spawn()
         .unwrap();
-    wait_until("second's sends", async || hosts.in_state("second", "sent").await >= 1).await;
+    wait_until("second's sends", async || {
+        hosts.in_state("second", "sent").await >= 1
+    })
+    .await;
     // Host B's cron line continues whatever is unfinished: `first`, which nobody runs.
     let resumed = hosts.run("b", &["bulk", "--resume"]).await;
     second.kill().unwrap();
@@ -446,7 +468,11 @@ fn sqlx_migration_lock(name: &str) -> i64 {
     for byte in name.bytes() {
         crc ^= u32::from(byte);
         for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     0x3d32ad9e * i64::from(!crc)

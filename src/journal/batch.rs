@@ -266,14 +266,13 @@ impl Batch<'_> {
                  UNION SELECT j.id, j.params::json ->> 'retry_of' FROM jobs j JOIN up ON j.id = up.parent), \
                family(id) AS ( \
                  SELECT id FROM up WHERE parent IS NULL \
-                 UNION SELECT j.id FROM jobs j JOIN family f ON j.params::json ->> 'retry_of' = f.id), \
-               wanted(phones) AS (SELECT ARRAY(SELECT json_array_elements_text($2::json))) \
+                 UNION SELECT j.id FROM jobs j JOIN family f ON j.params::json ->> 'retry_of' = f.id) \
              SELECT COALESCE(json_agg(phone), '[]')::text FROM recipients \
-             WHERE job_id = $1 AND state = 'failed' AND phone = ANY((SELECT phones FROM wanted)) \
+             WHERE job_id = $1 AND state = 'failed' AND phone = ANY(ARRAY(SELECT json_array_elements_text($2::json))) \
                AND phone NOT IN ( \
                  SELECT r.phone FROM recipients r JOIN family f ON r.job_id = f.id \
                  WHERE r.job_id != $3 AND r.state != 'failed' \
-                   AND r.phone = ANY((SELECT phones FROM wanted)))",
+                   AND r.phone = ANY(ARRAY(SELECT json_array_elements_text($2::json))))",
             |tx, sql| sqlx::query_scalar(sql)
                 .bind(original)
                 .bind(phones)
@@ -332,7 +331,6 @@ impl Batch<'_> {
         if phones.is_empty() {
             return Ok(HashSet::new());
         }
-        self.fence().await?;
         let asked = phones.len();
         let phones = json_array(phones.iter().map(Phone::as_str));
         // Queued, and claimed by nobody, by this run, or by a run that is over.
@@ -396,8 +394,9 @@ impl Batch<'_> {
     /// never both send. The run's row is read `FOR SHARE`, so a run marking it waits for this
     /// group's commit and then finds its rows in flight (and makes them `uncertain`), or this
     /// group waits for that mark and records nothing. On SQLite the state directory's file lock
-    /// cannot be lost.
-    async fn fence(&mut self) -> Result<(), JournalError> {
+    /// cannot be lost. Every group of the collector passes it first: a run that lost the job
+    /// writes nothing over the run that took it.
+    pub async fn fence(&mut self) -> Result<(), JournalError> {
         let Backend::Postgres(tx) = &mut self.tx else {
             return Ok(());
         };

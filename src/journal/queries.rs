@@ -108,6 +108,15 @@ impl Journal {
         Ok(u32::try_from(run).unwrap_or(u32::MAX))
     }
 
+    /// On PostgreSQL, fails when run `run` of the job is no longer `RUNNING` (another run found
+    /// its lock gone and marked it `KILLED`): its end writes nothing over the run that took the
+    /// job (see `Batch::fence`).
+    async fn fence(&mut self, id: &str, run: u32) -> Result<(), JournalError> {
+        let mut batch = self.batch(id, run).await?;
+        batch.fence().await?;
+        batch.commit().await
+    }
+
     fn live_run_sql(&self, job: &str) -> String {
         live_run_sql(self.on_postgres(), job)
     }
@@ -139,6 +148,7 @@ impl Journal {
         retries: u64,
         duration: Duration,
     ) -> Result<JobStatus, JournalError> {
+        self.fence(id, run).await?;
         let at = now();
         let live = self.live_run_sql(id);
         let others_live = format!(
@@ -373,6 +383,7 @@ impl Journal {
     /// After a run that failed (journal or source error): its rows left in flight become
     /// `uncertain`, so the job can be recorded as stopped (see [`begin_run`](Self::begin_run)).
     pub async fn resolve_in_flight(&mut self, id: &str, run: u32) -> Result<(), JournalError> {
+        self.fence(id, run).await?;
         either!(&mut self.connection, |c| sqlx::query(
             "UPDATE recipients SET state = 'uncertain', \
              reason = 'a request was in flight when its run ended' \
@@ -398,6 +409,7 @@ impl Journal {
         run: u32,
         suppressed: &HashSet<Phone>,
     ) -> Result<u64, JournalError> {
+        self.fence(id, run).await?;
         let phones: Vec<&str> = suppressed.iter().map(Phone::as_str).collect();
         let phones = serde_json::to_string(&phones).expect("strings serialize");
         let delete_suppressed = if self.on_postgres() {

@@ -89,6 +89,7 @@ impl Collector<'_> {
         // A phone has at most one of start, requeue and finish in a group (each waits for the
         // commit of the one before), so the order of the statements below does not matter.
         let mut batch = self.journal.batch(self.job_id, self.run).await?;
+        batch.fence().await?;
         let mut admitted = Vec::with_capacity(admissions.len());
         for (recipients, reply) in admissions {
             let answers = batch.admit(&recipients, self.retry_of).await?;
