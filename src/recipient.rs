@@ -46,16 +46,26 @@ impl Addressee {
     /// The value of a template placeholder: `phone` renders the normalised phone, `name` the
     /// name, anything else the column of that name.
     pub fn field(&self, field: &str) -> Option<&str> {
-        match field {
-            "phone" => Some(self.phone.as_str()),
-            "name" => Some(&self.name),
-            _ => self
-                .columns
-                .iter()
-                .position(|column| column == field)
-                .and_then(|index| self.values.get(index))
-                .map(String::as_str),
-        }
+        placeholder(field, &self.phone, &self.name, &self.columns, &self.values)
+    }
+}
+
+/// A placeholder's value: the phone, the name, or the column of that name.
+fn placeholder<'a>(
+    field: &str,
+    phone: &'a Phone,
+    name: &'a str,
+    columns: &[String],
+    values: &'a [String],
+) -> Option<&'a str> {
+    match field {
+        "phone" => Some(phone.as_str()),
+        "name" => Some(name),
+        _ => columns
+            .iter()
+            .position(|column| column == field)
+            .and_then(|index| values.get(index))
+            .map(String::as_str),
     }
 }
 
@@ -75,15 +85,7 @@ impl Recipient {
     /// The value of a template placeholder: `phone` renders the normalised phone, `name` the
     /// name, anything else the source column of that name.
     pub fn field(&self, field: &str) -> Option<&str> {
-        match field {
-            "phone" => Some(self.phone.as_str()),
-            "name" => Some(&self.name),
-            _ => self
-                .columns
-                .iter()
-                .position(|column| column == field)
-                .map(|index| self.values[index].as_str()),
-        }
+        placeholder(field, &self.phone, &self.name, &self.columns, &self.values)
     }
 }
 

@@ -231,6 +231,7 @@ impl StateDatabase {
         let options = (*self.options).clone().options([
             ("plan_cache_mode", "force_generic_plan"),
             ("enable_seqscan", "off"),
+            ("enable_bitmapscan", "off"),
             ("enable_hashjoin", "off"),
             ("enable_mergejoin", "off"),
         ]);
@@ -247,6 +248,9 @@ impl StateDatabase {
             ("tcp_keepalives_idle", "10"),
             ("tcp_keepalives_interval", "5"),
             ("tcp_keepalives_count", "3"),
+            // Keepalives probe an idle connection only: one with data the vanished host never
+            // acknowledged is given up after this long instead (milliseconds).
+            ("tcp_user_timeout", "25000"),
         ]);
         PgConnection::connect_with(&options)
             .await

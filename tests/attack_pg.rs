@@ -7,7 +7,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -39,29 +39,7 @@ impl Hosts {
 
     /// msgsend on `host`: its own `HOME`, `state_dir` and config file, the shared database.
     fn command(&self, host: &str, args: &[&str]) -> Command {
-        let home = self.world.path(host);
-        std::fs::create_dir_all(&home).unwrap();
-        let mut config = self.world.config.clone();
-        config.insert(
-            "state_dir".into(),
-            home.join("state").display().to_string().into(),
-        );
-        let path = home.join("msgsend.toml");
-        std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_msgsend"));
-        command
-            .arg("--config")
-            .arg(&path)
-            .args(args)
-            .current_dir(&home)
-            .env("HOME", &home)
-            .env("KAKAOTALK_PASSWORD", KAKAOTALK_PASSWORD)
-            .env("SMS_PASSWORD", SMS_PASSWORD)
-            .env_remove("RUST_LOG")
-            .env_remove("MSGSEND_CONFIG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        command
+        self.world.host_command(host, args)
     }
 
     async fn run(&self, host: &str, args: &[&str]) -> Output {

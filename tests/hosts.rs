@@ -8,11 +8,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::crowd::{Crowd, crowd};
-use common::{KAKAOTALK_PASSWORD, SMS_PASSWORD, World, campaign_args, count, stderr};
+use common::{World, campaign_args, count, stderr};
 
 /// A sandbox, a fresh state database, and the config every host starts from.
 struct Hosts {
@@ -37,29 +37,7 @@ impl Hosts {
 
     /// msgsend on `host`: its own `HOME`, `state_dir` and config file, the shared database.
     fn command(&self, host: &str, args: &[&str]) -> Command {
-        let home = self.world.path(host);
-        std::fs::create_dir_all(&home).unwrap();
-        let mut config = self.world.config.clone();
-        config.insert(
-            "state_dir".into(),
-            home.join("state").display().to_string().into(),
-        );
-        let path = home.join("msgsend.toml");
-        std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_msgsend"));
-        command
-            .arg("--config")
-            .arg(&path)
-            .args(args)
-            .current_dir(&home)
-            .env("HOME", &home)
-            .env("KAKAOTALK_PASSWORD", KAKAOTALK_PASSWORD)
-            .env("SMS_PASSWORD", SMS_PASSWORD)
-            .env_remove("RUST_LOG")
-            .env_remove("MSGSEND_CONFIG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        command
+        self.world.host_command(host, args)
     }
 
     async fn run(&self, host: &str, args: &[&str]) -> Output {

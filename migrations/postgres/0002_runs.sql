@@ -13,6 +13,8 @@ CREATE TABLE runs (
     ended TEXT,
     status TEXT NOT NULL,
     joined BOOLEAN NOT NULL DEFAULT FALSE,
+    -- The run read its source to the end (a leader's whole admission happened).
+    read_all BOOLEAN NOT NULL DEFAULT FALSE,
     backend_pid BIGINT,
     PRIMARY KEY (job_id, run)
 );

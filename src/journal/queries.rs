@@ -135,8 +135,9 @@ impl Journal {
     }
 
     /// Ends a run: its own record, its retries and duration, and — when no other run of the
-    /// job is live — the job's status: the run's own, unless the job's leader (the last run
-    /// that read the source) ended otherwise, or recipients remain queued (`INTERRUPTED`).
+    /// job is live — the job's status: the run's own, except that `DONE` becomes `INTERRUPTED`
+    /// when recipients remain queued or in flight, or when the job's leader (the last run that
+    /// reads the source) did not read it to the end (killed, or its source failed).
     /// While another run is live the job stays `RUNNING`: the last run to end decides. A run
     /// that read the source (`source` given) records its counts; a joined run reads none.
     pub async fn end_run(
@@ -155,16 +156,18 @@ impl Journal {
             "SELECT COUNT(*) FROM runs WHERE job_id = $1 AND run != $2 AND ended IS NULL \
              AND status = 'RUNNING' AND {live}"
         );
-        let path = self.path.clone();
         let job_status = either!(&mut self.connection, |c| async {
             let mut tx = c.begin().await?;
-            sqlx::query("UPDATE runs SET status = $3, ended = $4 WHERE job_id = $1 AND run = $2")
-                .bind(id)
-                .bind(i64::from(run))
-                .bind(status.name())
-                .bind(&at)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE runs SET status = $3, ended = $4, read_all = $5 WHERE job_id = $1 AND run = $2",
+            )
+            .bind(id)
+            .bind(i64::from(run))
+            .bind(status.name())
+            .bind(&at)
+            .bind(source.is_some())
+            .execute(&mut *tx)
+            .await?;
             if let Some(source) = source {
                 sqlx::query(
                     "UPDATE jobs SET total = $2, invalid = $3, duplicate = $4, suppressed = $5, \
@@ -188,10 +191,11 @@ impl Journal {
             let job_status = if others > 0 {
                 JobStatus::Running
             } else {
-                // The leader's word counts when this run only joined it: a leader that could
-                // not read its source to the end leaves recipients unread.
-                let leader: Option<String> = sqlx::query_scalar(
-                    "SELECT status FROM runs WHERE job_id = $1 AND NOT joined ORDER BY run DESC LIMIT 1",
+                // Whether the job's leader (this run, or the one it joined) read its source to
+                // the end: one killed or stopped by a source error left rows never admitted,
+                // so nothing queued does not mean nobody is left.
+                let leader_read_all: Option<bool> = sqlx::query_scalar(
+                    "SELECT read_all FROM runs WHERE job_id = $1 AND NOT joined ORDER BY run DESC LIMIT 1",
                 )
                 .bind(id)
                 .fetch_optional(&mut *tx)
@@ -202,16 +206,11 @@ impl Journal {
                 .bind(id)
                 .fetch_one(&mut *tx)
                 .await?;
-                let leader = leader
-                    .and_then(|word| parse_word::<JobStatus>(&path, "run status", &word).ok());
-                match (status, leader) {
-                    (JobStatus::Done, Some(leader))
-                        if !matches!(leader, JobStatus::Done | JobStatus::Running) =>
-                    {
-                        leader
+                match status {
+                    JobStatus::Done if waiting > 0 || leader_read_all == Some(false) => {
+                        JobStatus::Interrupted
                     }
-                    (JobStatus::Done, _) if waiting > 0 => JobStatus::Interrupted,
-                    (own, _) => own,
+                    own => own,
                 }
             };
             sqlx::query(

@@ -55,6 +55,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
          ended TEXT,
          status TEXT NOT NULL,
          joined INTEGER NOT NULL DEFAULT 0,
+         read_all INTEGER NOT NULL DEFAULT 0,
          backend_pid INTEGER,
          PRIMARY KEY (job_id, run)
      );

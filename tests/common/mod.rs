@@ -162,6 +162,35 @@ header = "{{name}}님, 안녕하세요. 현대 오토에버입니다."
         command
     }
 
+    /// The msgsend binary as run on another "host" named `host` (SPEC section 9): a `HOME`, a
+    /// `state_dir` and a config file of its own, the rest of this world's config (its
+    /// `state_database` above all) the same.
+    pub fn host_command(&self, host: &str, args: &[&str]) -> std::process::Command {
+        let home = self.path(host);
+        std::fs::create_dir_all(&home).unwrap();
+        let mut config = self.config.clone();
+        config.insert(
+            "state_dir".into(),
+            home.join("state").display().to_string().into(),
+        );
+        let path = home.join("msgsend.toml");
+        std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_msgsend"));
+        command
+            .arg("--config")
+            .arg(&path)
+            .args(args)
+            .current_dir(&home)
+            .env("HOME", &home)
+            .env("KAKAOTALK_PASSWORD", KAKAOTALK_PASSWORD)
+            .env("SMS_PASSWORD", SMS_PASSWORD)
+            .env_remove("RUST_LOG")
+            .env_remove("MSGSEND_CONFIG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        command
+    }
+
     /// Runs the msgsend binary to its end (see [`command`](Self::command)).
     pub async fn msgsend(&self, args: &[&str]) -> Output {
         let mut command = self.command(args);
