@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::{KAKAOTALK_PASSWORD, POSTGRES_TEST_PASSWORD, SMS_PASSWORD, World, stderr, stdout};
+use common::{POSTGRES_TEST_PASSWORD, World, stderr, stdout};
 
 struct Hosts {
     world: World,
