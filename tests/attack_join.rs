@@ -6,117 +6,53 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::crowd::{Crowd, crowd};
-use common::{World, campaign_args, stderr};
+use common::crowd::crowd;
+use common::hosts::{Hosts, output_of};
+use common::{campaign_args, stderr};
 
-struct Hosts {
-    world: World,
-    state: String,
+/// A sandbox whose KakaoTalk allows `rate` (and the config saying so), answering after
+/// `latency`; small batches and few sends at once, so that runs meet mid-job.
+async fn hosts(test: &str, rate: &str, latency: Duration) -> Option<Hosts> {
+    let mut hosts = Hosts::start(test, |config| {
+        config.kakaotalk.rate = rate.parse().unwrap();
+        config.kakaotalk.faults.latency = latency;
+    })
+    .await?;
+    hosts
+        .world
+        .set("providers.kakaotalk.rate_limit", rate)
+        .set("bulk.batch_size", 20)
+        .set("bulk.concurrency", 8);
+    Some(hosts)
 }
 
-impl Hosts {
-    /// `None` (the test skips, visibly) without a PostgreSQL server.
-    async fn start(test: &str, rate: &str, latency: Duration) -> Option<Hosts> {
-        let url = common::postgres_url()?;
-        let state = common::postgres::fresh_database(&url, test).await;
-        let mut world = World::start(|config| {
-            config.kakaotalk.rate = rate.parse().unwrap();
-            config.kakaotalk.faults.latency = latency;
-        })
-        .await;
-        world
-            .set("providers.kakaotalk.rate_limit", rate)
-            .set("bulk.batch_size", 20)
-            .set("bulk.concurrency", 8)
-            .set("state_database", state.clone());
-        Some(Hosts { world, state })
-    }
-
-    fn command(&self, host: &str, args: &[&str]) -> Command {
-        self.world.host_command(host, args)
-    }
-
-    async fn run(&self, host: &str, args: &[&str]) -> Output {
-        output_of(self.command(host, args).spawn().unwrap()).await
-    }
-
-    fn csv(&mut self, people: &Crowd) -> String {
-        self.world.with_crowd(people)
-    }
-
-    fn deliveries(&self) -> BTreeMap<String, usize> {
-        let mut received = BTreeMap::new();
-        for message in self.world.recorded() {
-            *received.entry(message.phone).or_insert(0) += 1;
-        }
-        received
-    }
-
-    fn rate_limited(&self) -> u64 {
-        common::count(&self.world.sandbox.kakaotalk.stats.rate_limited)
-            + common::count(&self.world.sandbox.sms.stats.rate_limited)
-    }
-
-    async fn wait_for_records(&self, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.world.recorded().len() < n {
-            assert!(Instant::now() < deadline, "the campaign did not get going");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    async fn db(&self) -> sqlx::PgConnection {
-        let mut db = common::postgres::connect(&self.state).await;
-        sqlx::raw_sql("SET search_path = msgsend")
-            .execute(&mut db)
-            .await
-            .unwrap();
-        db
-    }
-
-    /// Waits until `n` joined runs of `job` are recorded running.
-    async fn wait_for_joined(&self, job: &str, n: i64) {
-        let mut db = self.db().await;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let joined: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM runs WHERE job_id = $1 AND joined AND status = 'RUNNING'",
-            )
-            .bind(job)
-            .fetch_one(&mut db)
-            .await
-            .unwrap_or(0);
-            if joined >= n {
-                return;
-            }
-            assert!(Instant::now() < deadline, "the joined run did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    async fn in_state(&self, job: &str, state: &str) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM recipients WHERE job_id = $1 AND state = $2")
-            .bind(job)
-            .bind(state)
-            .fetch_one(&mut self.db().await)
-            .await
-            .unwrap()
-    }
-
-    async fn status(&self, job: &str) -> serde_json::Value {
-        let output = self.run("a", &["status", job, "--json"]).await;
-        serde_json::from_slice(&output.stdout)
-            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)))
-    }
-}
-
-async fn output_of(child: std::process::Child) -> Output {
-    tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+/// Waits until `n` joined runs of `job` are recorded running.
+async fn wait_for_joined(hosts: &Hosts, job: &str, n: i64) {
+    let mut db = hosts.db().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let joined: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM runs WHERE job_id = $1 AND joined AND status = 'RUNNING'",
+        )
+        .bind(job)
+        .fetch_one(&mut db)
         .await
-        .unwrap()
+        .unwrap_or(0);
+        if joined >= n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the joined run did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `status JOB --json`, as host a sees it.
+async fn status_of(hosts: &Hosts, job: &str) -> serde_json::Value {
+    let output = hosts.run("a", &["status", job, "--json"]).await;
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)))
 }
 
 fn assert_once(received: &BTreeMap<String, usize>) {
@@ -132,13 +68,12 @@ fn assert_once(received: &BTreeMap<String, usize>) {
 )]
 async fn a_leader_killed_while_a_joined_run_works_leaves_its_unread_recipients_to_a_resume_not_a_done_job()
  {
-    let Some(mut hosts) =
-        Hosts::start("join_leader_killed", "100/s", Duration::from_millis(20)).await
+    let Some(mut hosts) = hosts("join_leader_killed", "100/s", Duration::from_millis(20)).await
     else {
         return;
     };
     let people = crowd(400);
-    let csv = hosts.csv(&people);
+    let csv = hosts.world.with_crowd(&people);
     let a = hosts
         .command("a", &campaign_args(&csv, &["--job-id", "killed"]))
         .spawn()
@@ -148,7 +83,7 @@ async fn a_leader_killed_while_a_joined_run_works_leaves_its_unread_recipients_t
         .command("b", &["bulk", "--resume", "killed", "--join"])
         .spawn()
         .unwrap();
-    hosts.wait_for_joined("killed", 1).await;
+    wait_for_joined(&hosts, "killed", 1).await;
     hosts.wait_for_records(60).await;
     common::signal(a.id(), "KILL");
     let _ = output_of(a).await;
@@ -161,7 +96,7 @@ async fn a_leader_killed_while_a_joined_run_works_leaves_its_unread_recipients_t
     );
     // The leader never read the rest of its source: the job is not done, and the cron line's
     // `--resume` (the newest job not done) continues it.
-    let status = hosts.status("killed").await;
+    let status = status_of(&hosts, "killed").await;
     assert_ne!(
         status["status"], "DONE",
         "{unreached} eligible recipients never read, yet the job is DONE: {status}"
@@ -177,7 +112,7 @@ async fn a_leader_killed_while_a_joined_run_works_leaves_its_unread_recipients_t
         "somebody was skipped"
     );
     assert_eq!(hosts.rate_limited(), 0, "a provider answered 429");
-    assert_eq!(hosts.status("killed").await["status"], "DONE");
+    assert_eq!(status_of(&hosts, "killed").await["status"], "DONE");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -187,13 +122,12 @@ async fn a_leader_killed_while_a_joined_run_works_leaves_its_unread_recipients_t
 )]
 async fn a_leader_stopped_by_sigterm_whose_queue_a_joined_run_sent_to_the_end_leaves_the_job_done()
 {
-    let Some(mut hosts) =
-        Hosts::start("join_leader_term", "100/s", Duration::from_millis(20)).await
+    let Some(mut hosts) = hosts("join_leader_term", "100/s", Duration::from_millis(20)).await
     else {
         return;
     };
     let people = crowd(300);
-    let csv = hosts.csv(&people);
+    let csv = hosts.world.with_crowd(&people);
     let a = hosts
         .command("a", &campaign_args(&csv, &["--job-id", "termed"]))
         .spawn()
@@ -203,7 +137,7 @@ async fn a_leader_stopped_by_sigterm_whose_queue_a_joined_run_sent_to_the_end_le
         .command("b", &["bulk", "--resume", "termed", "--join"])
         .spawn()
         .unwrap();
-    hosts.wait_for_joined("termed", 1).await;
+    wait_for_joined(&hosts, "termed", 1).await;
     hosts.wait_for_records(60).await;
     common::signal(a.id(), "TERM");
     let a = output_of(a).await;
@@ -219,7 +153,7 @@ async fn a_leader_stopped_by_sigterm_whose_queue_a_joined_run_sent_to_the_end_le
     );
     assert_eq!(hosts.in_state("termed", "queued").await, 0);
     // SPEC section 9: the job is DONE when the last run ends with nothing queued.
-    let status = hosts.status("termed").await;
+    let status = status_of(&hosts, "termed").await;
     assert_eq!(status["status"], "DONE", "{status}");
 }
 
@@ -229,12 +163,11 @@ async fn a_leader_stopped_by_sigterm_whose_queue_a_joined_run_sent_to_the_end_le
     ignore = "no PostgreSQL server: apt-get install postgresql, or set MSGSEND_TEST_POSTGRES_URL"
 )]
 async fn a_joined_run_killed_beside_a_leader_and_another_joined_run_has_its_claims_sent_by_them() {
-    let Some(mut hosts) = Hosts::start("join_three", "100/s", Duration::from_millis(20)).await
-    else {
+    let Some(mut hosts) = hosts("join_three", "100/s", Duration::from_millis(20)).await else {
         return;
     };
     let people = crowd(300);
-    let csv = hosts.csv(&people);
+    let csv = hosts.world.with_crowd(&people);
     let a = hosts
         .command("a", &campaign_args(&csv, &["--job-id", "three"]))
         .spawn()
@@ -248,7 +181,7 @@ async fn a_joined_run_killed_beside_a_leader_and_another_joined_run_has_its_clai
         .command("c", &["bulk", "--resume", "three", "--join"])
         .spawn()
         .unwrap();
-    hosts.wait_for_joined("three", 2).await;
+    wait_for_joined(&hosts, "three", 2).await;
     hosts.wait_for_records(80).await;
     common::signal(b.id(), "KILL");
     let _ = output_of(b).await;
@@ -267,6 +200,6 @@ async fn a_joined_run_killed_beside_a_leader_and_another_joined_run_has_its_clai
         "somebody was skipped"
     );
     assert_eq!(hosts.rate_limited(), 0, "a provider answered 429");
-    let status = hosts.status("three").await;
+    let status = status_of(&hosts, "three").await;
     assert_eq!(status["status"], "DONE", "{status}");
 }

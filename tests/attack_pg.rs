@@ -6,87 +6,31 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::process::{Command, Output};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::{POSTGRES_TEST_PASSWORD, World, stderr, stdout};
+use common::hosts::{Hosts, output_of};
+use common::{POSTGRES_TEST_PASSWORD, stderr, stdout};
 
-struct Hosts {
-    world: World,
-    state: String,
+/// The hosts of a sandbox answering after `latency`, circuits that do not open.
+async fn hosts(test: &str, latency: Duration) -> Option<Hosts> {
+    hosts_with(test, |config| config.kakaotalk.faults.latency = latency).await
 }
 
-impl Hosts {
-    /// `None` (the test skips, visibly) without a PostgreSQL server.
-    async fn start(test: &str, latency: Duration) -> Option<Hosts> {
-        Hosts::start_with(test, |config| config.kakaotalk.faults.latency = latency).await
-    }
-
-    async fn start_with(
-        test: &str,
-        adjust: impl FnOnce(&mut msgsend::sandbox::SandboxConfig),
-    ) -> Option<Hosts> {
-        let url = common::postgres_url()?;
-        let state = common::postgres::fresh_database(&url, test).await;
-        let mut world = World::start(adjust).await;
-        world
-            .set("state_database", state.clone())
-            .set("circuit_breaker.failure_threshold", 1000);
-        Some(Hosts { world, state })
-    }
-
-    /// msgsend on `host`: its own `HOME`, `state_dir` and config file, the shared database.
-    fn command(&self, host: &str, args: &[&str]) -> Command {
-        self.world.host_command(host, args)
-    }
-
-    async fn run(&self, host: &str, args: &[&str]) -> Output {
-        output_of(self.command(host, args).spawn().unwrap()).await
-    }
-
-    /// How often each phone was delivered, over every job.
-    fn deliveries(&self) -> BTreeMap<String, usize> {
-        let mut received = BTreeMap::new();
-        for message in self.world.recorded() {
-            *received.entry(message.phone).or_insert(0) += 1;
-        }
-        received
-    }
-
-    fn providers_down(&self, down: bool) {
-        for sim in [&self.world.sandbox.kakaotalk, &self.world.sandbox.sms] {
-            sim.control.down.store(down, Ordering::SeqCst);
-        }
-    }
-
-    /// A connection to the state database, its tables on the search path.
-    async fn db(&self) -> sqlx::PgConnection {
-        let mut db = common::postgres::connect(&self.state).await;
-        sqlx::raw_sql("SET search_path = msgsend")
-            .execute(&mut db)
-            .await
-            .unwrap();
-        db
-    }
-
-    /// How many of the job's recipients are in `state`.
-    /// (0 while the schema is not there yet.)
-    async fn in_state(&self, job: &str, state: &str) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM recipients WHERE job_id = $1 AND state = $2")
-            .bind(job)
-            .bind(state)
-            .fetch_one(&mut self.db().await)
-            .await
-            .unwrap_or(0)
-    }
+async fn hosts_with(
+    test: &str,
+    adjust: impl FnOnce(&mut msgsend::sandbox::SandboxConfig),
+) -> Option<Hosts> {
+    let mut hosts = Hosts::start(test, adjust).await?;
+    hosts.world.set("circuit_breaker.failure_threshold", 1000);
+    Some(hosts)
 }
 
-async fn output_of(child: std::process::Child) -> Output {
-    tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap()
+/// Every provider down (`true`) or back.
+fn providers_down(hosts: &Hosts, down: bool) {
+    for sim in [&hosts.world.sandbox.kakaotalk, &hosts.world.sandbox.sms] {
+        sim.control.down.store(down, Ordering::SeqCst);
+    }
 }
 
 fn people(n: usize) -> String {
@@ -99,20 +43,20 @@ fn people(n: usize) -> String {
     ignore = "no PostgreSQL server: apt-get install postgresql, or set MSGSEND_TEST_POSTGRES_URL"
 )]
 async fn two_retries_of_one_failed_campaign_started_at_once_on_two_hosts_send_nobody_twice() {
-    let Some(hosts) = Hosts::start("retry_race", Duration::ZERO).await else {
+    let Some(hosts) = hosts("retry_race", Duration::ZERO).await else {
         return;
     };
     let csv = hosts.world.path("people.csv");
     std::fs::write(&csv, people(10)).unwrap();
     let csv = csv.display().to_string();
     // Every provider down: the whole campaign fails, for certain.
-    hosts.providers_down(true);
+    providers_down(&hosts, true);
     let first = hosts
         .run("a", &common::campaign_args(&csv, &["--job-id", "first"]))
         .await;
     assert_ne!(first.status.code(), Some(0), "{}", stderr(&first));
     assert_eq!(hosts.in_state("first", "failed").await, 10);
-    hosts.providers_down(false);
+    providers_down(&hosts, false);
     // A database under load: each insert of recipients takes a moment (the window in which
     // another process's admission cannot see this one's yet).
     sqlx::raw_sql(
@@ -157,7 +101,7 @@ async fn two_retries_of_one_failed_campaign_started_at_once_on_two_hosts_send_no
     ignore = "no PostgreSQL server: apt-get install postgresql, or set MSGSEND_TEST_POSTGRES_URL"
 )]
 async fn the_refusal_of_a_second_run_suggests_only_options_that_exist() {
-    let Some(hosts) = Hosts::start("refusal_words", Duration::from_millis(300)).await else {
+    let Some(hosts) = hosts("refusal_words", Duration::from_millis(300)).await else {
         return;
     };
     let csv = hosts.world.path("people.csv");
@@ -222,7 +166,7 @@ async fn wait_until(what: &str, mut done: impl AsyncFnMut() -> bool) {
 )]
 async fn a_run_that_lost_its_lock_writes_nothing_over_the_run_that_took_the_job_over() {
     // The first three requests fail (500); every answer takes a moment.
-    let Some(mut hosts) = Hosts::start_with("lost_lock", |config| {
+    let Some(mut hosts) = hosts_with("lost_lock", |config| {
         config.kakaotalk.faults.fail_first = 3;
         config.kakaotalk.faults.latency = Duration::from_millis(800);
     })
@@ -296,7 +240,7 @@ async fn a_run_that_lost_its_lock_writes_nothing_over_the_run_that_took_the_job_
     ignore = "no PostgreSQL server: apt-get install postgresql, or set MSGSEND_TEST_POSTGRES_URL"
 )]
 async fn every_connection_killed_mid_run_stops_the_run_and_a_resume_elsewhere_sends_nobody_twice() {
-    let Some(mut hosts) = Hosts::start("cut_all", Duration::from_millis(100)).await else {
+    let Some(mut hosts) = hosts("cut_all", Duration::from_millis(100)).await else {
         return;
     };
     let people = common::crowd::crowd(40);
@@ -358,7 +302,7 @@ async fn every_connection_killed_mid_run_stops_the_run_and_a_resume_elsewhere_se
     ignore = "no PostgreSQL server: apt-get install postgresql, or set MSGSEND_TEST_POSTGRES_URL"
 )]
 async fn resume_without_a_job_on_another_host_continues_the_interrupted_job_not_the_running_one() {
-    let Some(hosts) = Hosts::start("resume_alone", Duration::from_millis(150)).await else {
+    let Some(hosts) = hosts("resume_alone", Duration::from_millis(150)).await else {
         return;
     };
     let first_csv = hosts.world.path("first.csv");
@@ -411,7 +355,7 @@ async fn resume_without_a_job_on_another_host_continues_the_interrupted_job_not_
     ignore = "no PostgreSQL server: apt-get install postgresql, or set MSGSEND_TEST_POSTGRES_URL"
 )]
 async fn a_role_that_owns_the_schema_but_may_not_create_schemas_can_use_the_state() {
-    let Some(mut hosts) = Hosts::start("least_privilege", Duration::ZERO).await else {
+    let Some(mut hosts) = hosts("least_privilege", Duration::ZERO).await else {
         return;
     };
     // As a DBA provisions it: the schema made for the application's role, which does not own
@@ -462,7 +406,7 @@ fn sqlx_migration_lock(name: &str) -> i64 {
     ignore = "no PostgreSQL server: apt-get install postgresql, or set MSGSEND_TEST_POSTGRES_URL"
 )]
 async fn a_migration_that_never_ends_elsewhere_does_not_hang_every_msgsend() {
-    let Some(hosts) = Hosts::start("stuck_migration", Duration::ZERO).await else {
+    let Some(hosts) = hosts("stuck_migration", Duration::ZERO).await else {
         return;
     };
     let database = hosts.state.rsplit_once('/').unwrap().1.to_string();

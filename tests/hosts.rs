@@ -8,76 +8,23 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
-use common::crowd::{Crowd, crowd};
-use common::{World, campaign_args, count, stderr};
+use common::crowd::crowd;
+use common::hosts::{Hosts, output_of};
+use common::{campaign_args, stderr};
 
-/// A sandbox, a fresh state database, and the config every host starts from.
-struct Hosts {
-    world: World,
-}
-
-impl Hosts {
-    /// `None` (the test skips, visibly) without a PostgreSQL server.
-    async fn start(test: &str, rate: &str, latency: Duration) -> Option<Hosts> {
-        let url = common::postgres_url()?;
-        let state = common::postgres::fresh_database(&url, test).await;
-        let mut world = World::start(|config| {
-            config.kakaotalk.rate = rate.parse().unwrap();
-            config.kakaotalk.faults.latency = latency;
-        })
-        .await;
-        world
-            .set("providers.kakaotalk.rate_limit", rate)
-            .set("state_database", state.clone());
-        Some(Hosts { world })
-    }
-
-    /// msgsend on `host`: its own `HOME`, `state_dir` and config file, the shared database.
-    fn command(&self, host: &str, args: &[&str]) -> Command {
-        self.world.host_command(host, args)
-    }
-
-    async fn run(&self, host: &str, args: &[&str]) -> Output {
-        let mut command = self.command(host, args);
-        tokio::task::spawn_blocking(move || command.output().unwrap())
-            .await
-            .unwrap()
-    }
-
-    fn csv(&mut self, people: &Crowd) -> String {
-        self.world.with_crowd(people)
-    }
-
-    /// How often each phone was delivered, over every job.
-    fn deliveries(&self) -> BTreeMap<String, usize> {
-        let mut received = BTreeMap::new();
-        for message in self.world.recorded() {
-            *received.entry(message.phone).or_insert(0) += 1;
-        }
-        received
-    }
-
-    fn rate_limited(&self) -> u64 {
-        count(&self.world.sandbox.kakaotalk.stats.rate_limited)
-            + count(&self.world.sandbox.sms.stats.rate_limited)
-    }
-
-    async fn wait_for_records(&self, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.world.recorded().len() < n {
-            assert!(Instant::now() < deadline, "the campaign did not get going");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-async fn output_of(child: std::process::Child) -> Output {
-    tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap()
+/// A sandbox whose KakaoTalk allows `rate` (and the config saying so), answering after
+/// `latency`, and a fresh state database.
+async fn hosts(test: &str, rate: &str, latency: Duration) -> Option<Hosts> {
+    let mut hosts = Hosts::start(test, |config| {
+        config.kakaotalk.rate = rate.parse().unwrap();
+        config.kakaotalk.faults.latency = latency;
+    })
+    .await?;
+    hosts.world.set("providers.kakaotalk.rate_limit", rate);
+    Some(hosts)
 }
 
 fn status_json(output: &Output) -> serde_json::Value {
@@ -91,11 +38,11 @@ fn status_json(output: &Output) -> serde_json::Value {
     ignore = "no PostgreSQL server: apt-get install postgresql, or set MSGSEND_TEST_POSTGRES_URL"
 )]
 async fn two_jobs_on_two_hosts_share_one_quota_send_everyone_once_and_use_the_quota() {
-    let Some(mut hosts) = Hosts::start("two_jobs", "20/s", Duration::ZERO).await else {
+    let Some(mut hosts) = hosts("two_jobs", "20/s", Duration::ZERO).await else {
         return;
     };
     let people = crowd(60);
-    let csv = hosts.csv(&people);
+    let csv = hosts.world.with_crowd(&people);
     // Both start at once on an empty database: the schema is created once, under its lock.
     let north = hosts
         .command("a", &campaign_args(&csv, &["--job-id", "north"]))
@@ -138,11 +85,11 @@ async fn two_jobs_on_two_hosts_share_one_quota_send_everyone_once_and_use_the_qu
     ignore = "no PostgreSQL server: apt-get install postgresql, or set MSGSEND_TEST_POSTGRES_URL"
 )]
 async fn a_host_killed_mid_campaign_is_resumed_by_another_without_twice_or_skipped() {
-    let Some(mut hosts) = Hosts::start("failover", "20/s", Duration::from_millis(50)).await else {
+    let Some(mut hosts) = hosts("failover", "20/s", Duration::from_millis(50)).await else {
         return;
     };
     let people = crowd(80);
-    let csv = hosts.csv(&people);
+    let csv = hosts.world.with_crowd(&people);
     let mut a = hosts
         .command("a", &campaign_args(&csv, &["--job-id", "cut"]))
         .spawn()
@@ -187,11 +134,11 @@ async fn a_host_killed_mid_campaign_is_resumed_by_another_without_twice_or_skipp
 )]
 async fn a_second_run_of_a_running_job_on_another_host_is_refused_within_two_seconds_naming_the_holder()
  {
-    let Some(mut hosts) = Hosts::start("second_run", "10/s", Duration::ZERO).await else {
+    let Some(mut hosts) = hosts("second_run", "10/s", Duration::ZERO).await else {
         return;
     };
     let people = crowd(60);
-    let csv = hosts.csv(&people);
+    let csv = hosts.world.with_crowd(&people);
     let mut a = hosts
         .command("a", &campaign_args(&csv, &["--job-id", "busy"]))
         .spawn()
@@ -334,7 +281,7 @@ async fn delivered_by_run(state: &str, job: &str) -> BTreeMap<i64, i64> {
     ignore = "no PostgreSQL server: apt-get install postgresql, or set MSGSEND_TEST_POSTGRES_URL"
 )]
 async fn a_run_joined_on_another_host_sends_beside_the_first_nobody_twice_and_the_job_ends_done() {
-    let Some(mut hosts) = Hosts::start("join", "40/s", Duration::from_millis(30)).await else {
+    let Some(mut hosts) = hosts("join", "40/s", Duration::from_millis(30)).await else {
         return;
     };
     let state = hosts.world.config["state_database"]
@@ -342,7 +289,7 @@ async fn a_run_joined_on_another_host_sends_beside_the_first_nobody_twice_and_th
         .unwrap()
         .to_string();
     let people = crowd(200);
-    let csv = hosts.csv(&people);
+    let csv = hosts.world.with_crowd(&people);
     hosts.world.set("bulk.batch_size", 20);
     // A placeholder beyond name and phone: the joined run reads no source, and renders it from
     // what admission stored.
@@ -389,12 +336,11 @@ async fn a_run_joined_on_another_host_sends_beside_the_first_nobody_twice_and_th
     ignore = "no PostgreSQL server: apt-get install postgresql, or set MSGSEND_TEST_POSTGRES_URL"
 )]
 async fn join_with_no_run_live_resumes_the_job_and_a_plain_run_beside_a_joined_one_is_refused() {
-    let Some(mut hosts) = Hosts::start("join_alone", "20/s", Duration::from_millis(30)).await
-    else {
+    let Some(mut hosts) = hosts("join_alone", "20/s", Duration::from_millis(30)).await else {
         return;
     };
     let people = crowd(80);
-    let csv = hosts.csv(&people);
+    let csv = hosts.world.with_crowd(&people);
     let a = hosts
         .command("a", &campaign_args(&csv, &["--job-id", "alone"]))
         .spawn()

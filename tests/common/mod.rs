@@ -9,6 +9,7 @@ use std::sync::atomic::AtomicU64;
 
 pub mod clock;
 pub mod crowd;
+pub mod hosts;
 pub mod journal;
 pub mod postgres;
 pub mod receiver;
