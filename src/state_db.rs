@@ -120,6 +120,21 @@ impl StateDatabase {
     /// Connects to `url` (shown as `shown`, its password redacted), creating and migrating the
     /// schema when needed.
     pub async fn open(url: &str, shown: &str) -> Result<StateDatabase, StateDbError> {
+        let database = Self::connect(url, shown).await?;
+        database.migrate(None).await?;
+        Ok(database)
+    }
+
+    /// Opens `url` migrated only up to `version`: how the tests build a database of an older
+    /// msgsend.
+    #[doc(hidden)]
+    pub async fn open_at_version(url: &str, version: i64) -> Result<StateDatabase, StateDbError> {
+        let database = Self::connect(url, "(test)").await?;
+        database.migrate(Some(version)).await?;
+        Ok(database)
+    }
+
+    async fn connect(url: &str, shown: &str) -> Result<StateDatabase, StateDbError> {
         let fail = |source| StateDbError::Database {
             url: shown.to_string(),
             source,
@@ -138,13 +153,22 @@ impl StateDatabase {
             .connect_with(options.clone())
             .await
             .map_err(fail)?;
-        let database = StateDatabase {
+        Ok(StateDatabase {
             pool,
             options: options.into(),
             shown: shown.to_string(),
-        };
-        database.migrate(None).await?;
-        Ok(database)
+        })
+    }
+
+    /// A connection that belongs to no pool, with these session settings.
+    async fn connection_with(
+        &self,
+        settings: &[(&str, &str)],
+    ) -> Result<PgConnection, StateDbError> {
+        let options = (*self.options).clone().options(settings.iter().copied());
+        PgConnection::connect_with(&options)
+            .await
+            .map_err(|source| self.error(source))
     }
 
     /// Applies the migrations up to `target` (all when `None`).
@@ -228,33 +252,29 @@ impl StateDatabase {
     /// those statistics: scans, hash and merge joins are off for this connection (measured: a
     /// first run on a fresh database otherwise went at a fifth of the speed of the next).
     pub async fn journal_connection(&self) -> Result<PgConnection, StateDbError> {
-        let options = (*self.options).clone().options([
+        self.connection_with(&[
             ("plan_cache_mode", "force_generic_plan"),
             ("enable_seqscan", "off"),
             ("enable_bitmapscan", "off"),
             ("enable_hashjoin", "off"),
             ("enable_mergejoin", "off"),
-        ]);
-        PgConnection::connect_with(&options)
-            .await
-            .map_err(|source| self.error(source))
+        ])
+        .await
     }
 
     /// A connection of its own for a lock, whose session the server ends within about 25 s of
     /// its host vanishing (TCP keepalives; the defaults wait two hours), so a dead host's lock
     /// is freed well inside `shutdown_grace` + 30 s.
     pub async fn lock_connection(&self) -> Result<PgConnection, StateDbError> {
-        let options = (*self.options).clone().options([
+        self.connection_with(&[
             ("tcp_keepalives_idle", "10"),
             ("tcp_keepalives_interval", "5"),
             ("tcp_keepalives_count", "3"),
             // Keepalives probe an idle connection only: one with data the vanished host never
             // acknowledged is given up after this long instead (milliseconds).
             ("tcp_user_timeout", "25000"),
-        ]);
-        PgConnection::connect_with(&options)
-            .await
-            .map_err(|source| self.error(source))
+        ])
+        .await
     }
 
     /// The URL with its password redacted.
@@ -267,34 +287,6 @@ impl StateDatabase {
             url: self.shown.clone(),
             source,
         }
-    }
-
-    /// Opens `url` migrated only up to `version`: how the tests build a database of an older
-    /// msgsend.
-    #[doc(hidden)]
-    pub async fn open_at_version(url: &str, version: i64) -> Result<StateDatabase, StateDbError> {
-        let options = PgConnectOptions::from_str(url)
-            .map_err(|source| StateDbError::Database {
-                url: "(test)".into(),
-                source,
-            })?
-            .options([("search_path", SCHEMA)])
-            .disable_statement_logging();
-        let pool = PgPoolOptions::new()
-            .max_connections(2)
-            .connect_with(options.clone())
-            .await
-            .map_err(|source| StateDbError::Database {
-                url: "(test)".into(),
-                source,
-            })?;
-        let database = StateDatabase {
-            pool,
-            options: options.into(),
-            shown: "(test)".into(),
-        };
-        database.migrate(Some(version)).await?;
-        Ok(database)
     }
 }
 

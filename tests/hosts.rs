@@ -261,14 +261,13 @@ async fn the_postgresql_ledger_keeps_leases_like_the_file_one() {
 }
 
 /// Each run of `job` and how many recipients it delivered, read from the shared journal.
-async fn delivered_by_run(state: &str, job: &str) -> BTreeMap<i64, i64> {
-    let mut db = common::postgres::connect(state).await;
+async fn delivered_by_run(hosts: &Hosts, job: &str) -> BTreeMap<i64, i64> {
     sqlx::query_as::<_, (i64, i64)>(
-        "SELECT run, COUNT(*) FROM msgsend.recipients WHERE job_id = $1 \
+        "SELECT run, COUNT(*) FROM recipients WHERE job_id = $1 \
          AND state IN ('sent', 'fallback') GROUP BY run",
     )
     .bind(job)
-    .fetch_all(&mut db)
+    .fetch_all(&mut hosts.db().await)
     .await
     .unwrap()
     .into_iter()
@@ -284,10 +283,6 @@ async fn a_run_joined_on_another_host_sends_beside_the_first_nobody_twice_and_th
     let Some(mut hosts) = hosts("join", "40/s", Duration::from_millis(30)).await else {
         return;
     };
-    let state = hosts.world.config["state_database"]
-        .as_str()
-        .unwrap()
-        .to_string();
     let people = crowd(200);
     let csv = hosts.world.with_crowd(&people);
     hosts.world.set("bulk.batch_size", 20);
@@ -319,7 +314,7 @@ async fn a_run_joined_on_another_host_sends_beside_the_first_nobody_twice_and_th
             .all(|m| m.message.contains("서울 이벤트")),
         "a message rendered without its city"
     );
-    let by_run = delivered_by_run(&state, "shared").await;
+    let by_run = delivered_by_run(&hosts, "shared").await;
     assert_eq!(by_run.len(), 2, "both hosts sent: {by_run:?}");
     assert!(by_run.values().all(|&n| n > 0), "{by_run:?}");
     let status = status_json(&hosts.run("a", &["status", "shared", "--json"]).await);

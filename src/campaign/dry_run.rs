@@ -5,6 +5,7 @@
 //! the counts are those of the run it rehearses: who that run would send to.
 
 use std::io::Write;
+use std::sync::Arc;
 
 use super::Prepared;
 use crate::advert::{AD_NIGHT, MessageKind};
@@ -167,7 +168,8 @@ pub(super) async fn run(
         suppression: &suppression,
         consent,
         batch_size: CHUNK,
-        fields: template.source_fields().into(),
+        // Nothing a dry run admits is kept.
+        fields: Arc::from([]),
     };
     let mut invalid_rows = InvalidRows::new(&label, outputs.invalid_csv)?;
     let start = ReadStart::at(reading.from.as_ref(), None);

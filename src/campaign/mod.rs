@@ -355,6 +355,12 @@ async fn execute(
             .with_alerter(&alerter)
             .with_max_wait(settings.bulk.max_wait),
     );
+    // Runs may join the job only on a PostgreSQL state: only there is a placeholder's value
+    // stored with each recipient.
+    let stored_fields = match state {
+        State::Database(_) => template.source_fields().into(),
+        State::Dir(_) => Arc::from([]),
+    };
     let campaign = Campaign {
         job_id: job.id.clone(),
         run,
@@ -373,6 +379,7 @@ async fn execute(
         deadline: job.params.deadline.map(|at| (at, clock)),
         resumed_from: reading.and_then(|reading| reading.from),
         checkpoints,
+        stored_fields,
     };
     // Pre-flight (SPEC section 3): every provider this run may use, probed at once before
     // its first message; the results set the channels' starting state and raise the alerts.

@@ -30,7 +30,7 @@ pub async fn list(global: &GlobalArgs, args: JobsArgs) -> anyhow::Result<ExitSta
     } else {
         writeln!(
             out,
-            "{:<24} {:<12} {:<20} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8}  {:<11} LAST RUN",
+            "{:<24} {:<12} {:<20} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8}  VALID UNTIL",
             "JOB",
             "STATUS",
             "CREATED",
@@ -39,13 +39,12 @@ pub async fn list(global: &GlobalArgs, args: JobsArgs) -> anyhow::Result<ExitSta
             "FALLBACK",
             "FAILED",
             "UNCERTAIN",
-            "EXPIRED",
-            "VALID UNTIL"
+            "EXPIRED"
         )?;
         for (job, runs) in &jobs {
             writeln!(
                 out,
-                "{:<24} {:<12} {:<20} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8}  {:<11} {}",
+                "{:<24} {:<12} {:<20} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8}  {}",
                 job.id,
                 job.status.name(),
                 job.created_at,
@@ -57,9 +56,9 @@ pub async fn list(global: &GlobalArgs, args: JobsArgs) -> anyhow::Result<ExitSta
                 job.states.expired,
                 job.params
                     .deadline
-                    .map_or_else(|| "-".to_string(), |d| d.to_string()),
-                runs.last().map_or_else(|| "-".to_string(), run_text)
+                    .map_or_else(|| "-".to_string(), |d| d.to_string())
             )?;
+            write_runs(&mut out, runs)?;
         }
     }
     out.flush()?;
@@ -124,9 +123,7 @@ pub async fn status(global: &GlobalArgs, args: StatusArgs) -> anyhow::Result<Exi
         for (label, value) in rows {
             writeln!(out, "  {label:<12} {value}")?;
         }
-        for run in &runs {
-            writeln!(out, "  run {:<8} {}", run.run, run_text(run))?;
-        }
+        write_runs(&mut out, &runs)?;
     }
     out.flush()?;
     Ok(ExitStatus::Success)
@@ -139,16 +136,21 @@ fn source_text(source: &StoredSource) -> String {
     }
 }
 
-/// A run on one line: where it ran, when, and how it ended.
-fn run_text(run: &RunRecord) -> String {
-    format!(
-        "{} on {} pid {} from {} to {}",
-        run.status,
-        run.host,
-        run.pid,
-        run.started,
-        run.ended.as_deref().unwrap_or("-")
-    )
+/// A job's runs, a line each under it: where each ran, when, and how it ended.
+fn write_runs(out: &mut impl Write, runs: &[RunRecord]) -> std::io::Result<()> {
+    for run in runs {
+        writeln!(
+            out,
+            "  run {:<8} {} on {} pid {} from {} to {}",
+            run.run,
+            run.status,
+            run.host,
+            run.pid,
+            run.started,
+            run.ended.as_deref().unwrap_or("-")
+        )?;
+    }
+    Ok(())
 }
 
 /// A job with the summary's key names (SPEC section 6) and what the journal adds: `runs`, every

@@ -338,12 +338,13 @@ impl Batch<'_> {
             // SQLite has no UPDATE in a WITH, and hands each RETURNING row over separately: the
             // count tells whether all were started (always, but for a bug: no run joins here).
             let fail = database_error(&self.path);
-            let updated = sqlx::query(
+            let updated = sqlx::query(concat!(
                 "UPDATE recipients SET state = 'in_flight', updated_at = $2, run = $3 \
                  WHERE job_id = $1 AND phone IN (SELECT value FROM json_each($4)) \
-                   AND state = 'queued' AND (run IS NULL OR run = $3 OR run IN \
-                     (SELECT run FROM runs WHERE job_id = $1 AND status != 'RUNNING'))",
-            )
+                   AND state = 'queued' AND (run = $3 OR ",
+                held_by_no_running_run!(),
+                ")"
+            ))
             .bind(self.job)
             .bind(&self.at)
             .bind(i64::from(self.run))
@@ -371,14 +372,14 @@ impl Batch<'_> {
         let Backend::Postgres(tx) = &mut self.tx else {
             unreachable!("SQLite returned above")
         };
-        let started: String = sqlx::query_scalar(
+        let started: String = sqlx::query_scalar(concat!(
             "WITH s AS (UPDATE recipients SET state = 'in_flight', updated_at = $2, run = $3 \
                WHERE job_id = $1 AND phone = ANY(ARRAY(SELECT json_array_elements_text($4::json))) \
-                 AND state = 'queued' AND (run IS NULL OR run = $3 OR run IN \
-                   (SELECT run FROM runs WHERE job_id = $1 AND status != 'RUNNING')) \
-               RETURNING phone) \
-             SELECT COALESCE(json_agg(phone), '[]')::text FROM s",
-        )
+                 AND state = 'queued' AND (run = $3 OR ",
+            held_by_no_running_run!(),
+            ") RETURNING phone) \
+             SELECT COALESCE(json_agg(phone), '[]')::text FROM s"
+        ))
         .bind(self.job)
         .bind(&self.at)
         .bind(i64::from(self.run))
@@ -449,14 +450,13 @@ impl Batch<'_> {
         let Backend::Postgres(tx) = &mut self.tx else {
             return Ok(Vec::new());
         };
-        let rows: Vec<(String, i64, String, Option<String>)> = sqlx::query_as(
+        let rows: Vec<(String, i64, String, Option<String>)> = sqlx::query_as(concat!(
             "UPDATE recipients SET run = $2, updated_at = $3 WHERE job_id = $1 AND phone IN ( \
-                 SELECT phone FROM recipients WHERE job_id = $1 AND state = 'queued' \
-                   AND (run IS NULL OR run IN \
-                     (SELECT run FROM runs WHERE job_id = $1 AND status != 'RUNNING')) \
-                 LIMIT $4 FOR UPDATE SKIP LOCKED) \
-             RETURNING phone, line, name, fields",
-        )
+                 SELECT phone FROM recipients WHERE job_id = $1 AND state = 'queued' AND ",
+            held_by_no_running_run!(),
+            " LIMIT $4 FOR UPDATE SKIP LOCKED) \
+             RETURNING phone, line, name, fields"
+        ))
         .bind(self.job)
         .bind(i64::from(self.run))
         .bind(&self.at)

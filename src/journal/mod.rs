@@ -43,6 +43,15 @@ macro_rules! either {
     };
 }
 
+/// The SQL condition "the row belongs to no run of job `$1` that is still `RUNNING`": no run
+/// holds it, or the run that did has ended or was found dead. Such a row is free to start or
+/// claim, and one left `in_flight` is a dead run's.
+macro_rules! held_by_no_running_run {
+    () => {
+        "(run IS NULL OR run IN (SELECT run FROM runs WHERE job_id = $1 AND status != 'RUNNING'))"
+    };
+}
+
 mod batch;
 mod lock;
 mod queries;
@@ -98,7 +107,7 @@ pub enum JournalError {
     #[error(transparent)]
     State(#[from] crate::state_db::StateDbError),
     #[error(
-        "job {job:?}: another run began while run {run} was sending (this one had lost its lock); it sends nothing more"
+        "job {job:?}: another run took the job over while run {run} was sending (this one had lost its lock); it sends nothing more"
     )]
     Superseded { job: String, run: u32 },
     #[error("no job {0:?} in the journal (`msgsend jobs` lists them)")]

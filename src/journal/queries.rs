@@ -108,13 +108,17 @@ impl Journal {
         Ok(u32::try_from(run).unwrap_or(u32::MAX))
     }
 
-    /// On PostgreSQL, fails when run `run` of the job is no longer `RUNNING` (another run found
-    /// its lock gone and marked it `KILLED`): its end writes nothing over the run that took the
-    /// job (see `Batch::fence`).
-    async fn fence(&mut self, id: &str, run: u32) -> Result<(), JournalError> {
+    /// A transaction for the end of run `run` of the job, which fails on PostgreSQL when the run
+    /// is no longer `RUNNING` ([`Batch::fence`](super::Batch::fence)): a run that lost the job
+    /// writes nothing over the run that took it.
+    async fn fenced<'j>(
+        &'j mut self,
+        id: &'j str,
+        run: u32,
+    ) -> Result<super::Batch<'j>, JournalError> {
         let mut batch = self.batch(id, run).await?;
         batch.fence().await?;
-        batch.commit().await
+        Ok(batch)
     }
 
     fn live_run_sql(&self, job: &str) -> String {
@@ -149,15 +153,16 @@ impl Journal {
         retries: u64,
         duration: Duration,
     ) -> Result<JobStatus, JournalError> {
-        self.fence(id, run).await?;
         let at = now();
         let live = self.live_run_sql(id);
         let others_live = format!(
             "SELECT COUNT(*) FROM runs WHERE job_id = $1 AND run != $2 AND ended IS NULL \
              AND status = 'RUNNING' AND {live}"
         );
-        let job_status = either!(&mut self.connection, |c| async {
-            let mut tx = c.begin().await?;
+        let postgres = self.on_postgres();
+        let fail = self.fail();
+        let mut batch = self.fenced(id, run).await?;
+        let job_status = either!(&mut batch.tx, |tx| async {
             sqlx::query(
                 "UPDATE runs SET status = $3, ended = $4, read_all = $5 WHERE job_id = $1 AND run = $2",
             )
@@ -166,7 +171,7 @@ impl Journal {
             .bind(status.name())
             .bind(&at)
             .bind(source.is_some())
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
             if let Some(source) = source {
                 sqlx::query(
@@ -180,37 +185,41 @@ impl Journal {
                 .bind(to_i64(source.suppressed))
                 .bind(to_i64(source.no_consent))
                 .bind(to_i64(source.consent_expired))
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
             }
             let others: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(others_live.clone()))
                 .bind(id)
                 .bind(i64::from(run))
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut **tx)
                 .await?;
             let job_status = if others > 0 {
                 JobStatus::Running
+            } else if status != JobStatus::Done || !postgres {
+                // On SQLite one run works a job, and its close (`close_run`) leaves nothing
+                // queued under a run that ends `DONE`.
+                status
             } else {
                 // Whether the job's leader (this run, or the one it joined) read its source to
                 // the end: one killed or stopped by a source error left rows never admitted,
-                // so nothing queued does not mean nobody is left.
+                // so nothing queued does not mean nobody is left. And whether a run that
+                // shared the job left claims unsent.
                 let leader_read_all: Option<bool> = sqlx::query_scalar(
                     "SELECT read_all FROM runs WHERE job_id = $1 AND NOT joined ORDER BY run DESC LIMIT 1",
                 )
                 .bind(id)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut **tx)
                 .await?;
                 let waiting: i64 = sqlx::query_scalar(
                     "SELECT COUNT(*) FROM recipients WHERE job_id = $1 AND state IN ('queued', 'in_flight')",
                 )
                 .bind(id)
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut **tx)
                 .await?;
-                match status {
-                    JobStatus::Done if waiting > 0 || leader_read_all == Some(false) => {
-                        JobStatus::Interrupted
-                    }
-                    own => own,
+                if waiting > 0 || leader_read_all == Some(false) {
+                    JobStatus::Interrupted
+                } else {
+                    JobStatus::Done
                 }
             };
             sqlx::query(
@@ -222,13 +231,13 @@ impl Journal {
             .bind(&at)
             .bind(to_i64(retries))
             .bind(duration.as_secs_f64())
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
-            tx.commit().await?;
             Ok(job_status)
         }
         .await)
-        .map_err(self.fail())?;
+        .map_err(&fail)?;
+        batch.commit().await?;
         Ok(job_status)
     }
 
@@ -382,18 +391,20 @@ impl Journal {
     /// After a run that failed (journal or source error): its rows left in flight become
     /// `uncertain`, so the job can be recorded as stopped (see [`begin_run`](Self::begin_run)).
     pub async fn resolve_in_flight(&mut self, id: &str, run: u32) -> Result<(), JournalError> {
-        self.fence(id, run).await?;
-        either!(&mut self.connection, |c| sqlx::query(
+        let fail = self.fail();
+        let mut batch = self.fenced(id, run).await?;
+        either!(&mut batch.tx, |tx| sqlx::query(
             "UPDATE recipients SET state = 'uncertain', \
              reason = 'a request was in flight when its run ended' \
              WHERE job_id = $1 AND state = 'in_flight' AND run = $2",
         )
         .bind(id)
         .bind(i64::from(run))
-        .execute(c)
+        .execute(&mut **tx)
         .await
         .map(drop))
-        .map_err(self.fail())
+        .map_err(fail)?;
+        batch.commit().await
     }
 
     /// Closes a run whose source was read to its end: a recipient still `queued` that this run
@@ -408,7 +419,6 @@ impl Journal {
         run: u32,
         suppressed: &HashSet<Phone>,
     ) -> Result<u64, JournalError> {
-        self.fence(id, run).await?;
         let phones: Vec<&str> = suppressed.iter().map(Phone::as_str).collect();
         let phones = serde_json::to_string(&phones).expect("strings serialize");
         let delete_suppressed = if self.on_postgres() {
@@ -419,14 +429,15 @@ impl Journal {
              AND seen_run != $2 AND phone IN (SELECT value FROM json_each($3))"
         };
         let at = now();
-        either!(&mut self.connection, |c| async {
-            let mut tx = c.begin().await?;
+        let fail = self.fail();
+        let mut batch = self.fenced(id, run).await?;
+        let closed = either!(&mut batch.tx, |tx| async {
             if !suppressed.is_empty() {
                 sqlx::query(delete_suppressed)
                     .bind(id)
                     .bind(i64::from(run))
                     .bind(&phones)
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await?;
             }
             let result = sqlx::query(
@@ -437,18 +448,19 @@ impl Journal {
                      ELSE 'not in the source any more' END, \
                    updated_at = $3 \
                  WHERE job_id = $1 AND ((state = 'in_flight' AND run = $2) \
-                   OR (state = 'queued' AND seen_run != $2 AND (run IS NULL OR run != $2)))",
+                   OR (state = 'queued' AND seen_run != $2))",
             )
             .bind(id)
             .bind(i64::from(run))
             .bind(&at)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
-            tx.commit().await?;
             Ok(result.rows_affected())
         }
         .await)
-        .map_err(self.fail())
+        .map_err(fail)?;
+        batch.commit().await?;
+        Ok(closed)
     }
 
     /// A job's campaign parameters only: what `--resume` and `--retry-failed` need, without
@@ -660,12 +672,12 @@ where
     .bind(id)
     .execute(&mut *connection)
     .await?;
-    sqlx::query(
+    sqlx::query(concat!(
         "UPDATE recipients SET state = 'uncertain', \
          reason = 'a request was in flight when the process died' \
-         WHERE job_id = $1 AND state = 'in_flight' \
-           AND (run IS NULL OR run IN (SELECT run FROM runs WHERE job_id = $1 AND status != 'RUNNING'))",
-    )
+         WHERE job_id = $1 AND state = 'in_flight' AND ",
+        held_by_no_running_run!()
+    ))
     .bind(id)
     .execute(&mut *connection)
     .await?;

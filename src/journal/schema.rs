@@ -44,8 +44,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // 2: where a later run may start reading the job's CSV file (`source::resume`), as JSON.
     "ALTER TABLE jobs ADD COLUMN resume_point TEXT;",
     // 3: every run with its host and process (`status --json` lists them, SPEC section 9), the
-    // run a recipient in flight belongs to, and the values a joined run renders from (unused
-    // on SQLite, kept so both backends write the same rows).
+    // run a recipient in flight belongs to, and the values a joined run renders from (written
+    // on PostgreSQL only, where runs join; the columns keep both backends' tables alike).
     "CREATE TABLE runs (
          job_id TEXT NOT NULL,
          run INTEGER NOT NULL,

@@ -12,8 +12,9 @@
 //!
 //! A run whose lock connection breaks has lost its lock: another host may start the job. A
 //! watchdog pings the connection every few seconds and stops the run when it fails, and every
-//! group of "in flight" records is fenced by the job's run number ([`super::Batch::start`]):
-//! once another run has begun, this one records nothing in flight, so it sends nothing more.
+//! group of journal writes is fenced by the run's own status ([`super::Batch::fence`]): once
+//! another run has found it dead (`KILLED`), it records nothing more, so it starts nobody new
+//! and writes nothing over the run that took the job.
 
 use std::path::PathBuf;
 use std::time::Duration;

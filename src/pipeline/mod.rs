@@ -93,6 +93,10 @@ pub struct Campaign {
     pub resumed_from: Option<ResumePoint>,
     /// Keeps this run's resume point (a CSV source).
     pub checkpoints: Option<Checkpoints>,
+    /// The message's placeholders besides name and phone whose values admission stores with each
+    /// recipient, and a joined run renders from: on a PostgreSQL state (runs may join), else
+    /// none (nobody would read them).
+    pub stored_fields: Arc<[String]>,
 }
 
 /// Where a run reports as it goes: the progress display, the metrics, the alert watch, the
@@ -273,7 +277,7 @@ impl Producer<'_> {
                     suppression: &campaign.suppression,
                     consent: campaign.consent.clone(),
                     batch_size: campaign.batch_size,
-                    fields: campaign.template.source_fields().into(),
+                    fields: campaign.stored_fields.clone(),
                 };
                 let start = ReadStart::at(
                     campaign.resumed_from.as_ref(),
@@ -309,7 +313,7 @@ impl Producer<'_> {
     /// one, until a claim finds none and the job's leader has ended (while it reads its source,
     /// more may be queued: the claim is tried again every [`CLAIM_AGAIN`]).
     async fn claim_all(&mut self, campaign: &Campaign) {
-        let columns: Arc<[String]> = campaign.template.source_fields().into();
+        let columns = &campaign.stored_fields;
         while !self.sender.stopper.is_stopped() {
             let (reply, answer) = oneshot::channel();
             let claim = Event::Claim {
@@ -339,7 +343,7 @@ impl Producer<'_> {
                     tracing::warn!(job_id = %campaign.job_id, line = row.line, "a queued recipient's phone in the journal is not a phone: not sent");
                     continue;
                 };
-                let values = stored_values(&columns, row.fields.as_deref());
+                let values = stored_values(columns, row.fields.as_deref());
                 let addressee = Addressee {
                     line: row.line,
                     name: row.name,
